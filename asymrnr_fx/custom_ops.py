@@ -1,0 +1,35 @@
+"""The one custom op the rewritten graph calls: ``asymrnr::select``.
+
+Which tokens survive depends on the activations and on Python-side state (step, cache), so
+the compiler must treat it as opaque. Its fake implementation returns a fresh *unbacked*
+size for the kept count, bounded to ``[1, L]``; the reduced gather -> attention -> restore
+chain then compiles once and the count may change on every call without recompiling.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .runtime import get_runtime
+
+
+@torch.library.custom_op("asymrnr::select", mutates_args=())
+def select(
+    x: torch.Tensor, timestep: Optional[torch.Tensor], runtime_id: int, site: str, feature: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep [B, H, n], assign [B, H, L])`` for one site and feature at the current step."""
+    with torch.no_grad():
+        return get_runtime(runtime_id).select(x, timestep, site, feature)
+
+
+@select.register_fake
+def _select_fake(
+    x: torch.Tensor, timestep: Optional[torch.Tensor], runtime_id: int, site: str, feature: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
+    kept = torch.library.get_ctx().new_dynamic_size(min=1, max=length)
+    return x.new_empty((bsz, heads, kept), dtype=torch.long), x.new_empty((bsz, heads, length), dtype=torch.long)
+
+
+SELECT_OP = torch.ops.asymrnr.select.default

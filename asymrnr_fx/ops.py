@@ -1,0 +1,202 @@
+"""AsymRnR as pure tensor functions: partition, matching, selection, reduction, restoration.
+
+Everything here works on tensors shaped ``[batch, heads, tokens, dim]`` (the layout
+scaled-dot-product attention uses) and holds no state.  The graph pass inserts calls to
+:func:`gather_tokens`, :func:`merge_tokens`, :func:`reduce_mask` and :func:`restore_tokens`
+around an attention node; :mod:`asymrnr_fx.runtime` calls :func:`partition`,
+:func:`match` and :func:`select` behind a custom op, because which tokens survive is
+data-dependent and must stay opaque to the compiler.
+
+The algorithm is specified in ``shared/METHOD.md``; :mod:`asymrnr_fx.reference` is an
+independent, slow implementation the tests compare against.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+Similarity = Literal["euclidean", "cosine", "dot"]
+Grid = tuple[int, int, int]
+Stride = tuple[int, int, int]
+
+SIMILARITIES: tuple[str, ...] = ("euclidean", "cosine", "dot")
+MODES: tuple[str, ...] = ("replace", "mean")
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable 31-bit seed from the plan seed and a site/feature/window path.
+
+    ``hash()`` is salted per process, so a CRC of the text keeps partitions reproducible
+    across runs and machines.
+    """
+    text = "/".join(str(p) for p in (seed, *parts))
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+def draw_tile_choices(grid: Sequence[int], stride: Sequence[int], seed: int) -> torch.Tensor:
+    """The random draw behind a partition: for every full tile, which cell is the dst.
+
+    Kept separate from :func:`partition` so that an independent implementation (the test
+    oracle) can consume the very same random numbers.
+    """
+    tiles = [g // s for g, s in zip(grid, stride)]
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, math.prod(stride), tiles, generator=gen)
+
+
+def max_ratio(stride: Sequence[int]) -> float:
+    """Largest ratio that still removes tokens: every dst token is always kept."""
+    return 1.0 - 1.0 / math.prod(stride)
+
+
+def kept_count(num_tokens: int, ratio: float) -> int:
+    """``floor(N * (1 - r))`` evaluated exactly as the reference does (in float64)."""
+    return int(num_tokens * (1 - ratio))
+
+
+def partition(grid: Sequence[int], stride: Sequence[int], choices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the raster-ordered video tokens of ``grid`` into (dst, src) positions.
+
+    One dst per full ``stride`` tile (the cell picked by ``choices``); everything else,
+    including the border left over by a grid that is not a multiple of the stride, is src.
+    Both outputs are sorted ascending.
+    """
+    f, h, w = grid
+    sf, sh, sw = stride
+    tf, th, tw = choices.shape
+    off_f = choices // (sh * sw)
+    off_h = (choices // sw) % sh
+    off_w = choices % sw
+    base_f = torch.arange(tf).view(-1, 1, 1) * sf
+    base_h = torch.arange(th).view(1, -1, 1) * sh
+    base_w = torch.arange(tw).view(1, 1, -1) * sw
+    pos = (base_f + off_f) * (h * w) + (base_h + off_h) * w + (base_w + off_w)
+    dst = pos.reshape(-1).sort().values
+    is_dst = torch.zeros(f * h * w, dtype=torch.bool)
+    is_dst[dst] = True
+    src = torch.nonzero(~is_dst).view(-1)
+    return dst, src
+
+
+@dataclass
+class Matching:
+    """What the matching cache keeps for one site and feature: indices, never activations.
+
+    ``nearest[b, h, i]`` is the slot (in ``dst``) of the dst token closest to ``src[i]``;
+    ``order[b, h]`` lists src slots from most to least similar to their nearest dst, so
+    removing the first ``k`` removes the ``k`` most redundant src tokens.
+    """
+
+    dst: torch.Tensor  # [n_dst] video positions
+    src: torch.Tensor  # [n_src] video positions
+    nearest: torch.Tensor  # [B, H, n_src] slot into dst
+    order: torch.Tensor  # [B, H, n_src] slot into src, most similar first
+
+
+def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str) -> torch.Tensor:
+    """Pairwise similarity ``[..., len(a), len(b)]``; larger means more alike."""
+    if similarity == "euclidean":
+        # -(|a|^2 - 2ab + |b|^2) through one matmul: cheap enough to run on every window start.
+        ab = a @ b.transpose(-1, -2)
+        return 2 * ab - a.square().sum(-1, keepdim=True) - b.square().sum(-1).unsqueeze(-2)
+    if similarity == "cosine":
+        a = torch.nn.functional.normalize(a, dim=-1)
+        b = torch.nn.functional.normalize(b, dim=-1)
+        return a @ b.transpose(-1, -2)
+    if similarity == "dot":
+        return a @ b.transpose(-1, -2)
+    raise ValueError(f"unknown similarity {similarity!r}; use one of {SIMILARITIES}")
+
+
+def match(video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str = "euclidean") -> Matching:
+    """Match every src token to its most similar dst, per batch element and head.
+
+    Scores are computed in float32 whatever the activation dtype: bfloat16 distances are
+    too coarse to rank tokens and would turn most comparisons into ties.
+    """
+    x = video.float()
+    dst = dst.to(x.device)
+    src = src.to(x.device)
+    scores = similarity_scores(x[:, :, src], x[:, :, dst], similarity)
+    best, nearest = scores.max(dim=-1)
+    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
+    return Matching(dst=dst, src=src, nearest=nearest, order=order)
+
+
+def select(
+    m: Matching,
+    num_video: int,
+    ratio: float,
+    text_len: int = 0,
+    text_first: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices that reduce a (text + video) sequence at ``ratio`` and restore it afterwards.
+
+    Returns ``keep`` ``[B, H, n_kept]``: full-sequence positions that stay, ascending; and
+    ``assign`` ``[B, H, L]``: for every full-sequence position, the slot in the reduced
+    sequence that represents it (its own slot if kept, its nearest dst's slot if removed).
+    Text tokens are always kept. Restoration is ``reduced.gather(assign)``.
+    """
+    bsz, heads, n_src = m.order.shape
+    n_dst = m.dst.numel()
+    device = m.order.device
+    n_src_keep = max(kept_count(num_video, ratio) - n_dst, 0)
+    n_remove = n_src - min(n_src_keep, n_src)
+    removed = m.order[..., :n_remove]
+    kept_src = m.order[..., n_remove:]
+    keep_video = torch.cat([m.dst.expand(bsz, heads, n_dst), m.src[kept_src]], dim=-1).sort(dim=-1).values
+    n_kept = keep_video.shape[-1]
+    slots = torch.arange(n_kept, device=device).expand(bsz, heads, n_kept)
+    slot_of = torch.full((bsz, heads, num_video), -1, dtype=torch.long, device=device)
+    slot_of.scatter_(-1, keep_video, slots)
+    removed_dst_pos = m.dst[m.nearest.gather(-1, removed)]
+    slot_of.scatter_(-1, m.src[removed], slot_of.gather(-1, removed_dst_pos))
+    if text_len == 0:
+        return keep_video, slot_of
+    text = torch.arange(text_len, device=device).expand(bsz, heads, text_len)
+    if text_first:
+        return torch.cat([text, keep_video + text_len], -1), torch.cat([text, slot_of + text_len], -1)
+    return torch.cat([keep_video, text + num_video], -1), torch.cat([slot_of, text + n_kept], -1)
+
+
+def _expand_index(index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return index.unsqueeze(-1).expand(*index.shape, x.shape[-1])
+
+
+def gather_tokens(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Reduction by pruning ("replace" mode): the kept tokens of ``x`` along dim -2."""
+    return torch.gather(x, -2, _expand_index(keep, x))
+
+
+def merge_tokens(x: torch.Tensor, keep: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """Reduction by averaging ("mean" mode): each slot is the mean of the tokens assigned to it."""
+    out = x.new_zeros(*x.shape[:-2], keep.shape[-1], x.shape[-1])
+    return out.scatter_reduce(-2, _expand_index(assign, x), x, reduce="mean", include_self=False)
+
+
+def restore_tokens(out: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """Full-length output from the reduced one: one gather, never a scatter."""
+    return torch.gather(out, -2, _expand_index(assign, out))
+
+
+def reduce_mask(mask: torch.Tensor, q_keep: torch.Tensor | None, kv_keep: torch.Tensor | None) -> torch.Tensor:
+    """Cut an attention mask down to the kept query rows and key columns.
+
+    Dimensions the mask broadcasts (size 1) stay broadcast; batch/head dims are expanded
+    only when per-head indices require it.
+    """
+    idx = q_keep if q_keep is not None else kv_keep
+    bsz, heads = idx.shape[0], idx.shape[1]
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    if q_keep is not None and mask.shape[-2] != 1:
+        mask = mask.expand(bsz, heads, *mask.shape[-2:])
+        mask = torch.gather(mask, -2, q_keep.unsqueeze(-1).expand(bsz, heads, q_keep.shape[-1], mask.shape[-1]))
+    if kv_keep is not None and mask.shape[-1] != 1:
+        mask = mask.expand(bsz, heads, *mask.shape[-2:])
+        mask = torch.gather(mask, -1, kv_keep.unsqueeze(-2).expand(bsz, heads, mask.shape[-2], kv_keep.shape[-1]))
+    return mask

@@ -1,0 +1,77 @@
+"""Transformation pass: wrap one attention node in AsymRnR.
+
+Before::
+
+    out = sdpa(q, k, v, mask, ...)
+
+After (replace mode; mean mode swaps the gathers for :func:`~asymrnr_fx.ops.merge_tokens`)::
+
+    q_keep, q_assign = asymrnr.select(q, t, site, "q")     # matching or cache lookup
+    kv_keep, _       = asymrnr.select(v, t, site, "kv")    # K is pruned with V's matching
+    out_r = sdpa(gather(q, q_keep), gather(k, kv_keep), gather(v, kv_keep),
+                 reduce_mask(mask, q_keep, kv_keep), ...)  # scale, dropout, dtype untouched
+    out   = gather(out_r, q_assign)                        # restoration
+
+Only the feature(s) the plan ever reduces at this site get their ``select``.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch.fx as fx
+
+from .. import custom_ops, ops
+from .find_attention import AttentionCall
+
+
+def _call(graph: fx.Graph, fn: Any, args: tuple, meta: dict) -> fx.Node:
+    node = graph.call_function(fn, args)
+    for key in ("nn_module_stack", "stack_trace", "source_fn_stack"):
+        if key in meta:
+            node.meta[key] = meta[key]
+    return node
+
+
+def rewrite_attention(
+    gm: fx.GraphModule,
+    call: AttentionCall,
+    *,
+    runtime_id: int,
+    site: str,
+    features: tuple[str, ...],
+    mode: str,
+    timestep: fx.Node | None,
+) -> None:
+    """Insert selection, reduction and restoration around ``call.node`` in place."""
+    graph, node, a = gm.graph, call.node, dict(call.args)
+    meta = node.meta
+    reduce = ops.gather_tokens if mode == "replace" else None
+    select = custom_ops.SELECT_OP
+    q_keep = q_assign = kv_keep = None
+    with graph.inserting_before(node):
+        if "q" in features:
+            sel = _call(graph, select, (a["query"], timestep, runtime_id, site, "q"), meta)
+            q_keep = _call(graph, operator.getitem, (sel, 0), meta)
+            q_assign = _call(graph, operator.getitem, (sel, 1), meta)
+            a["query"] = _reduce(graph, reduce, a["query"], q_keep, q_assign, meta)
+        if "kv" in features:
+            sel = _call(graph, select, (a["value"], timestep, runtime_id, site, "kv"), meta)
+            kv_keep = _call(graph, operator.getitem, (sel, 0), meta)
+            kv_assign = _call(graph, operator.getitem, (sel, 1), meta)
+            a["key"] = _reduce(graph, reduce, a["key"], kv_keep, kv_assign, meta)
+            a["value"] = _reduce(graph, reduce, a["value"], kv_keep, kv_assign, meta)
+        if isinstance(a["attn_mask"], fx.Node):
+            a["attn_mask"] = _call(graph, ops.reduce_mask, (a["attn_mask"], q_keep, kv_keep), meta)
+    node.args = (a.pop("query"), a.pop("key"), a.pop("value"))
+    node.kwargs = a
+    if q_assign is not None:
+        with graph.inserting_after(node):
+            restored = _call(graph, ops.restore_tokens, (node, q_assign), meta)
+        node.replace_all_uses_with(restored, delete_user_cb=lambda user: user is not restored)
+
+
+def _reduce(graph: fx.Graph, gather: Any, x: Any, keep: fx.Node, assign: fx.Node, meta: dict) -> fx.Node:
+    if gather is not None:
+        return _call(graph, gather, (x, keep), meta)
+    return _call(graph, ops.merge_tokens, (x, keep, assign), meta)

@@ -1,0 +1,84 @@
+"""What the pass found and did, as a table people can read and a dict tools can use."""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .passes.classify_attention import SiteReport
+
+
+class AsymRnRWarning(UserWarning):
+    """Raised (as a warning) when the pass rewrote nothing, so a no-op is never silent."""
+
+
+@dataclass
+class GraphReport:
+    """The sites of one captured graph."""
+
+    sites: list[SiteReport]
+    grid: tuple[int, int, int] | None = None
+    grid_source: str = ""
+    timestep: str | None = None
+
+    @property
+    def rewritten(self) -> list[SiteReport]:
+        return [s for s in self.sites if s.rewrite]
+
+
+@dataclass
+class Report:
+    """Every attention site of a model (over all its captured graphs), classified."""
+
+    graphs: list[GraphReport] = field(default_factory=list)
+
+    @property
+    def sites(self) -> list[SiteReport]:
+        return [s for g in self.graphs for s in g.sites]
+
+    @property
+    def rewritten(self) -> list[SiteReport]:
+        return [s for s in self.sites if s.rewrite]
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(s.kind for s in self.sites))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "graphs": [
+                {"grid": g.grid, "grid_source": g.grid_source, "timestep": g.timestep, "sites": [s.as_dict() for s in g.sites]}
+                for g in self.graphs
+            ]
+        }
+
+    def __str__(self) -> str:
+        rows = [("#", "module", "class", "kind", "q x kv tokens", "text", "rewrite", "note")]
+        for i, s in enumerate(self.sites):
+            lens = f"{s.q_len} x {s.kv_len}" if s.q_len is not None else "?"
+            text = f"{s.text_len} {s.text_position or '?'}" if s.text_len else "-"
+            rw = "+".join(s.features) if s.rewrite else "no"
+            rows.append((str(i), s.path, s.module_type, s.kind, lens, text, rw, s.reason))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+        grids = {(g.grid, g.grid_source) for g in self.graphs if g.grid}
+        head = [f"asymrnr_fx: {len(self.sites)} attention sites, {len(self.rewritten)} rewritten; kinds {self.counts()}"]
+        head += [f"video grid {grid} from {src}" for grid, src in sorted(grids, key=str)]
+        ts = sorted({g.timestep for g in self.graphs if g.timestep})
+        head.append(
+            f"step tracking from graph input {ts[0]}" if ts else "step tracking: no timestep input found; use asymrnr_fx.set_step()"
+        )
+        return "\n".join(head + lines)
+
+
+def warn_nothing_rewritten(report: GraphReport) -> None:
+    if not report.sites:
+        msg = (
+            "asymrnr_fx rewrote nothing: the captured graph has no scaled_dot_product_attention call. "
+            "AsymRnR only rewrites torch.nn.functional.scaled_dot_product_attention; models using a custom "
+            "attention kernel or explicit softmax(QK^T)V are left unchanged."
+        )
+    else:
+        reasons = "; ".join(sorted({f"{s.path}: {s.reason or s.kind}" for s in report.sites})[:5])
+        msg = f"asymrnr_fx rewrote none of the {len(report.sites)} attention sites ({reasons})"
+    warnings.warn(msg, AsymRnRWarning, stacklevel=3)

@@ -6,7 +6,7 @@
     model = torch.compile(model, backend="asymrnr", options={"plan": plan})    # inductor
 """
 from . import custom_ops as _custom_ops  # noqa: F401  (registers asymrnr::select)
-from .api import AsymRnRModule, inspect, reset, runtime_of, set_step, transform
+from .api import AsymRnRModule, inspect, reset, runtime_of, set_step, transform, transform_graph
 from .backend import asymrnr_backend, register, rewrite_graph
 from .plan import Plan, default_plan
 from .report import AsymRnRWarning, Report
@@ -30,4 +30,5 @@ __all__ = [
     "runtime_of",
     "set_step",
     "transform",
+    "transform_graph",
 ]

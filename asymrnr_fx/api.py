@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .backend import analysis_backend, asymrnr_backend
+from .backend import analysis_backend, asymrnr_backend, rewrite_graph
 from .plan import Plan, coerce_plan
 from .report import Report
 from .runtime import Runtime, default_runtime
@@ -140,6 +140,25 @@ def transform(
     return AsymRnRModule(
         model, coerce_plan(plan), grid=grid, compile=compile, fullgraph=fullgraph, inductor=inductor, grid_fn=grid_fn
     )
+
+
+def transform_graph(
+    gm: torch.fx.GraphModule,
+    plan: Plan | Mapping[str, Any] | str | None = None,
+    *,
+    grid: tuple[int, int, int] | None = None,
+) -> torch.fx.GraphModule:
+    """Rewrite an already captured graph in place, e.g. ``torch.export.export(model, args).module()``.
+
+    Works on Dynamo-level graphs and on exported (aten-level) graphs alike; the returned
+    module runs eagerly and carries its runtime (see :func:`runtime_of`).
+    """
+    plan = coerce_plan(plan)
+    runtime = Runtime(plan)
+    runtime.reports.append(rewrite_graph(gm, plan, runtime, grid=grid))
+    _check_site_count(plan, runtime)
+    gm._asymrnr_runtime = runtime
+    return gm
 
 
 def inspect(

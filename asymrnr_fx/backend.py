@@ -43,9 +43,9 @@ def rewrite_graph(
     explicit = tuple(grid) if grid is not None else plan.grid
     candidates = infer_grids(gm, explicit=explicit, hint=runtime.grid_hint)
     reports, chosen = classify_attention(calls, candidates, plan.text_position)
-    if explicit is not None and calls and not any(r.kind in (*_VIDEO_KINDS, "cross") for r in reports):
+    n = explicit[0] * explicit[1] * explicit[2] if explicit is not None else 0
+    if explicit is not None and not any(r.kind == "joint" or n in (r.q_len, r.kv_len) for r in reports) and calls:
         lengths = sorted({r.q_len for r in reports if r.q_len is not None})
-        n = explicit[0] * explicit[1] * explicit[2]
         raise ValueError(
             f"grid {explicit} gives {n} video tokens, but the attention sites have sequence lengths {lengths}; "
             "give the grid in tokens after patching (frames / temporal patch, height / patch, width / patch)"
@@ -100,7 +100,7 @@ def rewrite_graph(
         grid_source=chosen.source if chosen else "",
         timestep=timestep.name if timestep is not None else None,
     )
-    if not report.rewritten and not runtime.site_order:
+    if not dry_run and not report.rewritten and not runtime.sites:
         warn_nothing_rewritten(report)
     log.info("asymrnr_fx: rewrote %d of %d attention sites", len(report.rewritten), len(reports))
     return report

@@ -42,7 +42,8 @@ class SiteSpec:
         return self.grid[0] * self.grid[1] * self.grid[2]
 
     def video(self, x: torch.Tensor) -> torch.Tensor:
-        start = self.text_len if self.text_first else 0
+        # Text length from the call itself: it may vary per call (Mochi drops padded prompt tokens).
+        start = x.shape[2] - self.num_video if self.text_first else 0
         return x[:, :, start : start + self.num_video]
 
 
@@ -79,6 +80,12 @@ class Runtime:
         self.counts: Counter[str] = Counter()
         self.reports: list = []  # one GraphReport per captured graph
         self.grid_hint: tuple[int, int, int] | None = None  # set by integrations before a call
+        # Separate matching caches for the calls a pipeline makes within one step (diffusers'
+        # ``cache_context("cond")`` / ``("uncond")``): features differ, so must the matching.
+        self.context: str = ""
+        # -1: timesteps fall during a generation; +1: they rise (Mochi's pipeline); None: learn
+        # it from the first change. A move against the direction starts a new generation.
+        self.timestep_direction: int | None = None
         self.reset()
 
     # ------------------------------------------------------------------ sites
@@ -102,7 +109,7 @@ class Runtime:
         self.generation = getattr(self, "generation", -1) + 1
         self._last_timestep: float | None = None
         self._pinned = False
-        self.cache: dict[tuple[str, str], CacheEntry] = {}
+        self.cache: dict[tuple[str, str, str], CacheEntry] = {}
 
     def set_step(self, step: int) -> None:
         """Pin the denoising step (disables timestep tracking until :meth:`reset`)."""
@@ -112,7 +119,8 @@ class Runtime:
         self._pinned = True
 
     def observe_timestep(self, timestep: torch.Tensor | None) -> None:
-        """Advance the step when the timestep changes; a rise means a new generation began."""
+        """Advance the step when the timestep changes; a move back (a rise, for the usual falling
+        schedule) means a new generation began."""
         if timestep is None or self._pinned:
             return
         value = float(timestep.detach().float().max()) if timestep.numel() else 0.0
@@ -122,7 +130,10 @@ class Runtime:
             return
         if value == last:
             return
-        if value > last:
+        direction = 1 if value > last else -1
+        if self.timestep_direction is None:
+            self.timestep_direction = direction
+        if direction != self.timestep_direction:
             self.reset()
         else:
             self.step += 1
@@ -142,21 +153,31 @@ class Runtime:
         n_keep = ops.kept_count(spec.num_video, ratio)
         bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
         if n_keep >= spec.num_video:
+            if self._window_reduces(spec, feature):
+                self._matching(x, spec, feature)  # so the rest of the window only gathers
             self._log(spec, feature, "identity")
             full = torch.arange(length, device=x.device).expand(bsz, heads, length)
             return full.clone(), full.clone()
         entry = self._matching(x, spec, feature)
-        if n_keep not in entry.selections:
-            entry.selections[n_keep] = ops.select(
-                entry.matching, spec.num_video, ratio, spec.text_len, spec.text_first
+        text_len = length - spec.num_video  # per call: Mochi's valid prompt length is data-dependent
+        if (n_keep, text_len) not in entry.selections:
+            entry.selections[n_keep, text_len] = ops.select(
+                entry.matching, spec.num_video, ratio, text_len, spec.text_first
             )
-        keep, assign = entry.selections[n_keep]
+        keep, assign = entry.selections[n_keep, text_len]
         return keep.clone(), assign.clone()
+
+    def _window_reduces(self, spec: SiteSpec, feature: str) -> bool:
+        """Whether any step of the current cache window reduces this feature at this site."""
+        window = self.plan.cache_window
+        start = self.step // window * window
+        end = start + window if self.plan.num_steps is None else min(start + window, self.plan.num_steps)
+        return any(self.plan.ratio(spec.ordinal, s, feature) > 0 for s in range(start, end))
 
     def _matching(self, x: torch.Tensor, spec: SiteSpec, feature: str) -> CacheEntry:
         window = self.step // self.plan.cache_window
         shape = tuple(x.shape[:2])
-        entry = self.cache.get((spec.key, feature))
+        entry = self.cache.get((self.context, spec.key, feature))
         if entry is not None and entry.window == window and entry.shape == shape and entry.generation == self.generation:
             self._log(spec, feature, "reuse")
             return entry
@@ -165,7 +186,7 @@ class Runtime:
         dst, src = ops.partition(spec.grid, self.plan.stride, choices)
         matching = ops.match(spec.video(x), dst, src, self.plan.similarity)
         entry = CacheEntry(self.generation, window, shape, matching)
-        self.cache[(spec.key, feature)] = entry
+        self.cache[(self.context, spec.key, feature)] = entry
         self._log(spec, feature, "match")
         return entry
 

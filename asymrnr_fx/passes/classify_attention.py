@@ -57,7 +57,19 @@ def _static(shape: tuple | None) -> bool:
     return shape is not None and all(isinstance(d, int) for d in shape)
 
 
-def text_position(q: fx.Node, num_video: int, length: int, max_nodes: int = 400) -> str | None:
+def _same(a: Any, b: Any) -> bool:
+    """Sizes equal without guarding: symbolic sizes (e.g. Mochi's data-dependent prompt length) compare by expression."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    ea = a.node.expr if isinstance(a, torch.SymInt) else a
+    eb = b.node.expr if isinstance(b, torch.SymInt) else b
+    try:
+        return bool(ea == eb)
+    except Exception:  # noqa: BLE001 - an undecidable comparison is "not the same"
+        return False
+
+
+def text_position(q: fx.Node, num_video: int, length: Any, max_nodes: int = 400) -> str | None:
     """``"first"``/``"last"`` from the nearest upstream ``cat`` that joined text and video."""
     seen, todo = {q}, deque([q])
     while todo and len(seen) < max_nodes:
@@ -69,11 +81,11 @@ def text_position(q: fx.Node, num_video: int, length: int, max_nodes: int = 400)
             if out is not None and isinstance(pieces, (list, tuple)) and len(pieces) == 2:
                 dim = dim % len(out)
                 sizes = [node_shape(p) for p in pieces]
-                if out[dim] == length and all(s is not None for s in sizes):
+                if all(s is not None for s in sizes) and _same(out[dim], length):
                     lens = [s[dim] for s in sizes]
-                    if lens[0] == num_video and lens[1] == length - num_video:
+                    if _same(lens[0], num_video) and _same(lens[1], length - num_video):
                         return "last"
-                    if lens[1] == num_video and lens[0] == length - num_video:
+                    if _same(lens[1], num_video) and _same(lens[0], length - num_video):
                         return "first"
         for parent in node.all_input_nodes:
             if parent not in seen:
@@ -92,10 +104,13 @@ def _classify_one(call: AttentionCall, cand: GridCandidate | None, text_pos: str
     if not all(s is not None and len(s) == 4 for s in (q_shape, k_shape, v_shape)):
         rep.reason = "query/key/value are not [batch, heads, tokens, dim] tensors with recorded shapes"
         return rep
-    if not (_static(q_shape) and _static(k_shape)):
-        rep.reason = "dynamic sequence length; compile with dynamic=False (one graph per input shape)"
+    static = _static(q_shape) and _static(k_shape)
+    dynamic_reason = "dynamic sequence length; compile with dynamic=False (one graph per input shape)"
+    if not static and not (_static(q_shape[:2]) and _same(q_shape[2], k_shape[2])):
+        rep.reason = dynamic_reason
         return rep
-    rep.q_len, rep.kv_len, rep.heads = q_shape[2], k_shape[2], q_shape[1]
+    rep.q_len, rep.kv_len = (q_shape[2], k_shape[2]) if static else (None, None)
+    rep.heads = q_shape[1]
     if a["is_causal"] is not False:
         rep.reason = "causal attention (is_causal) is not a video DiT attention"
         return rep
@@ -110,6 +125,16 @@ def _classify_one(call: AttentionCall, cand: GridCandidate | None, text_pos: str
         rep.reason = no_grid
         return rep
     n = cand.num_tokens
+    if not static:
+        # Video tokens joined with a data-dependent number of text tokens (Mochi keeps only the
+        # valid prompt tokens per sample); the runtime reads the text length off each call.
+        pos = text_pos if text_pos != "auto" else text_position(call.query, n, q_shape[2])
+        if pos is None:
+            rep.reason = dynamic_reason
+            return rep
+        rep.kind, rep.text_position, rep.grid = "joint", pos, cand.grid
+        rep.extra.update(grid_source=cand.source, q_len=str(q_shape[2]), kv_len=str(k_shape[2]))
+        return rep
     lq, lkv = rep.q_len, rep.kv_len
     if lq == n and lkv == n:
         rep.kind = "self"
@@ -117,10 +142,10 @@ def _classify_one(call: AttentionCall, cand: GridCandidate | None, text_pos: str
         rep.text_len = lq - n
         pos = text_pos if text_pos != "auto" else text_position(call.query, n, lq)
         if pos is None:
-            rep.kind = "joint"
+            rep.text_len = 0
             rep.reason = (
-                f"joint attention ({n} video + {lq - n} other tokens) but the graph does not show where the "
-                "text sits; set Plan(text_position='first' or 'last')"
+                f"{lq} tokens: no cat of {n} video and {lq - n} text tokens upstream; if this is joint "
+                "attention set Plan(text_position='first' or 'last'), else check the grid"
             )
             return rep
         rep.kind, rep.text_position = "joint", pos

@@ -1,0 +1,169 @@
+"""Tiny, random-weight diffusers video models and pipelines, built entirely in code.
+
+Why this exists: the integration has to be exercised on the real diffusers classes (their
+attention processors, masks, per-sample loops and pipelines), but nothing may be downloaded
+and the CPU is small. Every builder here constructs the real class from a small config —
+transformer, VAE, text encoder(s) and an offline word-level tokenizer — so tests and the
+``examples/pipeline_<family>.py`` scripts run the genuine code paths in seconds.
+
+Shapes are chosen so that the video token grid is at least (2, 2, 2) (the default AsymRnR
+stride) and differs in length from the text sequence, which keeps the attention sites
+distinguishable from shapes, as in full-size models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+FAMILIES: tuple[str, ...] = ("cogvideox", "hunyuanvideo", "wan", "mochi", "ltx")
+
+_WORDS = (
+    "a cat dog bird fish horse person man woman child car boat plane train tree flower river sea sky sun moon "
+    "star cloud rain snow city street house room table chair window door light dark red green blue yellow white "
+    "black small big fast slow running walking flying swimming jumping sitting standing in on under over with "
+    "and the of to at by from video photo of high quality detailed cinematic shot camera moves slowly around "
+    "scene bright night day morning evening forest mountain beach desert field garden park road bridge"
+).split()
+
+
+def tiny_tokenizer(kind: str = "t5", model_max_length: int = 512) -> Any:
+    """An offline word-level tokenizer with the special tokens a pipeline expects.
+
+    ``kind`` picks the conventions: ``"t5"`` (pad 0, eos 1, unk 2, eos appended),
+    ``"llama"`` (bos prepended, right padding), ``"clip"`` (bos + eos around the text).
+    Built with the ``tokenizers`` library and wrapped in ``PreTrainedTokenizerFast``, so it
+    answers the same calls (padding, truncation, ``batch_decode``) as the real tokenizers.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {
+        "t5": ["<pad>", "</s>", "<unk>"],
+        "llama": ["<s>", "<pad>", "</s>", "<unk>"],
+        "clip": ["<|startoftext|>", "<|endoftext|>", "<unk>"],
+    }[kind]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for word in dict.fromkeys(_WORDS):
+        vocab.setdefault(word, len(vocab))
+    unk = "<unk>"
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "t5":
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+        )
+        names = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": unk}
+    elif kind == "llama":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+        )
+        names = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": unk}
+    else:
+        bos, eos = "<|startoftext|>", "<|endoftext|>"
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B {eos}",
+            special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])],
+        )
+        names = {"bos_token": bos, "eos_token": eos, "pad_token": eos, "unk_token": unk}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
+
+
+def _vocab_size() -> int:
+    return 4 + len(dict.fromkeys(_WORDS))
+
+
+def tiny_t5(d_model: int = 32, umt5: bool = False) -> torch.nn.Module:
+    """A 2-layer T5 (or UMT5, as Wan uses) encoder with random weights."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    kw = dict(
+        vocab_size=_vocab_size(), d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    if umt5:
+        return UMT5EncoderModel(UMT5Config(**kw)).eval()
+    return T5EncoderModel(T5Config(**kw)).eval()
+
+
+# --------------------------------------------------------------------------- transformers
+def tiny_transformer(family: str, *, seed: int = 0, layers: int = 1) -> torch.nn.Module:
+    """The family's diffusers transformer class at toy size (2 heads x 8-16 dims, ``layers`` blocks)."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    if family == "cogvideox":
+        model = diffusers.CogVideoXTransformer3DModel(
+            num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=8,
+            text_embed_dim=32, num_layers=layers, sample_width=8, sample_height=8, sample_frames=13, patch_size=2,
+            temporal_compression_ratio=4, max_text_seq_length=8, use_rotary_positional_embeddings=True,
+        )
+    elif family == "hunyuanvideo":
+        model = diffusers.HunyuanVideoTransformer3DModel(
+            in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=layers,
+            num_single_layers=layers, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
+            text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+        )
+    elif family == "wan":
+        model = diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+            text_dim=32, freq_dim=256, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        )
+    elif family == "mochi":
+        model = diffusers.MochiTransformer3DModel(
+            patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=max(layers, 2),
+            pooled_projection_dim=16, in_channels=12, out_channels=None, qk_norm="rms_norm", text_embed_dim=32,
+            time_embed_dim=4, activation_fn="swiglu", max_sequence_length=8,
+        )
+        # Mochi initialises its RoPE frequencies to zero (real weights load them); make RoPE do something.
+        model.pos_frequencies.data = torch.randn_like(model.pos_frequencies) * 0.5
+    elif family == "ltx":
+        model = diffusers.LTXVideoTransformer3DModel(
+            in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+            cross_attention_dim=16, num_layers=layers, caption_channels=32,
+        )
+    else:
+        raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+    return model.eval()
+
+
+def transformer_inputs(
+    family: str, *, batch: int = 1, dtype: torch.dtype = torch.float32, timestep: float = 900.0, seed: int = 1
+) -> dict[str, Any]:
+    """Keyword arguments for one forward call of :func:`tiny_transformer`, shaped as the pipeline passes them.
+
+    The video grid in tokens is (4, 4, 4) for every family; text is 8 tokens (with padding
+    masks where the family has them: the second sample's prompt is shorter).
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(dtype)
+
+    t = torch.full((batch,), float(timestep))
+    text = 8
+    mask = torch.ones(batch, text, dtype=torch.long)
+    if batch > 1:
+        mask[1:, 5:] = 0  # a shorter prompt in the second sample: padded text tokens
+    if family == "cogvideox":
+        # [B, F, C, H, W] latents, patch 2 -> (4, 4, 4) tokens
+        return {"hidden_states": rnd(batch, 4, 4, 8, 8), "encoder_hidden_states": rnd(batch, text, 32),
+                "timestep": t.long(), "return_dict": False}
+    if family == "hunyuanvideo":
+        return {"hidden_states": rnd(batch, 4, 4, 4, 4), "timestep": t.to(dtype), "encoder_hidden_states": rnd(batch, text, 16),
+                "encoder_attention_mask": mask, "pooled_projections": rnd(batch, 8),
+                "guidance": torch.full((batch,), 6000.0, dtype=dtype), "return_dict": False}
+    if family == "wan":
+        return {"hidden_states": rnd(batch, 16, 4, 8, 8), "timestep": t.long(), "encoder_hidden_states": rnd(batch, text, 32),
+                "return_dict": False}
+    if family == "mochi":
+        return {"hidden_states": rnd(batch, 12, 4, 8, 8), "encoder_hidden_states": rnd(batch, text, 32),
+                "timestep": t.to(dtype), "encoder_attention_mask": mask.bool(), "return_dict": False}
+    if family == "ltx":
+        return {"hidden_states": rnd(batch, 4 * 4 * 4, 8), "encoder_hidden_states": rnd(batch, text, 32),
+                "timestep": t.long(), "encoder_attention_mask": mask, "num_frames": 4, "height": 4, "width": 4,
+                "rope_interpolation_scale": (1 / 25 * 8, 32, 32), "return_dict": False}
+    raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")

@@ -1,0 +1,151 @@
+"""The pure tensor ops against the slow reference, on fresh random inputs."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asymrnr_fx import ops
+from reference import ref_asymrnr_attention, ref_match_one, ref_matching, ref_partition, ref_slots, ref_full_slots
+
+GRIDS = [((4, 6, 6), (2, 2, 2)), ((5, 7, 3), (2, 2, 2)), ((7, 4, 6), (6, 2, 2)), ((3, 5, 4), (1, 2, 2))]
+
+
+@pytest.mark.parametrize("grid,stride", GRIDS)
+def test_partition_matches_reference(grid, stride):
+    for seed in range(3):
+        choices = ops.draw_tile_choices(grid, stride, seed)
+        dst, src = ops.partition(grid, stride, choices)
+        rdst, rsrc = ref_partition(grid, stride, choices)
+        assert dst.tolist() == rdst and src.tolist() == rsrc
+        tiles = math.prod(g // s for g, s in zip(grid, stride))
+        assert len(rdst) == tiles and len(rdst) + len(rsrc) == math.prod(grid)
+
+
+def test_partition_is_reproducible_and_changes_with_seed():
+    grid, stride = (4, 8, 8), (2, 2, 2)
+    a = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, ops.derive_seed(0, 1, 0, "q", 2)))[0]
+    b = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, ops.derive_seed(0, 1, 0, "q", 2)))[0]
+    c = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, ops.derive_seed(0, 1, 0, "q", 3)))[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_worked_example_counts():
+    # METHOD.md: CogVideoX-2B 13x30x45 = 17,550 tokens, 1,980 dst; r=0.8 keeps 3,509, r=0.3 keeps 12,285
+    grid = (13, 30, 45)
+    dst, _ = ops.partition(grid, (2, 2, 2), ops.draw_tile_choices(grid, (2, 2, 2), 0))
+    assert dst.numel() == 1980
+    assert ops.kept_count(17550, 0.8) == 3509 and ops.kept_count(17550, 0.3) == 12285
+    assert ops.max_ratio((2, 2, 2)) == 0.875
+
+
+def _features(dtype, B=2, H=3, N=None, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, H, N, d, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine", "dot"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matching_matches_reference(similarity, dtype):
+    grid, stride = (2, 4, 6), (2, 2, 2)
+    x = _features(dtype, N=math.prod(grid), seed=hash((similarity, str(dtype))) % 1000)
+    assert not torch.equal(x[0], x[1])  # different content per sample
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 5))
+    m = ops.match(x, dst, src, similarity)
+    for b in range(2):
+        for h in range(3):
+            nearest, order = ref_match_one(x[b, h], dst.tolist(), src.tolist(), similarity)
+            assert m.nearest[b, h].tolist() == nearest
+            assert m.order[b, h].tolist() == order
+
+
+def test_matching_ties_break_like_reference():
+    # integer-valued features make exact ties; both sides must pick the first dst and keep src order
+    grid, stride = (2, 4, 4), (2, 2, 2)
+    x = torch.randint(0, 3, (1, 2, 32, 4)).float()
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 1))
+    m = ops.match(x, dst, src, "euclidean")
+    for h in range(2):
+        nearest, order = ref_match_one(x[0, h], dst.tolist(), src.tolist(), "euclidean")
+        assert m.nearest[0, h].tolist() == nearest and m.order[0, h].tolist() == order
+
+
+@pytest.mark.parametrize("text_len,text_first", [(0, True), (5, True), (4, False)])
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.6, 0.875])
+def test_select_matches_reference(text_len, text_first, ratio):
+    grid, stride = (4, 4, 4), (2, 2, 2)
+    n = math.prod(grid)
+    x = _features(torch.float32, N=n, seed=int(ratio * 10) + text_len)
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 3))
+    m = ops.match(x, dst, src, "euclidean")
+    keep, assign = ops.select(m, n, ratio, text_len, text_first)
+    assert keep.shape[-1] == text_len + max(ops.kept_count(n, ratio), dst.numel())
+    for b in range(2):
+        for h in range(3):
+            kept, slots = ref_slots(n, ratio, dst.tolist(), src.tolist(), m.nearest[b, h].tolist(), m.order[b, h].tolist())
+            rkeep, rslot = ref_full_slots(kept, slots, n, text_len, text_first)
+            assert keep[b, h].tolist() == rkeep and assign[b, h].tolist() == rslot
+    if ratio == 0.0:
+        full = torch.arange(n + text_len).expand_as(keep)
+        assert torch.equal(keep, full) and torch.equal(assign, full)
+
+
+def _ops_attention(q, k, v, grid, stride, q_ratio, kv_ratio, seeds, text_len, text_first, mask, mode, similarity):
+    n = math.prod(grid)
+    start = text_len if text_first else 0
+    sel = {}
+    for feat, x, r, seed in (("q", q, q_ratio, seeds[0]), ("kv", v, kv_ratio, seeds[1])):
+        dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, seed))
+        m = ops.match(x[:, :, start : start + n], dst, src, similarity)
+        sel[feat] = ops.select(m, n, r, text_len, text_first)
+    (qk, qa), (kk, ka) = sel["q"], sel["kv"]
+    red = ops.gather_tokens if mode == "replace" else None
+    qr = red(q, qk) if red else ops.merge_tokens(q, qk, qa)
+    kr = red(k, kk) if red else ops.merge_tokens(k, kk, ka)
+    vr = red(v, kk) if red else ops.merge_tokens(v, kk, ka)
+    mr = ops.reduce_mask(mask, qk, kk) if mask is not None else None
+    return ops.restore_tokens(F.scaled_dot_product_attention(qr, kr, vr, attn_mask=mr), qa)
+
+
+@pytest.mark.parametrize("mode", ["replace", "mean"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine", "dot"])
+def test_reduced_attention_matches_reference(mode, dtype, similarity):
+    grid, stride, text_len = (2, 4, 4), (2, 2, 2), 3
+    n = math.prod(grid)
+    q, k, v = (_features(dtype, N=n + text_len, seed=s) for s in (11, 12, 13))
+    text_first = mode == "replace"
+    mask = torch.rand(2, 1, 1, n + text_len) > 0.2 if dtype == torch.float32 else None
+    if mask is not None:
+        mask[..., 0] = True
+    out = _ops_attention(q, k, v, grid, stride, 0.6, 0.4, (7, 8), text_len, text_first, mask, mode, similarity)
+    start = text_len if text_first else 0
+    qm = ref_matching(q[:, :, start : start + n], grid, stride, 7, similarity)
+    km = ref_matching(v[:, :, start : start + n], grid, stride, 8, similarity)
+    ref = ref_asymrnr_attention(
+        q, k, v, grid=grid, q_ratio=0.6, kv_ratio=0.4, q_match=qm, kv_match=km, text_len=text_len,
+        text_first=text_first, mask=mask, mode=mode,
+    )
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
+    # the reduction did something: reduced attention differs from full attention
+    full = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert (out.float() - full.float()).abs().max() > 10 * tol
+
+
+def test_restoration_copies_dst_output():
+    grid, stride = (2, 4, 4), (2, 2, 2)
+    n = math.prod(grid)
+    x = _features(torch.float32, N=n)
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 0))
+    m = ops.match(x, dst, src, "euclidean")
+    keep, assign = ops.select(m, n, 0.5)
+    reduced = torch.randn(2, 3, keep.shape[-1], 5)
+    full = ops.restore_tokens(reduced, assign)
+    for b in range(2):
+        for h in range(3):
+            kept = keep[b, h].tolist()
+            for i, s in enumerate(src.tolist()):
+                p = s if s in kept else int(dst[m.nearest[b, h, i]])
+                assert torch.equal(full[b, h, s], reduced[b, h, kept.index(p)])

@@ -78,7 +78,9 @@ def rewrite_graph(
         if dry_run:
             continue
         spec = SiteSpec(
-            key=f"{rep.ordinal}.{rep.occurrence}",
+            # one key per captured graph: a new input shape (another grid) or a graph break must not
+            # overwrite a site of an earlier graph or reuse its cached matching
+            key=f"{rep.ordinal}.{rep.occurrence}@{len(runtime.reports)}",
             path=rep.path,
             ordinal=rep.ordinal,
             occurrence=rep.occurrence,
@@ -128,9 +130,29 @@ def asymrnr_backend(
     from torch._inductor import list_mode_options
     from torch._inductor.compile_fx import compile_fx
 
+    if report.rewritten:
+        _allow_data_dependent_sizes(example_inputs)
+
     patches = dict(list_mode_options(mode)) if mode else {}
     patches.update(opts.get("inductor") or {})
     return compile_fx(gm, example_inputs, config_patches=patches)
+
+
+def _allow_data_dependent_sizes(example_inputs: Sequence[Any]) -> None:
+    """Let inductor trace ``asymrnr::select``'s data-dependent kept count.
+
+    Dynamo only allows ops with data-dependent output sizes when ``fullgraph=True`` (or
+    ``capture_dynamic_output_shape_ops`` is set globally). The rewritten graph is ours and
+    the op's fake implementation bounds the size, so we switch the setting on for this
+    graph's shape environment alone instead of for every compile in the process.
+    """
+    import dataclasses
+
+    from torch._guards import detect_fake_mode
+
+    env = getattr(detect_fake_mode(example_inputs), "shape_env", None)
+    if env is not None and not env.allow_dynamic_output_shape_ops:
+        env.settings = dataclasses.replace(env.settings, allow_dynamic_output_shape_ops=True)
 
 
 def analysis_backend(plan: Plan, runtime: Runtime, grid: tuple[int, int, int] | None) -> Callable[..., Any]:

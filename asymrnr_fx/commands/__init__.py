@@ -1,0 +1,1 @@
+"""Subcommands of ``asymrnr-fx`` (see :mod:`asymrnr_fx.cli`)."""

@@ -91,7 +91,8 @@ def rewrite_graph(
         )
         runtime.register(spec)
         rewrite_attention(
-            gm, call, runtime_id=runtime.id, site=spec.key, features=features, mode=plan.mode, timestep=timestep
+            gm, call, runtime_id=runtime.id, site=spec.key, features=features, mode=plan.mode, timestep=timestep,
+            symmetric=plan.symmetric,
         )
     if not dry_run:
         gm.graph.lint()

@@ -24,6 +24,10 @@ Grid = tuple[int, int, int]
 Stride = tuple[int, int, int]
 
 SIMILARITIES: tuple[str, ...] = ("euclidean", "cosine", "dot")
+# Baselines for comparisons, not part of the method: "random" pairs src and dst at random
+# (same counts), "spatial" matches each src to the dst nearest on the token grid (with fixed
+# dst and mean mode this is ToDo-style average pooling).
+MATCHINGS: tuple[str, ...] = SIMILARITIES + ("random", "spatial")
 MODES: tuple[str, ...] = ("replace", "mean")
 
 
@@ -112,16 +116,41 @@ def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str) -> torc
     raise ValueError(f"unknown similarity {similarity!r}; use one of {SIMILARITIES}")
 
 
-def match(video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str = "euclidean") -> Matching:
+def grid_coordinates(grid: Sequence[int], positions: torch.Tensor) -> torch.Tensor:
+    """(frame, row, column) of raster positions, as float rows for distance computations."""
+    _, h, w = grid
+    return torch.stack([positions // (h * w), (positions // w) % h, positions % w], dim=-1).float()
+
+
+def match(
+    video: torch.Tensor,
+    dst: torch.Tensor,
+    src: torch.Tensor,
+    similarity: str = "euclidean",
+    *,
+    grid: Sequence[int] | None = None,
+    seed: int = 0,
+) -> Matching:
     """Match every src token to its most similar dst, per batch element and head.
 
     Scores are computed in float32 whatever the activation dtype: bfloat16 distances are
-    too coarse to rank tokens and would turn most comparisons into ties.
+    too coarse to rank tokens and would turn most comparisons into ties. ``grid`` is needed
+    by the "spatial" baseline, ``seed`` by the "random" one.
     """
     x = video.float()
     dst = dst.to(x.device)
     src = src.to(x.device)
-    scores = similarity_scores(x[:, :, src], x[:, :, dst], similarity)
+    bsz, heads = x.shape[0], x.shape[1]
+    if similarity == "random":
+        gen = torch.Generator().manual_seed(seed)
+        scores = torch.rand(bsz, heads, src.numel(), dst.numel(), generator=gen).to(x.device)
+    elif similarity == "spatial":
+        if grid is None:
+            raise ValueError("the 'spatial' matching needs the token grid")
+        a, b = grid_coordinates(grid, src.cpu()), grid_coordinates(grid, dst.cpu())
+        scores = -torch.cdist(a, b).square().to(x.device).expand(bsz, heads, -1, -1)
+    else:
+        scores = similarity_scores(x[:, :, src], x[:, :, dst], similarity)
     best, nearest = scores.max(dim=-1)
     order = torch.sort(best, dim=-1, descending=True, stable=True).indices
     return Matching(dst=dst, src=src, nearest=nearest, order=order)

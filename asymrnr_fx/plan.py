@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .ops import MODES, SIMILARITIES, max_ratio
+from .ops import MATCHINGS, MODES, max_ratio
 
 FEATURES: tuple[str, ...] = ("q", "kv")
 TEXT_POSITIONS: tuple[str, ...] = ("auto", "first", "last")
@@ -94,6 +94,11 @@ class Plan:
     the usual video DiT). ``grid`` is the video token grid (frames, height, width) when it
     cannot be inferred from the model's inputs. ``cross_attention`` opts in to reducing
     the video queries of cross-attention sites (Q side only), which the paper does not do.
+
+    Baselines for comparison run through the same pass: ``symmetric=True`` reduces Q, K and
+    V with one matching (computed on K) and the ``q`` ratio (ToMe/SymRnR style);
+    ``dst="fixed"`` puts each tile's dst at its origin instead of a random cell, and the
+    ``similarity`` may also be ``"random"`` or ``"spatial"`` (see :data:`asymrnr_fx.ops.MATCHINGS`).
     """
 
     q: torch.Tensor | float = 0.0
@@ -106,6 +111,8 @@ class Plan:
     grid: tuple[int, int, int] | None = None
     text_position: str = "auto"
     cross_attention: bool = False
+    dst: str = "random"
+    symmetric: bool = False
     name: str = ""
     _tables: dict[str, torch.Tensor] = field(init=False, repr=False)
 
@@ -220,7 +227,7 @@ class Plan:
     def attention_cost(self, num_sites: int | None = None, num_steps: int | None = None) -> float:
         """Mean remaining video-to-video attention cost, ``mean((1 - r_q)(1 - r_kv))``."""
         q = self.table("q", num_sites, num_steps)
-        kv = self.table("kv", num_sites, num_steps)
+        kv = q if self.symmetric else self.table("kv", num_sites, num_steps)
         return float(((1 - q) * (1 - kv)).mean())
 
     def with_options(self, **changes: Any) -> "Plan":
@@ -237,8 +244,12 @@ class Plan:
             raise ValueError(f"stride must be three positive integers (frames, height, width), got {self.stride}")
         if self.cache_window < 1:
             raise ValueError(f"cache_window must be >= 1 (1 = match at every step), got {self.cache_window}")
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"unknown similarity {self.similarity!r}; use one of {SIMILARITIES}")
+        if self.similarity not in MATCHINGS:
+            raise ValueError(f"unknown similarity {self.similarity!r}; use one of {MATCHINGS}")
+        if self.dst not in ("random", "fixed"):
+            raise ValueError(f"dst must be 'random' (one random dst per tile) or 'fixed' (tile origin), got {self.dst!r}")
+        if self.symmetric and bool((self._tables["kv"] != 0).any()):
+            raise ValueError("a symmetric plan reduces Q, K and V with the q ratio; set kv=0")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; use one of {MODES}")
         if self.text_position not in TEXT_POSITIONS:
@@ -272,6 +283,8 @@ class Plan:
             "grid": list(self.grid) if self.grid else None,
             "text_position": self.text_position,
             "cross_attention": self.cross_attention,
+            "dst": self.dst,
+            "symmetric": self.symmetric,
             "name": self.name,
         }
 

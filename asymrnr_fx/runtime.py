@@ -183,8 +183,10 @@ class Runtime:
             return entry
         seed = ops.derive_seed(self.plan.seed, spec.ordinal, spec.occurrence, feature, window)
         choices = ops.draw_tile_choices(spec.grid, self.plan.stride, seed)
+        if self.plan.dst == "fixed":
+            choices = torch.zeros_like(choices)
         dst, src = ops.partition(spec.grid, self.plan.stride, choices)
-        matching = ops.match(spec.video(x), dst, src, self.plan.similarity)
+        matching = ops.match(spec.video(x), dst, src, self.plan.similarity, grid=spec.grid, seed=seed)
         entry = CacheEntry(self.generation, window, shape, matching)
         self.cache[(self.context, spec.key, feature)] = entry
         self._log(spec, feature, "match")

@@ -197,7 +197,9 @@ class ReferenceAsymRnR:
         start = site.text_len if site.text_first else 0
         window = self.step // plan.cache_window
         matches = {}
-        for feature, x in (("q", query), ("kv", value)):
+        symmetric = getattr(plan, "symmetric", False)
+        features = (("q", key),) if symmetric else (("q", query), ("kv", value))
+        for feature, x in features:
             r = plan.ratio(ordinal, self.step, feature)
             first = window * plan.cache_window
             last = first + plan.cache_window if plan.num_steps is None else min(first + plan.cache_window, plan.num_steps)
@@ -213,6 +215,8 @@ class ReferenceAsymRnR:
                 self.cache[key_] = cached
                 self.matched_at.append((self.step, ordinal, feature))
             matches[feature] = (cached[1] if int(n * (1 - r)) < n else None, r)
+        if symmetric:  # one matching (on K) and one ratio for Q, K and V
+            matches["kv"] = matches["q"]
         return ref_asymrnr_attention(
             query, key, value, grid=site.grid, q_ratio=matches["q"][1], kv_ratio=matches["kv"][1],
             q_match=matches["q"][0], kv_match=matches["kv"][0], text_len=site.text_len,

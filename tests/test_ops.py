@@ -149,3 +149,26 @@ def test_restoration_copies_dst_output():
             for i, s in enumerate(src.tolist()):
                 p = s if s in kept else int(dst[m.nearest[b, h, i]])
                 assert torch.equal(full[b, h, s], reduced[b, h, kept.index(p)])
+
+
+def test_todo_style_baseline_is_average_pooling():
+    """Fixed dst + spatial matching + mean mode at the max ratio = 2x2 average pooling of K/V."""
+    grid, stride = (2, 4, 6), (1, 2, 2)
+    n = math.prod(grid)
+    x = _features(torch.float32, N=n)
+    dst, src = ops.partition(grid, stride, torch.zeros(2, 2, 3, dtype=torch.long))
+    m = ops.match(x, dst, src, "spatial", grid=grid)
+    keep, assign = ops.select(m, n, ops.max_ratio(stride))
+    pooled = ops.merge_tokens(x, keep, assign)
+    expected = F.avg_pool2d(x.view(2 * 3 * 2, 4, 6, 8).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).reshape(2, 3, 2 * 2 * 3, 8)
+    torch.testing.assert_close(pooled, expected)
+
+
+def test_random_matching_is_seeded_and_keeps_counts():
+    grid, stride = (2, 4, 4), (2, 2, 2)
+    x = _features(torch.float32, N=32)
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 0))
+    a, b = (ops.match(x, dst, src, "random", seed=4) for _ in range(2))
+    c = ops.match(x, dst, src, "random", seed=5)
+    assert torch.equal(a.order, b.order) and not torch.equal(a.order, c.order)
+    assert ops.select(a, 32, 0.5)[0].shape[-1] == ops.kept_count(32, 0.5)

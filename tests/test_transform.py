@@ -89,8 +89,10 @@ def test_transformed_matches_reference_over_ten_steps(model, latents):
 
 
 def test_mean_mode_and_other_similarities_match_reference(model, latents):
-    for opts in ({"mode": "mean"}, {"similarity": "cosine"}, {"similarity": "dot", "seed": 3}):
-        plan = changing_plan(window=3, **opts)
+    symmetric = changing_plan(window=3)
+    symmetric = Plan.from_table(q=symmetric.table("q"), kv=torch.zeros(2, STEPS), cache_window=3, symmetric=True)
+    for opts in ({"mode": "mean"}, {"similarity": "cosine"}, {"similarity": "dot", "seed": 3}, {"symmetric": True}):
+        plan = symmetric if opts.get("symmetric") else changing_plan(window=3, **opts)
         fast = asymrnr_fx.transform(model, plan)
         with torch.no_grad():
             out, _ = sample(fast, latents)

@@ -42,6 +42,7 @@ def rewrite_attention(
     features: tuple[str, ...],
     mode: str,
     timestep: fx.Node | None,
+    symmetric: bool = False,
 ) -> None:
     """Insert selection, reduction and restoration around ``call.node`` in place."""
     graph, node, a = gm.graph, call.node, dict(call.args)
@@ -51,9 +52,14 @@ def rewrite_attention(
     q_keep = q_assign = kv_keep = None
     with graph.inserting_before(node):
         if "q" in features:
-            sel = _call(graph, select, (a["query"], timestep, runtime_id, site, "q"), meta)
+            matched_on = a["key"] if symmetric else a["query"]
+            sel = _call(graph, select, (matched_on, timestep, runtime_id, site, "q"), meta)
             q_keep = _call(graph, operator.getitem, (sel, 0), meta)
             q_assign = _call(graph, operator.getitem, (sel, 1), meta)
+            if symmetric:  # one matching and one ratio for Q, K and V (the SymRnR / ToMe baseline)
+                kv_keep = q_keep
+                a["key"] = _reduce(graph, reduce, a["key"], q_keep, q_assign, meta)
+                a["value"] = _reduce(graph, reduce, a["value"], q_keep, q_assign, meta)
             a["query"] = _reduce(graph, reduce, a["query"], q_keep, q_assign, meta)
         if "kv" in features:
             sel = _call(graph, select, (a["value"], timestep, runtime_id, site, "kv"), meta)

@@ -104,9 +104,7 @@ class Matching:
 def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str) -> torch.Tensor:
     """Pairwise similarity ``[..., len(a), len(b)]``; larger means more alike."""
     if similarity == "euclidean":
-        # -(|a|^2 - 2ab + |b|^2) through one matmul: cheap enough to run on every window start.
-        ab = a @ b.transpose(-1, -2)
-        return 2 * ab - a.square().sum(-1, keepdim=True) - b.square().sum(-1).unsqueeze(-2)
+        return 2 * (a @ b.transpose(-1, -2)) - a.square().sum(-1, keepdim=True) - b.square().sum(-1).unsqueeze(-2)
     if similarity == "cosine":
         a = torch.nn.functional.normalize(a, dim=-1)
         b = torch.nn.functional.normalize(b, dim=-1)
@@ -114,6 +112,32 @@ def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str) -> torc
     if similarity == "dot":
         return a @ b.transpose(-1, -2)
     raise ValueError(f"unknown similarity {similarity!r}; use one of {SIMILARITIES}")
+
+
+def best_match(x: torch.Tensor, dst: torch.Tensor, similarity: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best score and nearest dst slot for *every* token of ``x`` ``[B, H, N, d]``.
+
+    This is the hot part of a matching step, so it avoids materialising the score matrix
+    more than once: for the squared euclidean distance ``|a|^2`` is constant per row, so the
+    argmax only needs ``2 a.b - |b|^2``, which one batched GEMM produces (``baddbmm``); and
+    scoring all N rows (not just src) spares a gather of the src features.
+    """
+    bsz, heads, n, d = x.shape
+    xd = x.index_select(2, dst)
+    if similarity == "cosine":
+        x = torch.nn.functional.normalize(x, dim=-1)
+        xd = torch.nn.functional.normalize(xd, dim=-1)
+    flat = x.reshape(bsz * heads, n, d)
+    rhs = xd.reshape(bsz * heads, -1, d).transpose(1, 2)
+    if similarity == "euclidean":
+        bias = -xd.square().sum(-1).reshape(bsz * heads, 1, -1)
+        scores = torch.baddbmm(bias, flat, rhs, alpha=2.0)
+    else:
+        scores = torch.bmm(flat, rhs)
+    best, nearest = scores.max(dim=-1)
+    if similarity == "euclidean":
+        best = best - flat.square().sum(-1)
+    return best.view(bsz, heads, n), nearest.view(bsz, heads, n)
 
 
 def grid_coordinates(grid: Sequence[int], positions: torch.Tensor) -> torch.Tensor:
@@ -150,7 +174,10 @@ def match(
         a, b = grid_coordinates(grid, src.cpu()), grid_coordinates(grid, dst.cpu())
         scores = -torch.cdist(a, b).square().to(x.device).expand(bsz, heads, -1, -1)
     else:
-        scores = similarity_scores(x[:, :, src], x[:, :, dst], similarity)
+        best, nearest = best_match(x, dst, similarity)
+        best, nearest = best.index_select(2, src), nearest.index_select(2, src)
+        order = torch.sort(best, dim=-1, descending=True, stable=True).indices
+        return Matching(dst=dst, src=src, nearest=nearest, order=order)
     best, nearest = scores.max(dim=-1)
     order = torch.sort(best, dim=-1, descending=True, stable=True).indices
     return Matching(dst=dst, src=src, nearest=nearest, order=order)
@@ -176,12 +203,12 @@ def select(
     n_src_keep = max(kept_count(num_video, ratio) - n_dst, 0)
     n_remove = n_src - min(n_src_keep, n_src)
     removed = m.order[..., :n_remove]
-    kept_src = m.order[..., n_remove:]
-    keep_video = torch.cat([m.dst.expand(bsz, heads, n_dst), m.src[kept_src]], dim=-1).sort(dim=-1).values
-    n_kept = keep_video.shape[-1]
-    slots = torch.arange(n_kept, device=device).expand(bsz, heads, n_kept)
-    slot_of = torch.full((bsz, heads, num_video), -1, dtype=torch.long, device=device)
-    slot_of.scatter_(-1, keep_video, slots)
+    kept = torch.zeros(bsz, heads, num_video, dtype=torch.bool, device=device)
+    kept[..., m.dst] = True
+    kept.scatter_(-1, m.src[m.order[..., n_remove:]], True)
+    n_kept = n_dst + n_src - n_remove
+    keep_video = kept.nonzero()[:, -1].view(bsz, heads, n_kept)  # row-major: ascending per row
+    slot_of = kept.long().cumsum(-1) - 1  # the slot of every kept position
     removed_dst_pos = m.dst[m.nearest.gather(-1, removed)]
     slot_of.scatter_(-1, m.src[removed], slot_of.gather(-1, removed_dst_pos))
     if text_len == 0:

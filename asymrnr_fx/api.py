@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from . import integrations
 from .backend import analysis_backend, asymrnr_backend, rewrite_graph
 from .plan import Plan, coerce_plan
 from .report import Report
@@ -72,11 +73,12 @@ class AsymRnRModule(nn.Module):
         fullgraph: bool = False,
         inductor: Mapping[str, Any] | None = None,
         grid_fn: GridFn | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.plan = plan
-        self.runtime = Runtime(plan)
+        self.runtime = runtime if runtime is not None else Runtime(plan)
         self.grid_fn = grid_fn
         self.compiled = compile
         options = {"plan": plan, "runtime": self.runtime, "grid": grid, "compile": compile, "inductor": dict(inductor or {})}
@@ -109,6 +111,23 @@ class AsymRnRModule(nn.Module):
             return getattr(model, name)
 
 
+def baseline(model: nn.Module, *, compile: bool = True, inductor: Mapping[str, Any] | None = None) -> Callable[..., Any]:
+    """The unreduced model, compiled by inductor through its own trampoline (for fair comparisons).
+
+    Uses a fresh code object like :func:`transform`, so comparing many variants of one model
+    never runs into Dynamo's per-code-object recompile limit.
+    """
+    if not compile:
+        return model
+    fn = torch.compile(_fresh_entry(), backend="inductor", dynamic=False, options=dict(inductor or {}) or None)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = _named_call(model, args, kwargs)
+        return fn(model, args, kwargs)
+
+    return call
+
+
 def _check_site_count(plan: Plan, runtime: Runtime) -> None:
     if plan.num_sites is not None and runtime.num_sites not in (0, plan.num_sites):
         raise ValueError(
@@ -127,6 +146,7 @@ def transform(
     fullgraph: bool = False,
     inductor: Mapping[str, Any] | None = None,
     grid_fn: GridFn | None = None,
+    runtime: Runtime | None = None,
 ) -> AsymRnRModule:
     """Rewrite the attention of ``model`` with AsymRnR.
 
@@ -134,11 +154,19 @@ def transform(
     shape); the captured graph is rewritten and run as is, or compiled by inductor when
     ``compile=True`` (the same as ``torch.compile(model, backend="asymrnr")`` but with a
     runtime of its own). The original model is not modified.
+
+    ``runtime`` injects a :class:`~asymrnr_fx.runtime.Runtime` (or subclass, e.g. the
+    recording runtime of :mod:`asymrnr_fx.calibrate`) instead of a fresh one; its plan is
+    used when ``plan`` is None.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"transform() needs an nn.Module, got {type(model).__name__}")
-    return AsymRnRModule(
-        model, coerce_plan(plan), grid=grid, compile=compile, fullgraph=fullgraph, inductor=inductor, grid_fn=grid_fn
+    return integrations.configure(  # library defaults: grid from the model's config, tracing settings
+        AsymRnRModule(
+            model,
+            runtime.plan if plan is None and runtime is not None else coerce_plan(plan),
+            grid=grid, compile=compile, fullgraph=fullgraph, inductor=inductor, grid_fn=grid_fn, runtime=runtime,
+        )
     )
 
 
@@ -180,11 +208,12 @@ def inspect(
         return model.report
     plan = coerce_plan(plan)
     runtime = Runtime(plan)
+    grid_fn = grid_fn if grid_fn is not None else integrations.grid_fn_for(model)
     if grid_fn is not None:
         runtime.grid_hint = grid_fn(model, args, kwargs)
     fn = torch.compile(_fresh_entry(), backend=analysis_backend(plan, runtime, grid), dynamic=False)
     call_args, call_kwargs = _named_call(model, args, kwargs)
-    with torch.no_grad():
+    with torch.no_grad(), integrations.tracing(model):
         fn(model, call_args, call_kwargs)
     return Report(list(runtime.reports))
 

@@ -172,7 +172,11 @@ def match(
         if grid is None:
             raise ValueError("the 'spatial' matching needs the token grid")
         a, b = grid_coordinates(grid, src.cpu()), grid_coordinates(grid, dst.cpu())
-        scores = -torch.cdist(a, b).square().to(x.device).expand(bsz, heads, -1, -1)
+        # squared grid distances are integers: noise below 1 only breaks ties among equally
+        # near src tokens at random, so a partial reduction is spread over the frame
+        gen = torch.Generator().manual_seed(seed)
+        noise = 0.5 * torch.rand(bsz, heads, src.numel(), 1, generator=gen)
+        scores = (noise - torch.cdist(a, b).square()).to(x.device)
     else:
         best, nearest = best_match(x, dst, similarity)
         best, nearest = best.index_select(2, src), nearest.index_select(2, src)

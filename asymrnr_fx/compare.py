@@ -1,0 +1,182 @@
+"""AsymRnR against other token reducers at matched attention cost, through the same pass.
+
+Every method is a :class:`~asymrnr_fx.plan.Plan` (no second implementation of the rewrite):
+
+* ``asymrnr``  : Q and K/V reduced independently, ``(1-q) = c^(2/3)``, ``(1-kv) = c^(1/3)``
+  (queries harder than keys/values, as in the paper's plans);
+* ``symrnr``   : one matching (on K) and one ratio for Q, K and V, ``(1-r)^2 = c`` (ToMe style);
+* ``todo``     : keys/values only, merged into a fixed dst per 1x2x2 tile by grid distance
+  and averaged (ToDo-style spatial downsampling), ``1 - kv = c``;
+* ``random``   : the asymrnr counts with random src/dst pairs (a floor).
+
+``c`` is the fraction of full video-to-video attention cost kept.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import metrics
+from .api import transform
+from .plan import Plan
+
+METHODS: tuple[str, ...] = ("asymrnr", "symrnr", "todo", "random")
+
+
+def method_plan(method: str, cost: float, *, cache_window: int = 5, seed: int = 0) -> Plan:
+    """The plan of ``method`` that keeps ``cost`` of the video-to-video attention."""
+    if not 0 < cost <= 1:
+        raise ValueError(f"attention cost kept must be in (0, 1], got {cost}")
+    common = {"cache_window": cache_window, "seed": seed, "name": f"{method}@{cost:g}"}
+    if method in ("asymrnr", "random"):
+        q, kv = 1 - cost ** (2 / 3), 1 - cost ** (1 / 3)
+        sim = "random" if method == "random" else "euclidean"
+        return Plan.uniform(q=q, kv=kv, similarity=sim, **common)
+    if method == "symrnr":
+        return Plan.uniform(q=1 - cost**0.5, kv=0.0, symmetric=True, **common)
+    if method == "todo":
+        return Plan.uniform(q=0.0, kv=1 - cost, stride=(1, 2, 2), dst="fixed", similarity="spatial", mode="mean", **common)
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+@dataclass
+class Target:
+    """A model plus how to run one full sampling run with a given transformer callable."""
+
+    name: str
+    model: torch.nn.Module
+    run: Callable[[Callable[..., Any]], torch.Tensor]
+    score: Callable[[torch.Tensor], float] | None = None  # e.g. prompt accuracy
+    data_range: float | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class Row:
+    target: str
+    method: str
+    cost_target: float
+    attention_cost: float
+    speedup: float
+    psnr: float
+    ssim: float
+    accuracy: float | None
+    peak_mb: float
+    first_call_s: float
+    median_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def compare(
+    target: Target,
+    costs: Sequence[float] = (0.6, 0.35),
+    methods: Sequence[str] = METHODS,
+    *,
+    compile: bool = True,
+    repeats: int = 3,
+    cache_window: int = 5,
+    extra_plans: dict[str, Plan] | None = None,
+    progress: bool = True,
+) -> list[Row]:
+    """Interleaved timings and fidelity of every method at every cost, against the unreduced model."""
+    from tqdm import tqdm
+
+    from . import api
+
+    base_fn = api.baseline(target.model, compile=compile)
+    variants: dict[tuple[str, float], tuple[Plan | None, Callable]] = {("baseline", 1.0): (None, base_fn)}
+    for cost in costs:
+        for m in methods:
+            plan = method_plan(m, cost, cache_window=cache_window)
+            variants[(m, cost)] = (plan, transform(target.model, plan, compile=compile))
+    for name, plan in (extra_plans or {}).items():
+        variants[(name, round(plan.attention_cost(), 3))] = (plan, transform(target.model, plan, compile=compile))
+
+    first, outputs, peaks, times = {}, {}, {}, {k: [] for k in variants}
+    bar = tqdm(total=len(variants) * (repeats + 1), desc=f"bench {target.name}", disable=not progress)
+    with torch.no_grad():
+        for key, (plan, fn) in variants.items():
+            start = time.perf_counter()
+            with metrics.PeakMemory(target.device) as pm:
+                outputs[key] = target.run(fn)
+            first[key], peaks[key] = time.perf_counter() - start, pm.peak_mb
+            bar.update()
+        for _ in range(repeats):
+            for key, (plan, fn) in variants.items():
+                if plan is not None:
+                    api.reset(fn)
+                start = time.perf_counter()
+                target.run(fn)
+                times[key].append(time.perf_counter() - start)
+                bar.update()
+    bar.close()
+    ref = outputs[("baseline", 1.0)]
+    base_t = statistics.median(times[("baseline", 1.0)])
+    rows = []
+    for key, (plan, _) in variants.items():
+        out = outputs[key]
+        med = statistics.median(times[key])
+        rows.append(Row(
+            target=target.name, method=key[0], cost_target=key[1],
+            attention_cost=plan.attention_cost() if plan is not None else 1.0,
+            speedup=base_t / med, psnr=metrics.psnr(ref, out, target.data_range), ssim=metrics.ssim(ref, out, target.data_range),
+            accuracy=target.score(out) if target.score else None, peak_mb=peaks[key], first_call_s=first[key], median_s=med,
+        ))
+    return rows
+
+
+def write_outputs(rows: Sequence[Row], out_dir: str | Path, stem: str = "bench") -> dict[str, Path]:
+    """CSV, markdown table and a speedup-vs-PSNR plot."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / f"{stem}.csv", "md": out / f"{stem}.md", "png": out / f"{stem}.png"}
+    fields = [f for f in asdict(rows[0]) if f != "extra"]
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: v for k, v in asdict(r).items() if k != "extra"})
+    paths["md"].write_text(markdown_table(rows) + "\n")
+    plot(rows, paths["png"])
+    return paths
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    head = "| target | method | cost target | attention cost kept | speedup | PSNR dB | SSIM | prompt acc. | peak mem MB | first call s |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        acc = "-" if r.accuracy is None else f"{r.accuracy:.2f}"
+        lines.append(
+            f"| {r.target} | {r.method} | {r.cost_target:g} | {r.attention_cost:.3f} | {r.speedup:.2f}x | "
+            f"{r.psnr:.2f} | {r.ssim:.3f} | {acc} | {r.peak_mb:.0f} | {r.first_call_s:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Row], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r.method for r in rows if r.method != "baseline"):
+        pts = [(r.speedup, min(r.psnr, 99.0), r.cost_target) for r in rows if r.method == method]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
+        for s, p, c in pts:
+            ax.annotate(f"{c:g}", (s, p), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("speedup over unreduced (median, interleaved)")
+    ax.set_ylabel("PSNR vs unreduced (dB)")
+    ax.set_title(f"{rows[0].target}: fidelity vs speed at matched attention cost")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

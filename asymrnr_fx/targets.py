@@ -1,0 +1,47 @@
+"""Built-in models to demo and benchmark on: the shipped trained toy model and a CogVideoX-shaped one."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .compare import Target
+
+
+def toy_prompts(n: int = 4, heldout: bool = True) -> list[str]:
+    """``n`` captions spread over the held-out (never trained on) attribute combinations."""
+    from .toy import dataset
+
+    combos = dataset.HELDOUT_COMBOS if heldout else dataset.TRAIN_COMBOS
+    step = max(len(combos) // n, 1)
+    return [dataset.caption(*combos[(i * step) % len(combos)]) for i in range(n)]
+
+
+def toy_target(prompts: list[str] | None = None, steps: int = 20, seed: int = 0) -> Target:
+    """The shipped toy text-to-video model; output = generated videos, score = prompt accuracy."""
+    from .toy import model as toy_model
+    from .toy import scorer
+
+    model = toy_model.load_toy_model()
+    prompts = prompts or toy_prompts()
+
+    def run(fn: Callable[..., Any]) -> torch.Tensor:
+        return toy_model.generate(prompts, num_steps=steps, seed=seed, transformer=fn, model=model)
+
+    def score(videos: torch.Tensor) -> float:
+        return scorer.prompt_accuracy(videos, prompts)["all"]
+
+    return Target("toy", model.transformer, run, score=score, data_range=2.0)
+
+
+def cogvideox_target(steps: int = 10, small: bool = False, seed: int = 0) -> Target:
+    """The random-weight CogVideoX-shaped model of the speed benchmark (``small``: a CI-sized one)."""
+    from .bench import cogvideox_shaped, run_generation
+
+    kwargs = {"layers": 2, "size": 16, "text": 16} if small else {}
+    model, inputs = cogvideox_shaped(seed=seed, **kwargs)
+
+    def run(fn: Callable[..., Any]) -> torch.Tensor:
+        return run_generation(fn, inputs, steps)
+
+    return Target("cogvideox-shaped" + ("-small" if small else ""), model, run)

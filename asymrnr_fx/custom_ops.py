@@ -28,7 +28,8 @@ def _select_fake(
     x: torch.Tensor, timestep: Optional[torch.Tensor], runtime_id: int, site: str, feature: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
-    kept = torch.library.get_ctx().new_dynamic_size(min=1, max=length)
+    # a symbolic L (Mochi: data-dependent prompt length) cannot bound the size statically
+    kept = torch.library.get_ctx().new_dynamic_size(min=1, max=length if isinstance(length, int) else None)
     return x.new_empty((bsz, heads, kept), dtype=torch.long), x.new_empty((bsz, heads, length), dtype=torch.long)
 
 

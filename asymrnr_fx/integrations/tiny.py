@@ -13,7 +13,7 @@ distinguishable from shapes, as in full-size models.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -167,3 +167,158 @@ def transformer_inputs(
                 "timestep": t.long(), "encoder_attention_mask": mask, "num_frames": 4, "height": 4, "width": 4,
                 "rope_interpolation_scale": (1 / 25 * 8, 32, 32), "return_dict": False}
     raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+
+
+# --------------------------------------------------------------------------- pipelines
+@dataclass
+class TinyPipeline:
+    """A pipeline built from tiny components plus the call arguments that give a (4, 4, 4)-token video."""
+
+    family: str
+    pipe: Any
+    call: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, **overrides: Any) -> Any:
+        """Run the pipeline with the default tiny arguments, ``overrides`` replacing any of them."""
+        kwargs = {**self.call, **overrides}
+        return self.pipe(**kwargs)
+
+
+def _vae(family: str) -> torch.nn.Module:
+    import diffusers
+
+    if family == "cogvideox":
+        # 3 down blocks: 4x spatial, 4x temporal compression -> 13x32x32 px = 4x8x8 latents.
+        return diffusers.AutoencoderKLCogVideoX(
+            in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 3,
+            up_block_types=("CogVideoXUpBlock3D",) * 3, block_out_channels=(8, 8, 8), latent_channels=4,
+            layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+        )
+    if family == "hunyuanvideo":
+        return diffusers.AutoencoderKLHunyuanVideo(
+            in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 3,
+            up_block_types=("HunyuanVideoUpBlock3D",) * 3, block_out_channels=(8, 8, 8), layers_per_block=1,
+            act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=4,
+            temporal_compression_ratio=4, mid_block_add_attention=False,
+        )
+    if family == "wan":
+        return diffusers.AutoencoderKLWan(
+            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+        )
+    if family == "mochi":
+        return diffusers.AutoencoderKLMochi(
+            latent_channels=12, out_channels=3, encoder_block_out_channels=(32, 32, 32, 32),
+            decoder_block_out_channels=(32, 32, 32, 32), layers_per_block=(1, 1, 1, 1, 1),
+        )
+    if family == "ltx":
+        vae = diffusers.AutoencoderKLLTXVideo(
+            in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+            decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+            upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1,
+            patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        )
+        vae.use_framewise_encoding = False
+        vae.use_framewise_decoding = False
+        return vae
+    raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+
+
+def tiny_pipeline(family: str, *, dtype: torch.dtype = torch.float32, seed: int = 0, layers: int = 1) -> TinyPipeline:
+    """The family's real diffusers pipeline class, from random-weight tiny components; nothing is downloaded."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    transformer = tiny_transformer(family, seed=seed, layers=layers)
+    torch.manual_seed(seed + 1)
+    vae = _vae(family).eval()
+    steps = {"num_inference_steps": 4, "output_type": "pt", "max_sequence_length": 8}
+    if family == "cogvideox":
+        pipe = diffusers.CogVideoXPipeline(
+            tokenizer=tiny_tokenizer("t5"), text_encoder=tiny_t5(32), vae=vae, transformer=transformer,
+            scheduler=diffusers.CogVideoXDDIMScheduler(timestep_spacing="trailing"),
+        )
+        call = {"height": 32, "width": 32, "num_frames": 13, "guidance_scale": 6.0}
+    elif family == "hunyuanvideo":
+        from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+        llama = LlamaModel(LlamaConfig(
+            bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=16, intermediate_size=37,
+            num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=3, vocab_size=_vocab_size(),
+            hidden_act="gelu",
+        )).eval()
+        clip = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=8, intermediate_size=37,
+            num_attention_heads=4, num_hidden_layers=2, vocab_size=_vocab_size(), hidden_act="gelu",
+            projection_dim=8, max_position_embeddings=77,
+        )).eval()
+        pipe = diffusers.HunyuanVideoPipeline(
+            text_encoder=llama, tokenizer=tiny_tokenizer("llama"), transformer=transformer, vae=vae,
+            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=clip,
+            tokenizer_2=tiny_tokenizer("clip", model_max_length=77),
+        )
+        call = {"height": 16, "width": 16, "num_frames": 13, "guidance_scale": 6.0,
+                "prompt_template": {"template": "{}", "crop_start": 0}}
+    elif family == "wan":
+        pipe = diffusers.WanPipeline(
+            tokenizer=tiny_tokenizer("t5"), text_encoder=tiny_t5(32, umt5=True), vae=vae, transformer=transformer,
+            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+        )
+        call = {"height": 64, "width": 64, "num_frames": 13, "guidance_scale": 5.0}
+    elif family == "mochi":
+        pipe = diffusers.MochiPipeline(
+            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(invert_sigmas=True), vae=vae,
+            text_encoder=tiny_t5(32), tokenizer=tiny_tokenizer("t5"), transformer=transformer,
+        )
+        call = {"height": 64, "width": 64, "num_frames": 19, "guidance_scale": 4.5}
+    elif family == "ltx":
+        pipe = diffusers.LTXPipeline(
+            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=tiny_t5(32),
+            tokenizer=tiny_tokenizer("t5"), transformer=transformer,
+        )
+        # LTX needs multiples of 32 px: 9x32x32 px -> 3x8x8 latent tokens (a grid that is not a multiple of the stride)
+        call = {"height": 32, "width": 32, "num_frames": 9, "guidance_scale": 3.0, "frame_rate": 25}
+    else:
+        raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(dtype=dtype)
+    call = {"prompt": "a cat walking in the garden", "negative_prompt": "dark", **steps, **call}
+    return TinyPipeline(family, pipe, call)
+
+
+def timed_generate(tp: TinyPipeline, **overrides: Any) -> tuple[Any, list[float]]:
+    """Run the pipeline once; return its output and the wall time of every denoising step (seconds).
+
+    The step-end callback here only reads the clock — AsymRnR itself needs no callback.
+    """
+    import time
+
+    marks = [time.perf_counter()]
+
+    def on_step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        marks.append(time.perf_counter())
+        return kwargs
+
+    out = tp(callback_on_step_end=on_step_end, **overrides)
+    return out, [b - a for a, b in zip(marks, marks[1:])]
+
+
+def example_args(description: str) -> Any:
+    """The command line every ``examples/pipeline_<family>.py`` takes (``--steps``, ``--compile``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=6, help="denoising steps")
+    parser.add_argument("--compile", action="store_true", help="compile the rewritten graph with inductor")
+    return parser.parse_args()
+
+
+def print_comparison(runtime: Any, base: Any, base_times: list[float], fast: Any, fast_times: list[float]) -> None:
+    """Per-step wall times of a baseline and an AsymRnR run, where matching ran, and how far outputs moved."""
+    print(f"matching ran at steps {runtime.matching_steps()} (cache window {runtime.plan.cache_window})")
+    print("step  baseline s  asymrnr s   (step 0 includes prompt encoding, and graph capture for AsymRnR)")
+    for i, (a, b) in enumerate(zip(base_times, fast_times)):
+        print(f"{i:4d}  {a:10.4f}  {b:9.4f}")
+    frames, ref = fast.frames, base.frames
+    print(f"video {tuple(frames.shape)}; max |difference| vs baseline {float((frames - ref).float().abs().max()):.4f}")

@@ -162,11 +162,18 @@ def _classify_one(call: AttentionCall, cand: GridCandidate | None, text_pos: str
 def classify_attention(
     calls: list[AttentionCall], candidates: list[GridCandidate], text_pos: str = "auto"
 ) -> tuple[list[SiteReport], GridCandidate | None]:
-    """Classify every call under the grid candidate that explains the most video sites."""
+    """Classify every call under the grid candidate that explains the most video sites.
+
+    A trusted candidate (given, or read from the model's config) that explains any site wins
+    outright: a guessed grid can explain more sites by accident (HunyuanVideo's text-only
+    refiner looks like self-attention when the text length equals a guessed grid's size).
+    """
     best: tuple[int, list[SiteReport], GridCandidate] | None = None
     for cand in candidates:
         reports = [_classify_one(c, cand, text_pos) for c in calls]
         score = sum(r.kind in ("self", "joint") for r in reports)
+        if cand.trusted and score > 0:
+            return reports, cand
         if best is None or score > best[0]:
             best = (score, reports, cand)
     if best is not None and (best[0] > 0 or len(candidates) == 1):

@@ -27,6 +27,7 @@ _SPATIAL_PATCHES = (1, 2, 4, 8)
 class GridCandidate:
     grid: tuple[int, int, int]
     source: str
+    trusted: bool = False  # given by the user or read from the model's config: not second-guessed
 
     @property
     def num_tokens(self) -> int:
@@ -53,10 +54,10 @@ def infer_grids(
 ) -> list[GridCandidate]:
     """Grid candidates, most trusted first."""
     if explicit is not None:
-        return [GridCandidate(tuple(explicit), "given")]
+        return [GridCandidate(tuple(explicit), "given", trusted=True)]
     out = []
     if hint is not None:
-        out.append(GridCandidate(tuple(hint), "model config and inputs"))
+        out.append(GridCandidate(tuple(hint), "model config and inputs", trusted=True))
     for name, shape in _video_inputs(gm):
         layouts = {"[B, C, F, H, W]": shape[2:], "[B, F, C, H, W]": (shape[1], shape[3], shape[4])}
         for layout, (f, h, w) in layouts.items():

@@ -1,0 +1,290 @@
+"""diffusers video transformers and pipelines, unchanged.
+
+Why a separate module: the FX pass only sees tensors, and a sequence length alone cannot
+say which (frames, height, width) grid the video tokens lie on — (4, 8, 8) and (8, 4, 8)
+have the same 256 tokens but different neighbours, so the partition would be wrong. Every
+diffusers video transformer knows its grid from its call arguments and its config
+(patch sizes, temporal patching, packed-token sizes), so this module reads it from there:
+
+* :func:`grid_fn_for` returns, per model class, a function ``(model, args, kwargs) ->
+  (F, H, W)`` in tokens; :func:`asymrnr_fx.transform` and :func:`asymrnr_fx.inspect` use
+  it automatically when no ``grid_fn`` is given.
+* :func:`dynamo_config_for` names the Dynamo settings a family needs to be captured as one
+  graph (Mochi drops padded prompt tokens with ``nonzero``, a data-dependent shape).
+* :func:`configure` wires both, plus diffusers' ``cache_context("cond"/"uncond")`` (so
+  separate conditional and unconditional calls keep separate matchings), into a
+  transformed model.
+* :func:`apply` / :func:`remove` put AsymRnR into a pipeline and take it out again. No
+  callback is needed: the step and the start of each generation are read off the timestep
+  the pipeline passes to the transformer.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect as _inspect
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api import AsymRnRModule
+    from ..plan import Plan
+
+Grid = tuple[int, int, int]
+GridFn = Callable[[nn.Module, tuple, dict], "Grid | None"]
+
+#: Pipeline attributes that hold a denoising transformer (Wan 2.2 has two experts).
+TRANSFORMER_COMPONENTS: tuple[str, ...] = ("transformer", "transformer_2")
+
+
+# --------------------------------------------------------------------------- argument access
+@functools.lru_cache(maxsize=None)
+def _signature(cls: type) -> _inspect.Signature:
+    return _inspect.signature(cls.forward)
+
+
+def _arguments(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The call's arguments by parameter name (pipelines mix positional and keyword calls)."""
+    try:
+        bound = _signature(type(model)).bind_partial(model, *args, **kwargs)
+    except TypeError:
+        return dict(kwargs)
+    out = dict(bound.arguments)
+    out.pop("self", None)
+    out.update(out.pop("kwargs", {}) or {})
+    return out
+
+
+def _config(model: nn.Module, name: str, default: Any = None) -> Any:
+    config = getattr(model, "config", None)
+    return getattr(config, name, default) if config is not None else default
+
+
+def _patch(model: nn.Module) -> tuple[int, int, int]:
+    """(temporal, height, width) patch size from the config: int or tuple ``patch_size``, optional ``patch_size_t``."""
+    p = _config(model, "patch_size", 1) or 1
+    if isinstance(p, (tuple, list)):
+        if len(p) == 3:
+            return int(p[0]), int(p[1]), int(p[2])
+        if len(p) == 2:
+            p_t = _config(model, "patch_size_t", 1) or 1
+            return int(p_t), int(p[0]), int(p[1])
+        p = p[0]
+    p_t = _config(model, "patch_size_t", 1) or 1  # CogVideoX 1.0 has patch_size_t=None: no temporal patching
+    return int(p_t), int(p), int(p)
+
+
+def _latents(model: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x = _arguments(model, args, kwargs).get("hidden_states")
+    return x if isinstance(x, torch.Tensor) else None
+
+
+# --------------------------------------------------------------------------- per-family grids
+def grid_channels_first(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """Latents ``[B, C, F, H, W]`` patched by (p_t, p, p): HunyuanVideo, Wan, Mochi."""
+    x = _latents(model, args, kwargs)
+    if x is None or x.dim() != 5:
+        return None
+    pt, ph, pw = _patch(model)
+    _, _, f, h, w = x.shape
+    return (f // pt, h // ph, w // pw)
+
+
+def grid_cogvideox(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """CogVideoX latents are ``[B, F, C, H, W]``; 1.5 also patches time (``patch_size_t``)."""
+    x = _latents(model, args, kwargs)
+    if x is None or x.dim() != 5:
+        return None
+    pt, ph, pw = _patch(model)
+    _, f, _, h, w = x.shape
+    return (f // pt, h // ph, w // pw)
+
+
+def grid_ltx(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """LTX-Video gets pre-packed tokens ``[B, N, C]`` plus ``num_frames``/``height``/``width``.
+
+    The pipeline passes the latent sizes, which are the token grid when the transformer
+    does no further patching (all released LTX checkpoints); with a patch size > 1 the
+    latent sizes are divided by it. Whichever reading matches the token count wins.
+    """
+    bound = _arguments(model, args, kwargs)
+    x = bound.get("hidden_states")
+    sizes = [bound.get(k) for k in ("num_frames", "height", "width")]
+    if not isinstance(x, torch.Tensor) or any(not isinstance(s, int) for s in sizes):
+        return None  # ``video_coords`` given instead: the grid is not recoverable from shapes
+    f, h, w = sizes
+    pt, ph, pw = _patch(model)
+    for grid in ((f, h, w), (-(-f // pt), h // ph, w // pw)):
+        if grid[0] * grid[1] * grid[2] == x.shape[1]:
+            return grid
+    return (f, h, w)
+
+
+def grid_generic(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """Best effort for other diffusers video transformers: 5-D latents, layout told by ``in_channels``."""
+    x = _latents(model, args, kwargs)
+    if x is None or x.dim() != 5:
+        return None
+    pt, ph, pw = _patch(model)
+    c = _config(model, "in_channels")
+    if c is not None and x.shape[2] == c and x.shape[1] != c:  # [B, F, C, H, W]
+        f, h, w = x.shape[1], x.shape[3], x.shape[4]
+    else:  # [B, C, F, H, W], the common layout
+        f, h, w = x.shape[2], x.shape[3], x.shape[4]
+    return (f // pt, h // ph, w // pw)
+
+
+#: Model class name -> grid function. Names, not classes, so importing this module never imports diffusers.
+GRID_FNS: dict[str, GridFn] = {
+    "CogVideoXTransformer3DModel": grid_cogvideox,
+    "HunyuanVideoTransformer3DModel": grid_channels_first,
+    "WanTransformer3DModel": grid_channels_first,
+    "MochiTransformer3DModel": grid_channels_first,
+    "LTXVideoTransformer3DModel": grid_ltx,
+}
+
+#: Dynamo settings per model class. Mochi selects each sample's valid prompt tokens with
+#: ``nonzero``; capturing that data-dependent size keeps the forward one graph (else it
+#: breaks into pieces whose attention calls never see the timestep).
+DYNAMO_CONFIG: dict[str, dict[str, Any]] = {
+    "MochiTransformer3DModel": {"capture_dynamic_output_shape_ops": True},
+}
+
+
+def is_diffusers_model(model: Any) -> bool:
+    """A diffusers ``ModelMixin`` (checked by module name, without importing diffusers)."""
+    return any(c.__module__.split(".")[0] == "diffusers" and c.__name__ == "ModelMixin" for c in type(model).__mro__)
+
+
+def grid_fn_for(model: nn.Module) -> GridFn | None:
+    """The grid function for ``model``'s class; :func:`grid_generic` for other diffusers models; else None."""
+    for cls in type(model).__mro__:
+        fn = GRID_FNS.get(cls.__name__)
+        if fn is not None:
+            return fn
+    return grid_generic if is_diffusers_model(model) else None
+
+
+def dynamo_config_for(model: nn.Module) -> dict[str, Any]:
+    """Dynamo config patches ``model`` needs to trace as one graph (empty for most)."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in DYNAMO_CONFIG:
+            return dict(DYNAMO_CONFIG[cls.__name__])
+    return {}
+
+
+def tracing(model: nn.Module) -> contextlib.AbstractContextManager:
+    """A context in which Dynamo captures ``model`` with the settings it needs."""
+    cfg = dynamo_config_for(model)
+    return torch._dynamo.config.patch(**cfg) if cfg else contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- transformed models
+def configure(module: "AsymRnRModule") -> "AsymRnRModule":
+    """Give a transformed diffusers model its grid function, Dynamo settings and ``cache_context``.
+
+    Idempotent; a model that is not from diffusers only gets the defaults it already has.
+    """
+    if module.__dict__.get("_asymrnr_configured"):
+        return module
+    model = module.model
+    module.__dict__["_asymrnr_configured"] = True
+    if module.grid_fn is None:
+        module.grid_fn = grid_fn_for(model)
+    cfg = dynamo_config_for(model)
+    if cfg:
+        module.__dict__["_fn"] = torch._dynamo.config.patch(**cfg)(module.__dict__["_fn"])
+    if hasattr(model, "cache_context"):
+        module.__dict__["cache_context"] = _cache_context(module)
+    return module
+
+
+def _cache_context(module: "AsymRnRModule") -> Callable[..., contextlib.AbstractContextManager]:
+    """``transformer.cache_context(name, ...)`` that also selects the runtime's matching cache.
+
+    diffusers pipelines that run the conditional and unconditional batch in separate calls
+    (HunyuanVideo with ``true_cfg_scale``, Wan) wrap each in ``cache_context("cond")`` /
+    ``("uncond")``. The two calls see the same timestep but different features, so each
+    keeps its own matching instead of the second reusing the first's.
+    """
+    ref = weakref.ref(module)
+
+    @contextlib.contextmanager
+    def cache_context(name: str, **kwargs: Any) -> Iterator[None]:
+        mod = ref()
+        if mod is None:  # pragma: no cover - the pipeline outlived the module
+            yield
+            return
+        runtime, previous = mod.runtime, mod.runtime.context
+        runtime.context = str(name)
+        try:
+            with mod.model.cache_context(name, **kwargs):
+                yield
+        finally:
+            runtime.context = previous
+
+    return cache_context
+
+
+# --------------------------------------------------------------------------- pipelines
+def apply(
+    pipe: Any,
+    plan: "Plan | Mapping[str, Any] | str | None" = None,
+    *,
+    compile: bool = False,
+    fullgraph: bool = False,
+    grid: Grid | None = None,
+    inductor: Mapping[str, Any] | None = None,
+    components: tuple[str, ...] = TRANSFORMER_COMPONENTS,
+) -> Any:
+    """Put AsymRnR into a diffusers pipeline: its transformer(s) are replaced by transformed ones.
+
+    The replacement answers ``config``, ``dtype``, ``device`` and ``cache_context`` like the
+    original, so the pipeline runs unchanged; the pipeline's own config (and so
+    ``save_pretrained``) still names the original class. Step tracking and the per-generation
+    cache reset come from the timestep the pipeline passes in — no callback. Applying twice
+    replaces the earlier transform. Returns ``pipe``.
+    """
+    from ..api import AsymRnRModule, transform
+
+    found = False
+    for name in components:
+        model = getattr(pipe, name, None)
+        if model is None:
+            continue
+        if isinstance(model, AsymRnRModule):
+            model = model.model
+        fast = transform(model, plan, grid=grid, compile=compile, fullgraph=fullgraph, inductor=inductor)
+        object.__setattr__(pipe, name, fast)  # bypass DiffusionPipeline.__setattr__: keep its config
+        found = True
+    if not found:
+        raise ValueError(
+            f"{type(pipe).__name__} has none of {list(components)}; pass components=(...) naming its denoiser"
+        )
+    return pipe
+
+
+def remove(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> Any:
+    """Undo :func:`apply`: the pipeline gets its original transformer(s) back. Returns ``pipe``."""
+    from ..api import AsymRnRModule
+
+    for name in components:
+        model = getattr(pipe, name, None)
+        if isinstance(model, AsymRnRModule):
+            object.__setattr__(pipe, name, model.model)
+    return pipe
+
+
+def runtimes(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> dict[str, Any]:
+    """The runtime of every transformed component of ``pipe``, by attribute name."""
+    from ..api import AsymRnRModule
+
+    out = {}
+    for name in components:
+        model = getattr(pipe, name, None)
+        if isinstance(model, AsymRnRModule):
+            out[name] = model.runtime
+    return out

@@ -1,0 +1,144 @@
+"""Real diffusers pipelines (CogVideoX, HunyuanVideo, Wan, Mochi, LTX) end to end on CPU with tiny components.
+
+No callback anywhere: the step and each new generation are read off the timestep the
+pipeline passes to its transformer. Five steps with cache window 3 cross one window
+boundary (matching at steps 0 and 3).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+import asymrnr_fx  # noqa: E402
+from asymrnr_fx import Plan  # noqa: E402
+from asymrnr_fx.integrations import diffusers as integ  # noqa: E402
+from tiny_diffusers import FAMILIES, changing_plan, tiny_pipeline  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*[Aa]utocast"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+torch.set_num_threads(1)
+
+STEPS = 5
+PLAN = Plan.uniform(0.5, 0.3, cache_window=3)
+#: Families whose pipeline runs the conditional and unconditional batch as separate calls.
+SEPARATE_CFG = {"hunyuanvideo": {"true_cfg_scale": 2.0}, "wan": {}}
+#: Decoded video shape per family (pipelines return [B, F, C, H, W] for output_type="pt").
+VIDEO_SHAPES = {
+    "cogvideox": (1, 16, 3, 32, 32),
+    "hunyuanvideo": (1, 13, 3, 16, 16),
+    "wan": (1, 13, 3, 64, 64),
+    "mochi": (1, 19, 3, 64, 64),
+    "ltx": (1, 9, 3, 32, 32),
+}
+
+
+def generate(tp, **kw):
+    args = {"num_inference_steps": STEPS, "output_type": "latent", **SEPARATE_CFG.get(tp.family, {}), **kw}
+    return tp(generator=torch.Generator().manual_seed(0), **args).frames
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pipeline_end_to_end(family):
+    tp = tiny_pipeline(family)
+    pipe, original = tp.pipe, tp.pipe.transformer
+    ref = generate(tp)
+
+    asymrnr_fx.apply(pipe, Plan.uniform(0.0, 0.0, cache_window=3), fullgraph=True)
+    with pytest.warns(asymrnr_fx.AsymRnRWarning):
+        assert torch.equal(generate(tp), ref)  # ratio 0: exactly the pipeline's own output
+
+    asymrnr_fx.apply(pipe, PLAN, fullgraph=True)
+    fast = pipe.transformer
+    assert fast.model is original and fast.config is original.config and fast.dtype == original.dtype
+    assert pipe.config.transformer[1] == type(original).__name__  # the pipeline's config is untouched
+    torch._dynamo.utils.counters.clear()
+    out = generate(tp)
+    rt = fast.runtime
+    assert out.shape == ref.shape and torch.isfinite(out).all() and not torch.equal(out, ref)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1 and len(rt.reports) == 1
+    assert rt.generation == 0 and rt.step == STEPS - 1 and rt.matching_steps() == [0, 3]
+    if family in SEPARATE_CFG:  # cond and uncond calls keep their own matchings
+        assert {ctx for ctx, _, _ in rt.cache} == {"cond", "uncond"}
+
+    again = generate(tp)  # second generation: fresh matching at its step 0, nothing shared
+    assert rt.generation == 1 and rt.matching_steps() == [0, 3] and rt.matching_steps(0) == [0, 3]
+    first = next(e for e in rt.events if e.generation == 1)
+    assert first.step == 0 and first.kind == "match"
+    assert all(entry.generation == 1 for entry in rt.cache.values())
+    assert torch.equal(again, out)  # same seed, same prompt: a cache carried over would show here
+
+    video = tp(generator=torch.Generator().manual_seed(0), num_inference_steps=2,
+               **SEPARATE_CFG.get(family, {})).frames  # decoded through the VAE
+    assert tuple(video.shape) == VIDEO_SHAPES[family] and torch.isfinite(video).all()
+    assert rt.generation == 2
+
+    asymrnr_fx.remove(pipe)
+    assert pipe.transformer is original and torch.equal(generate(tp), ref)
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "wan", "mochi"])
+def test_pipeline_bfloat16_two_videos(family):
+    """bfloat16 weights and activations, two prompts (batch 4 under CFG for CogVideoX and Mochi)."""
+    tp = tiny_pipeline(family, dtype=torch.bfloat16)
+    two = {"prompt": ["a cat walking in the garden", "a red car on the road"], "negative_prompt": ["dark"] * 2}
+    ref = generate(tp, **two)
+    asymrnr_fx.apply(tp.pipe, PLAN, fullgraph=True)
+    out = generate(tp, **two)
+    rt = tp.pipe.transformer.runtime
+    assert out.shape == ref.shape and out.dtype == torch.bfloat16 == ref.dtype
+    assert torch.isfinite(out.float()).all() and not torch.equal(out, ref)
+    assert rt.matching_steps() == [0, 3]
+    # batch per matching: CFG doubles CogVideoX's 2 videos; Wan runs cond/uncond apart; Mochi loops per sample
+    batch = {"cogvideox": 4, "wan": 2, "mochi": 1}[family]
+    assert all(e.matching.nearest.shape[0] == batch for e in rt.cache.values())
+
+
+def test_pipeline_inductor_agrees_with_eager():
+    """CogVideoX with compile=True: ratios change at every step, inductor compiles once for the whole run."""
+    tp = tiny_pipeline("cogvideox")
+    plan = changing_plan(1, steps=STEPS, window=3)
+    asymrnr_fx.apply(tp.pipe, plan)
+    eager = generate(tp)
+    asymrnr_fx.apply(tp.pipe, plan, compile=True, fullgraph=True)
+    torch._dynamo.utils.counters.clear()
+    compiled = generate(tp)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert integ.runtimes(tp.pipe)["transformer"].matching_steps() == [0, 3]
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_apply_needs_a_transformer():
+    class NotAPipeline:
+        unet = None
+
+    with pytest.raises(ValueError, match="has none of"):
+        asymrnr_fx.apply(NotAPipeline(), PLAN)
+
+
+def test_wan22_two_experts_each_get_their_own_runtime():
+    """Wan 2.2 A14B-style: ``transformer`` above the boundary timestep, ``transformer_2`` below; both rewritten."""
+    import diffusers
+
+    from asymrnr_fx.integrations.tiny import tiny_transformer
+
+    tp = tiny_pipeline("wan")
+    pipe = diffusers.WanPipeline(
+        tokenizer=tp.pipe.tokenizer, text_encoder=tp.pipe.text_encoder, vae=tp.pipe.vae, scheduler=tp.pipe.scheduler,
+        transformer=tp.pipe.transformer, transformer_2=tiny_transformer("wan", seed=5), boundary_ratio=0.75,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    tp.pipe = pipe
+    ref = generate(tp, num_inference_steps=8)
+    asymrnr_fx.apply(pipe, PLAN, fullgraph=True)
+    out = generate(tp, num_inference_steps=8)
+    rts = integ.runtimes(pipe)
+    assert set(rts) == {"transformer", "transformer_2"} and not torch.equal(out, ref)
+    # 8 steps, boundary t=750: 4 steps each; each expert counts its own steps from its first call
+    assert all(rt.matching_steps() == [0, 3] for rt in rts.values()), {k: rt.matching_steps() for k, rt in rts.items()}
+    asymrnr_fx.remove(pipe)
+    assert torch.equal(generate(tp, num_inference_steps=8), ref)

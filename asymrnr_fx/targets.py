@@ -17,6 +17,23 @@ def toy_prompts(n: int = 4, heldout: bool = True) -> list[str]:
     return [dataset.caption(*combos[(i * step) % len(combos)]) for i in range(n)]
 
 
+def toy_inputs(prompts: list[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The toy transformer and one call's worth of inputs (noise latents, prompt embeddings, RoPE)."""
+    from .toy import dataset
+    from .toy import model as toy_model
+
+    model = toy_model.load_toy_model()
+    prompts = prompts or toy_prompts(1)
+    cfg = model.transformer.config
+    shape = (len(prompts), dataset.NUM_FRAMES, cfg.in_channels, dataset.HEIGHT, dataset.WIDTH)
+    inputs = {
+        "hidden_states": torch.randn(shape, generator=torch.Generator().manual_seed(0)),
+        "encoder_hidden_states": toy_model.encode_prompts(model, prompts),
+        "image_rotary_emb": toy_model.rotary_embeddings(cfg, dataset.NUM_FRAMES, dataset.HEIGHT, dataset.WIDTH),
+    }
+    return model.transformer, inputs
+
+
 def toy_target(prompts: list[str] | None = None, steps: int = 20, seed: int = 0) -> Target:
     """The shipped toy text-to-video model; output = generated videos, score = prompt accuracy."""
     from .toy import model as toy_model

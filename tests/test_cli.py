@@ -44,3 +44,9 @@ def test_bench_small_writes_csv_and_plot(tmp_path):
     assert all(float(r["attention_cost"]) == pytest.approx(0.5) for r in rows[1:])
     assert float(rows[1]["psnr"]) < float("inf")  # it reduced something
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_inspect_command_lists_sites(capsys):
+    assert cli.main(["inspect", "--model", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("joint") >= 3 and "(4, 12, 12)" in out

@@ -17,9 +17,9 @@ def run(args: argparse.Namespace) -> int:
     import asymrnr_fx
 
     if args.model == "toy":
-        from asymrnr_fx.toy import load_toy_model, example_inputs
+        from asymrnr_fx.targets import toy_inputs
 
-        model, inputs = load_toy_model(), example_inputs()
+        model, inputs = toy_inputs()
     else:
         from asymrnr_fx.bench import cogvideox_shaped
 

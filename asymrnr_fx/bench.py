@@ -66,34 +66,28 @@ def run_generation(fn: Callable[..., Any], inputs: dict[str, Any], steps: int, t
     return x
 
 
-def attention_time(model: torch.nn.Module, inputs: dict[str, Any], repeats: int = 5) -> float:
-    """Seconds the model's full-size SDPA calls take in one forward, timed on their own."""
-    import torch.nn.functional as F
+def attention_share(fn: Callable[..., Any], inputs: dict[str, Any], repeats: int = 2) -> float:
+    """Fraction of a (compiled) forward's time spent inside attention kernels, from the profiler.
 
-    shapes: list[tuple] = []
-    original = F.scaled_dot_product_attention
+    Measured on the very graph being benchmarked, so it includes whatever kernel the
+    compiler picked; on CUDA it uses device time, on the CPU self CPU time.
+    """
+    from torch.profiler import ProfilerActivity, profile
 
-    def record(*args: Any, **kwargs: Any) -> torch.Tensor:
-        q = kwargs.get("query", args[0] if args else None)
-        k = kwargs.get("key", args[1] if len(args) > 1 else None)
-        shapes.append((tuple(q.shape), tuple(k.shape), q.dtype))
-        return original(*args, **kwargs)
-
-    F.scaled_dot_product_attention = record
-    try:
-        with torch.no_grad():
-            model(**inputs, timestep=torch.tensor([500]), return_dict=False)
-    finally:
-        F.scaled_dot_product_attention = original
-    qkv = [(torch.randn(qs, dtype=dt), torch.randn(ks, dtype=dt), torch.randn(ks, dtype=dt)) for qs, ks, dt in shapes]
-    samples = []
-    with torch.no_grad():
+    cuda = torch.cuda.is_available() and any(
+        isinstance(v, torch.Tensor) and v.is_cuda for v in inputs.values()
+    )
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.no_grad(), profile(activities=activities) as prof:
         for _ in range(repeats):
-            start = time.perf_counter()
-            for q, k, v in qkv:
-                original(q, k, v)
-            samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+            fn(**inputs, timestep=torch.tensor([500], device=inputs["hidden_states"].device), return_dict=False)
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events)
+    attn = sum(getattr(e, attr) for e in events if "scaled_dot_product" in e.key or "attention" in e.key.lower())
+    return attn / total if total else float("nan")
 
 
 def ideal_speedup(attention_share: float, attention_cost_kept: float) -> float:

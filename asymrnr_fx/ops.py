@@ -117,24 +117,23 @@ def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str) -> torc
 def best_match(x: torch.Tensor, dst: torch.Tensor, similarity: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score and nearest dst slot for *every* token of ``x`` ``[B, H, N, d]``.
 
-    This is the hot part of a matching step, so it avoids materialising the score matrix
-    more than once: for the squared euclidean distance ``|a|^2`` is constant per row, so the
-    argmax only needs ``2 a.b - |b|^2``, which one batched GEMM produces (``baddbmm``); and
-    scoring all N rows (not just src) spares a gather of the src features.
+    This is the hot part of a matching step, so the score matrix is written exactly once,
+    by one batched GEMM: for the squared euclidean distance ``|a|^2`` is constant per row,
+    so the argmax only needs ``2 a.b - |b|^2``, which ``[a, 1] . [2b, -|b|^2]`` gives
+    directly; scoring all N rows (not just src) spares a gather of the src features.
     """
     bsz, heads, n, d = x.shape
-    xd = x.index_select(2, dst)
+    flat = x.float().reshape(bsz * heads, n, d).contiguous()  # strided activations make every pass slow
+    xd = flat.index_select(1, dst)
     if similarity == "cosine":
-        x = torch.nn.functional.normalize(x, dim=-1)
+        flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)
-    flat = x.reshape(bsz * heads, n, d)
-    rhs = xd.reshape(bsz * heads, -1, d).transpose(1, 2)
     if similarity == "euclidean":
-        bias = -xd.square().sum(-1).reshape(bsz * heads, 1, -1)
-        scores = torch.baddbmm(bias, flat, rhs, alpha=2.0)
+        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], dim=-1)
+        rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], dim=-1)
     else:
-        scores = torch.bmm(flat, rhs)
-    best, nearest = scores.max(dim=-1)
+        lhs, rhs = flat, xd
+    best, nearest = torch.bmm(lhs, rhs.transpose(1, 2)).max(dim=-1)
     if similarity == "euclidean":
         best = best - flat.square().sum(-1)
     return best.view(bsz, heads, n), nearest.view(bsz, heads, n)
@@ -161,13 +160,12 @@ def match(
     too coarse to rank tokens and would turn most comparisons into ties. ``grid`` is needed
     by the "spatial" baseline, ``seed`` by the "random" one.
     """
-    x = video.float()
-    dst = dst.to(x.device)
-    src = src.to(x.device)
-    bsz, heads = x.shape[0], x.shape[1]
+    device = video.device
+    dst, src = dst.to(device), src.to(device)
+    bsz, heads = video.shape[0], video.shape[1]
     if similarity == "random":
         gen = torch.Generator().manual_seed(seed)
-        scores = torch.rand(bsz, heads, src.numel(), dst.numel(), generator=gen).to(x.device)
+        best, nearest = torch.rand(bsz, heads, src.numel(), dst.numel(), generator=gen).to(device).max(dim=-1)
     elif similarity == "spatial":
         if grid is None:
             raise ValueError("the 'spatial' matching needs the token grid")
@@ -176,12 +174,12 @@ def match(
         # near src tokens at random, so a partial reduction is spread over the frame
         gen = torch.Generator().manual_seed(seed)
         noise = 0.5 * torch.rand(bsz, heads, src.numel(), 1, generator=gen)
-        scores = (noise - torch.cdist(a, b).square()).to(x.device)
+        best, nearest = (noise - torch.cdist(a, b).square()).to(device).max(dim=-1)
     else:
-        best, nearest = best_match(x, dst, similarity)
+        best, nearest = best_match(video, dst, similarity)
         best, nearest = best.index_select(2, src), nearest.index_select(2, src)
-        order = torch.sort(best, dim=-1, descending=True, stable=True).indices
-        return Matching(dst=dst, src=src, nearest=nearest, order=order)
+    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
+    return Matching(dst=dst, src=src, nearest=nearest, order=order)
     best, nearest = scores.max(dim=-1)
     order = torch.sort(best, dim=-1, descending=True, stable=True).indices
     return Matching(dst=dst, src=src, nearest=nearest, order=order)

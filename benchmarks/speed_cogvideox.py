@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 import asymrnr_fx
-from asymrnr_fx.bench import StepTimes, attention_time, cogvideox_shaped, ideal_speedup, joint_attention_cost, run_generation
+from asymrnr_fx.bench import StepTimes, attention_share, cogvideox_shaped, ideal_speedup, joint_attention_cost, run_generation
 
 POINTS = [(0.5, 0.3), (0.8, 0.4)]
 
@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> dict:
     num_video = args.frames * (args.size // 2) ** 2
     text = inputs["encoder_hidden_states"].shape[1]
 
-    variants = {"baseline": torch.compile(model, backend="inductor", dynamic=False)}
+    variants = {"baseline": asymrnr_fx.api.baseline(model)}
     plans = {}
     for q, kv in POINTS:
         plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=5)
         plans[f"q={q} kv={kv}"] = plan
-        variants[f"q={q} kv={kv}"] = torch.compile(model, backend="asymrnr", options={"plan": plan}, dynamic=False)
+        variants[f"q={q} kv={kv}"] = asymrnr_fx.transform(model, plan, compile=True)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def timed(fn):
@@ -62,17 +62,16 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in tqdm(range(args.repeats), desc="interleaved generations", file=sys.stderr):
             for name, fn in variants.items():
                 if name in plans:
-                    asymrnr_fx.reset(plans[name])
+                    asymrnr_fx.reset(fn)
                 run_generation(timed(fn), inputs, args.steps, times[name])
-        attn = attention_time(model, inputs)
+    share = attention_share(variants["baseline"], inputs)
     base = times["baseline"].median()
-    share = min(attn / base, 1.0)
     match_steps = list(range(0, args.steps, 5))
     reuse_steps = [s for s in range(args.steps) if s not in match_steps]
     results = {"device": args.device, "dtype": args.dtype, "baseline_step_s": base, "attention_share": share, "points": {}}
     print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
           f"{args.dtype}, {num_video} video + {text} text tokens, {args.layers} layers")
-    print(f"baseline median step {base * 1000:.1f} ms; attention share of a step f = {share:.3f}")
+    print(f"baseline median step {base * 1000:.1f} ms; attention share of a step f = {share:.3f} (profiler)")
     print(f"{'plan':<14} {'cost kept':>9} {'ideal':>7} {'reuse':>7} {'match':>7} {'gain/ideal':>10} {'match/reuse':>11}")
     for name in plans:
         q, kv = (float(p.split("=")[1]) for p in name.split())

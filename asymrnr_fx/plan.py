@@ -172,6 +172,20 @@ class Plan:
         opts.update(options)
         return cls.from_tiers(published_tiers(model), q_map, v_map, **opts)
 
+    @classmethod
+    def for_budget(cls, calibration: Any, attention_cost: float = 0.7, **kwargs: Any) -> "Plan":
+        """The least-expected-error plan keeping ``attention_cost`` of full attention (see :mod:`asymrnr_fx.budget`)."""
+        from .budget import plan_for_budget
+
+        return plan_for_budget(calibration, attention_cost, **kwargs)
+
+    @classmethod
+    def for_speedup(cls, calibration: Any, speedup: float = 1.3, attention_share: float = 0.5, **kwargs: Any) -> "Plan":
+        """A budgeted plan for an ideal end-to-end ``speedup`` when attention is ``attention_share`` of a forward pass."""
+        from .budget import plan_for_speedup
+
+        return plan_for_speedup(calibration, speedup, attention_share, **kwargs)
+
     # ------------------------------------------------------------------ queries
     @property
     def is_table(self) -> bool:

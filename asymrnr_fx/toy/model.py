@@ -1,5 +1,5 @@
 """The shipped toy text-to-video model: a tiny diffusers ``CogVideoXTransformer3DModel``
-working directly on pixels, a word-embedding text encoder and a flow-matching scheduler.
+(CogVideoX-1.5 layout: 2x2 spatial and 2-frame temporal patches) working directly on pixels, a word-embedding text encoder and a flow-matching scheduler.
 
 Why this shape: it is a real CogVideoX transformer (joint text/video attention, 3D RoPE,
 adaptive LayerNorm, patch size 2), so code that rewrites or reduces CogVideoX attention
@@ -26,6 +26,7 @@ import torch
 from diffusers import CogVideoXTransformer3DModel, FlowMatchEulerDiscreteScheduler
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -44,18 +45,18 @@ TRANSFORMER_CONFIG: dict = dict(
     out_channels=3,
     time_embed_dim=128,
     text_embed_dim=TEXT_EMBED_DIM,
-    num_layers=2,
+    num_layers=3,
     sample_width=dataset.WIDTH,
     sample_height=dataset.HEIGHT,
     sample_frames=dataset.NUM_FRAMES,
     patch_size=2,
-    patch_size_t=None,
+    patch_size_t=2,
     temporal_compression_ratio=1,
     max_text_seq_length=dataset.MAX_TOKENS,
     use_rotary_positional_embeddings=True,
 )
 TEXT_ENCODER_CONFIG: dict = dict(vocab_size=len(dataset.VOCAB), max_len=dataset.MAX_TOKENS, dim=TEXT_EMBED_DIM)
-SCHEDULER_CONFIG: dict = dict(num_train_timesteps=1000, shift=1.0)
+SCHEDULER_CONFIG: dict = dict(num_train_timesteps=1000, shift=3.0)
 DEFAULT_GUIDANCE = 3.0
 
 
@@ -94,13 +95,18 @@ class ToyModel:
         return next(self.transformer.parameters()).dtype
 
 
-def build_toy_model(seed: int | None = None) -> ToyModel:
-    """Freshly initialised (untrained) components, e.g. for training."""
+def build_toy_model(seed: int | None = None, configs: dict | None = None) -> ToyModel:
+    """Freshly initialised (untrained) components, e.g. for training.
+
+    ``configs`` may override ``transformer_config`` / ``text_encoder_config`` /
+    ``scheduler_config`` (as stored in a weights file's metadata)."""
+    configs = configs or {}
     if seed is not None:
         torch.manual_seed(seed)
-    transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIG)
-    text_encoder = ToyTextEncoder(**TEXT_ENCODER_CONFIG)
-    return ToyModel(transformer, text_encoder, FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG))
+    transformer = CogVideoXTransformer3DModel(**configs.get("transformer_config", TRANSFORMER_CONFIG))
+    text_encoder = ToyTextEncoder(**configs.get("text_encoder_config", TEXT_ENCODER_CONFIG))
+    scheduler = FlowMatchEulerDiscreteScheduler(**configs.get("scheduler_config", SCHEDULER_CONFIG))
+    return ToyModel(transformer, text_encoder, scheduler)
 
 
 def save_toy_model(model: ToyModel, path: str | Path, extra_metadata: dict | None = None) -> Path:
@@ -125,9 +131,13 @@ def save_toy_model(model: ToyModel, path: str | Path, extra_metadata: dict | Non
 
 
 def load_toy_model(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, path: str | Path | None = None) -> ToyModel:
-    """Build the modules and load the shipped (or given) weights; modules are put in eval mode."""
-    state = load_file(str(path or WEIGHTS_FILE))
-    model = build_toy_model()
+    """Build the modules from the configs stored in the weights file and load the shipped (or
+    given) weights; modules are put in eval mode with gradients off."""
+    path = str(path or WEIGHTS_FILE)
+    with safe_open(path, framework="pt") as f:
+        configs = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    state = load_file(path)
+    model = build_toy_model(configs=configs)
     model.transformer.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("transformer.")})
     model.text_encoder.load_state_dict({k[13:]: v for k, v in state.items() if k.startswith("text_encoder.")})
     for module in (model.transformer, model.text_encoder):
@@ -141,17 +151,26 @@ def rotary_embeddings(
     transformer_config, num_frames: int, height: int, width: int, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """3D RoPE (cos, sin), computed exactly like ``CogVideoXPipeline._prepare_rotary_positional_embeddings``
-    (CogVideoX 1.0 branch, no VAE so the spatial scale factor is 1)."""
-    p = transformer_config.patch_size
+    (no VAE, so the spatial scale factor is 1 and ``num_frames`` are pixel frames)."""
+    p, p_t = transformer_config.patch_size, transformer_config.patch_size_t
     grid_h, grid_w = height // p, width // p
-    crops = get_resize_crop_region_for_grid(
-        (grid_h, grid_w), transformer_config.sample_width // p, transformer_config.sample_height // p
-    )
-    return get_3d_rotary_pos_embed(
+    base_w, base_h = transformer_config.sample_width // p, transformer_config.sample_height // p
+    if p_t is None:  # CogVideoX 1.0 branch
+        crops = get_resize_crop_region_for_grid((grid_h, grid_w), base_w, base_h)
+        return get_3d_rotary_pos_embed(
+            embed_dim=transformer_config.attention_head_dim,
+            crops_coords=crops,
+            grid_size=(grid_h, grid_w),
+            temporal_size=num_frames,
+            device=device,
+        )
+    return get_3d_rotary_pos_embed(  # CogVideoX 1.5 branch (temporal patching)
         embed_dim=transformer_config.attention_head_dim,
-        crops_coords=crops,
+        crops_coords=None,
         grid_size=(grid_h, grid_w),
-        temporal_size=num_frames,
+        temporal_size=(num_frames + p_t - 1) // p_t,
+        grid_type="slice",
+        max_size=(base_h, base_w),
         device=device,
     )
 

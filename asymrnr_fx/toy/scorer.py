@@ -20,7 +20,7 @@ from . import dataset
 
 CHROMA_THRESHOLD = 0.3  # background chroma stays below ~0.2, object colours are above ~0.7
 MAX_COLOUR_DISTANCE = 0.45  # RGB distance to the chosen palette colour for a pixel to count
-OBJECT_RADIUS = 7.5  # objects are at most 9 px wide; drop stray pixels farther than this
+OBJECT_RADIUS = 8.0  # objects are at most 10 px wide; drop stray pixels farther than this
 MIN_PIXELS = 4  # frames with fewer object pixels are ignored
 
 _PALETTE = np.array([dataset.COLOURS[c] for c in dataset.COLOUR_NAMES])

@@ -1,0 +1,103 @@
+"""Fast checks of the shipped toy text-to-video model, its dataset and its scorer."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from asymrnr_fx.toy import dataset, scorer
+
+torch.set_num_threads(1)
+
+
+def test_dataset_is_deterministic_per_seed() -> None:
+    a, attrs_a = dataset.make_batch(3, range(4))
+    b, attrs_b = dataset.make_batch(3, range(4))
+    c, _ = dataset.make_batch(4, range(4))
+    assert torch.equal(a, b) and attrs_a == attrs_b
+    assert not torch.equal(a, c)
+    assert a.shape == (4, dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
+    assert a.dtype == torch.float32 and a.min() >= -1 and a.max() <= 1
+
+
+def test_dataset_item_fields() -> None:
+    item = dataset.ToyVideoDataset(5, seed=1, split="heldout")[2]
+    assert item["attributes"] in dataset.HELDOUT_COMBOS
+    assert item["caption"] == dataset.caption(*item["attributes"])
+    assert dataset.detokenize(item["input_ids"][None]) == [item["caption"]]
+
+
+def test_heldout_split_is_compositional() -> None:
+    train, held = set(dataset.TRAIN_COMBOS), set(dataset.HELDOUT_COMBOS)
+    assert held and not train & held and train | held == set(dataset.ALL_COMBOS)
+    # every attribute pair of a held-out triple was seen in training
+    for c, s, d in held:
+        assert any(t[0] == c and t[1] == s for t in train)
+        assert any(t[0] == c and t[2] == d for t in train)
+        assert any(t[1] == s and t[2] == d for t in train)
+
+
+def test_tokenizer_round_trip() -> None:
+    captions = [dataset.caption(*a) for a in dataset.ALL_COMBOS]
+    ids = dataset.tokenize(captions)
+    assert ids.shape == (len(captions), dataset.MAX_TOKENS) and ids.dtype == torch.long
+    assert dataset.detokenize(ids) == captions
+    assert (dataset.tokenize("")[0] == dataset.PAD_ID).all()
+    assert dataset.tokenize("a purple blob")[0, 1] == dataset.WORD_TO_ID[dataset.UNK]
+    assert all(dataset.parse_caption(c) == a for c, a in zip(captions, dataset.ALL_COMBOS))
+    with pytest.raises(ValueError):
+        dataset.tokenize(" ".join(["a"] * (dataset.MAX_TOKENS + 1)))
+
+
+def test_scorer_labels_ground_truth_clips() -> None:
+    videos, attrs = dataset.make_batch(123, range(240), dataset.ALL_COMBOS)
+    acc = scorer.prompt_accuracy(videos, attrs)
+    assert acc["n"] == 240
+    for key in ("colour", "shape", "direction", "all"):
+        assert acc[key] > 0.95, (key, acc[key])
+
+
+def test_scorer_on_noise_is_not_confident() -> None:
+    flat = torch.zeros(dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
+    assert scorer.predict_attributes(flat) == ("none", "none", "none")
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    from asymrnr_fx.toy.model import load_toy_model
+
+    return load_toy_model()
+
+
+def test_shipped_weights_load_and_sample(toy_model) -> None:
+    from asymrnr_fx.toy.model import generate
+
+    out = generate(["a red square moving left", "a blue circle moving up"], num_steps=1, model=toy_model)
+    assert out.shape == (2, dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1
+
+
+def test_generate_calls_transformer_like_diffusers(toy_model) -> None:
+    from asymrnr_fx.toy.model import generate
+
+    calls = []
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return toy_model.transformer(**kwargs)
+
+    steps = []
+    a = generate("a green triangle moving down", num_steps=3, seed=5, transformer=spy, model=toy_model,
+                 callback=lambda i, t, x: steps.append(i))
+    b = generate("a green triangle moving down", num_steps=3, seed=5, model=toy_model)
+    assert torch.equal(a, b) and steps == [0, 1, 2] and len(calls) == 3
+    timesteps = [float(c["timestep"][0]) for c in calls]
+    assert all(x > y for x, y in itertools.pairwise(timesteps))
+    for c in calls:
+        assert c["return_dict"] is False
+        batch = c["hidden_states"].shape[0]
+        assert c["hidden_states"].shape[1:] == (dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
+        assert c["timestep"].shape == (batch,)
+        assert c["encoder_hidden_states"].shape[:2] == (batch, dataset.MAX_TOKENS)

@@ -101,19 +101,6 @@ class Matching:
     order: torch.Tensor  # [B, H, n_src] slot into src, most similar first
 
 
-def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str) -> torch.Tensor:
-    """Pairwise similarity ``[..., len(a), len(b)]``; larger means more alike."""
-    if similarity == "euclidean":
-        return 2 * (a @ b.transpose(-1, -2)) - a.square().sum(-1, keepdim=True) - b.square().sum(-1).unsqueeze(-2)
-    if similarity == "cosine":
-        a = torch.nn.functional.normalize(a, dim=-1)
-        b = torch.nn.functional.normalize(b, dim=-1)
-        return a @ b.transpose(-1, -2)
-    if similarity == "dot":
-        return a @ b.transpose(-1, -2)
-    raise ValueError(f"unknown similarity {similarity!r}; use one of {SIMILARITIES}")
-
-
 def best_match(x: torch.Tensor, dst: torch.Tensor, similarity: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score and nearest dst slot for *every* token of ``x`` ``[B, H, N, d]``.
 

@@ -13,7 +13,6 @@ import itertools
 import weakref
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 
@@ -201,10 +200,6 @@ class Runtime:
         """Steps at which any site computed a fresh matching (for the current generation by default)."""
         gen = self.generation if generation is None else generation
         return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen})
-
-    def events_of(self, kinds: Iterable[str]) -> list[CacheEvent]:
-        wanted = set(kinds)
-        return [e for e in self.events if e.kind in wanted]
 
 
 def get_runtime(runtime_id: int) -> Runtime:

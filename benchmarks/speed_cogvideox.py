@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--size", type=int, default=64, help="latent height/width (patch 2)")
     ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (e.g. 1 when another job holds a core)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
 
     model, inputs = cogvideox_shaped(layers=args.layers, frames=args.frames, size=args.size, dtype=dtype)
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     match_steps = list(range(0, args.steps, 5))
     reuse_steps = [s for s in range(args.steps) if s not in match_steps]
     results = {"device": args.device, "dtype": args.dtype, "baseline_step_s": base, "attention_share": share, "points": {}}
-    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
+    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else f'CPU, {torch.get_num_threads()} threads'}), "
           f"{args.dtype}, {num_video} video + {text} text tokens, {args.layers} layers")
     print(f"baseline median step {base * 1000:.1f} ms; attention share of a step f = {share:.3f} (profiler)")
     print(f"{'plan':<14} {'cost kept':>9} {'ideal':>7} {'reuse':>7} {'match':>7} {'gain/ideal':>10} {'match/reuse':>11}")

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Real CUDA timings of the same benchmarks, for sessions that are lent a GPU machine.
+# Usage (from the repository root, torch with CUDA installed): bash benchmarks/gpu_check.sh
+set -euo pipefail
+python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
+# the CogVideoX-shaped model, then a longer sequence where attention dominates
+python benchmarks/speed_cogvideox.py --device cuda --dtype bfloat16 --repeats 5 --steps 10
+python benchmarks/speed_cogvideox.py --device cuda --dtype bfloat16 --repeats 5 --steps 10 --frames 13 --size 96 --layers 8
+python -m asymrnr_fx.cli bench --target cogvideox-shaped --repeats 5 --out asymrnr-out/bench-gpu

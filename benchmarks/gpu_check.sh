@@ -6,4 +6,3 @@ python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; pri
 # the issue's CogVideoX-shaped model, then a longer sequence where attention dominates
 python benchmarks/speed_cogvideox.py --device cuda --dtype bfloat16 --repeats 5 --steps 10
 python benchmarks/speed_cogvideox.py --device cuda --dtype bfloat16 --repeats 5 --steps 10 --frames 13 --size 96 --layers 8
-python -m asymrnr_fx.cli bench --target cogvideox-shaped --repeats 5 --out asymrnr-out/bench-gpu

@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed runs per variant")
     p.add_argument("--no-compile", action="store_true", help="run the rewritten graphs eagerly (fast start, slower runs)")
     p.add_argument("--small", action="store_true", help="tiny settings, for CI")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (e.g. 1 when another job holds a core)")
     p.add_argument("--out", default="asymrnr-out/bench", help="output folder (CSV, markdown table, PNG)")
 
 
@@ -21,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from asymrnr_fx.compare import METHODS, compare, markdown_table, write_outputs
     from asymrnr_fx.targets import cogvideox_target, toy_prompts, toy_target
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = []
     for name in args.target or ["toy", "cogvideox-shaped"]:
         if name == "toy":

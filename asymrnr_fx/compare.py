@@ -55,6 +55,7 @@ class Target:
     score: Callable[[torch.Tensor], float] | None = None  # e.g. prompt accuracy
     data_range: float | None = None
     device: str = "cpu"
+    steps: int = 0
 
 
 @dataclass
@@ -81,10 +82,14 @@ def compare(
     compile: bool = True,
     repeats: int = 3,
     cache_window: int = 5,
-    extra_plans: dict[str, Plan] | None = None,
+    extra_plans: dict[str, Callable[[float], Plan]] | None = None,
     progress: bool = True,
 ) -> list[Row]:
-    """Interleaved timings and fidelity of every method at every cost, against the unreduced model."""
+    """Interleaved timings and fidelity of every method at every cost, against the unreduced model.
+
+    ``extra_plans`` maps a method name to a function building its plan for a cost (for
+    instance ``lambda c: Plan.for_budget(calibration, attention_cost=c)``).
+    """
     from tqdm import tqdm
 
     from . import api
@@ -95,8 +100,9 @@ def compare(
         for m in methods:
             plan = method_plan(m, cost, cache_window=cache_window)
             variants[(m, cost)] = (plan, transform(target.model, plan, compile=compile))
-    for name, plan in (extra_plans or {}).items():
-        variants[(name, round(plan.attention_cost(), 3))] = (plan, transform(target.model, plan, compile=compile))
+        for name, make_plan in (extra_plans or {}).items():  # e.g. a calibrated plan for this budget
+            plan = make_plan(cost)
+            variants[(name, cost)] = (plan, transform(target.model, plan, compile=compile))
 
     first, outputs, peaks, times = {}, {}, {}, {k: [] for k in variants}
     bar = tqdm(total=len(variants) * (repeats + 1), desc=f"bench {target.name}", disable=not progress)

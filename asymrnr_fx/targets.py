@@ -48,17 +48,22 @@ def toy_target(prompts: list[str] | None = None, steps: int = 20, seed: int = 0)
     def score(videos: torch.Tensor) -> float:
         return scorer.prompt_accuracy(videos, prompts)["all"]
 
-    return Target("toy", model.transformer, run, score=score, data_range=2.0)
+    return Target("toy", model.transformer, run, score=score, data_range=2.0, steps=steps)
 
 
-def cogvideox_target(steps: int = 10, small: bool = False, seed: int = 0) -> Target:
-    """The random-weight CogVideoX-shaped model of the speed benchmark (``small``: a CI-sized one)."""
+def cogvideox_target(steps: int = 10, small: bool = False, seed: int = 0, input_seed: int | None = None) -> Target:
+    """The random-weight CogVideoX-shaped model of the speed benchmark (``small``: a CI-sized one).
+
+    ``input_seed`` draws other latents and text embeddings for the same weights.
+    """
     from .bench import cogvideox_shaped, run_generation
 
     kwargs = {"layers": 2, "size": 16, "text": 16} if small else {}
     model, inputs = cogvideox_shaped(seed=seed, **kwargs)
+    if input_seed is not None:
+        _, inputs = cogvideox_shaped(seed=input_seed, **kwargs)
 
     def run(fn: Callable[..., Any]) -> torch.Tensor:
         return run_generation(fn, inputs, steps)
 
-    return Target("cogvideox-shaped" + ("-small" if small else ""), model, run)
+    return Target("cogvideox-shaped" + ("-small" if small else ""), model, run, steps=steps)

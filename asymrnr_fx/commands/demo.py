@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed generations per variant")
     p.add_argument("--quick", action="store_true", help="reduced mode: 2 prompts, 4 steps, no inductor (for CI)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (e.g. 1 when another job holds a core)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from asymrnr_fx.toy import model as toy_model
     from asymrnr_fx.toy import scorer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.prompts, args.steps, args.repeats = 2, 4, 1
     compile_ = not args.quick

@@ -55,11 +55,11 @@ def test_scorer_labels_ground_truth_clips() -> None:
     videos, attrs = dataset.make_batch(123, range(240), dataset.ALL_COMBOS)
     acc = scorer.prompt_accuracy(videos, attrs)
     assert acc["n"] == 240
-    for key in ("colour", "shape", "direction", "all"):
+    for key in ("colour", "shape", "direction", "all", "colour_direction"):
         assert acc[key] > 0.95, (key, acc[key])
 
 
-def test_scorer_on_noise_is_not_confident() -> None:
+def test_scorer_abstains_on_empty_video() -> None:
     flat = torch.zeros(dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
     assert scorer.predict_attributes(flat) == ("none", "none", "none")
 

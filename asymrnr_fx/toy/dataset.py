@@ -22,8 +22,8 @@ NUM_FRAMES = 8
 HEIGHT = 24
 WIDTH = 24
 MAX_TOKENS = 8
-OBJECT_SIZE = 9.0  # bounding-box side in pixels
-OBJECT_SPEED = 1.25  # pixels per frame
+OBJECT_SIZE = 11.0  # bounding-box side in pixels
+OBJECT_SPEED = 1.0  # pixels per frame
 
 # Saturated, well separated colours; backgrounds are kept desaturated so the object stands out.
 COLOURS: dict[str, tuple[float, float, float]] = {

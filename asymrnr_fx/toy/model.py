@@ -1,5 +1,6 @@
 """The shipped toy text-to-video model: a tiny diffusers ``CogVideoXTransformer3DModel``
-(CogVideoX-1.5 layout: 2x2 spatial and 2-frame temporal patches) working directly on pixels, a word-embedding text encoder and a flow-matching scheduler.
+(CogVideoX-1.5 layout: 2x2 spatial and 2-frame temporal patches) working directly on
+pixels, a word-embedding text encoder and a flow-matching scheduler.
 
 Why this shape: it is a real CogVideoX transformer (joint text/video attention, 3D RoPE,
 adaptive LayerNorm, patch size 2), so code that rewrites or reduces CogVideoX attention
@@ -13,6 +14,10 @@ image_rotary_emb=..., return_dict=False)[0]``. ``image_rotary_emb`` is passed ex
 CogVideoX pipeline passes it: with ``use_rotary_positional_embeddings=True`` the transformer
 has no other positional information. There is no VAE: latents are the pixel video in [-1, 1]
 (``LATENT_SCALE`` = 1).
+
+Quality of the shipped weights (48 samples per split, 20 steps, ``scorer.prompt_accuracy``):
+colour and direction follow the prompt ~100% of the time, on held-out prompts too; shape does
+not (the objects come out as blobs, scored as circles, so shape accuracy is at chance).
 """
 
 from __future__ import annotations

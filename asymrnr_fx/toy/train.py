@@ -4,9 +4,15 @@ Usage (reproduces the shipped weights)::
 
     python -m asymrnr_fx.toy.train --out asymrnr_fx/toy/weights --seed 0 --steps 7000
 
+(about 33 minutes on one CPU thread). Evaluate prompt accuracy of a weights file with::
+
+    python -m asymrnr_fx.toy.train --eval-only asymrnr_fx/toy/weights/toy_t2v.safetensors
+
 Why these choices: one CPU thread, < 1 hour. bf16 autocast on CPU roughly halves step time;
-an EMA of the weights gives much cleaner samples than the raw weights for the same budget;
-10% caption dropout trains the unconditional branch used by classifier-free guidance.
+noise levels are shifted towards high noise (see :func:`sample_sigmas`) and object pixels get
+extra loss weight (see :func:`foreground_weights`), without which the tiny model produced
+background-only or blob videos; an EMA of the weights gives cleaner samples for the same
+budget; 10% caption dropout trains the unconditional branch used by classifier-free guidance.
 Everything (init, data, noise, timesteps) derives from ``--seed``; ``--minutes`` is only a
 safety cap (if it triggers, the run stops early and the step count is recorded in the
 metadata, so the result is then no longer a pure function of the seed).
@@ -23,9 +29,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import dataset
-from . import scorer
-from .model import DEFAULT_GUIDANCE, SCHEDULER_CONFIG, WEIGHTS_FILE, ToyModel, build_toy_model, generate, load_toy_model, rotary_embeddings, save_toy_model
+from . import dataset, scorer
+from .model import (
+    DEFAULT_GUIDANCE,
+    SCHEDULER_CONFIG,
+    WEIGHTS_FILE,
+    ToyModel,
+    build_toy_model,
+    generate,
+    load_toy_model,
+    rotary_embeddings,
+    save_toy_model,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-bf16", action="store_true", help="train in plain float32")
+    p.add_argument("--fg-weight", type=float, default=4.0, help="extra loss weight on object pixels")
     p.add_argument("--eval-only", type=Path, default=None, metavar="WEIGHTS", help="only evaluate these weights")
     p.add_argument("--eval-samples", type=int, default=48, help="samples per split for prompt accuracy")
     p.add_argument("--eval-steps", type=int, default=20)
@@ -90,6 +106,17 @@ def sample_sigmas(n: int, generator: torch.Generator, shift: float = SCHEDULER_C
     return shift * u / (1 + (shift - 1) * u)
 
 
+def foreground_weights(x0: torch.Tensor, extra: float) -> torch.Tensor:
+    """Per-pixel loss weights ``1 + extra * object`` (object = saturated pixels, dilated by 1 px).
+
+    Why: the object covers ~15% of the pixels, so an unweighted loss spends most of a tiny
+    model's capacity on the easy background."""
+    chroma = x0.amax(dim=2) - x0.amin(dim=2)  # [B, F, H, W], [-1, 1] scale so threshold 0.6 = 0.3
+    mask = (chroma > 0.6).float()
+    mask = torch.nn.functional.max_pool2d(mask, kernel_size=3, stride=1, padding=1)
+    return (1.0 + extra * mask).unsqueeze(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -111,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(args.seed + 1)
     out_file = args.out / WEIGHTS_FILE.name
     start = time.time()
-    meta = {"seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "ema": args.ema, "planned_steps": args.steps}
+    meta = {"seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "ema": args.ema, "planned_steps": args.steps,
+            "fg_weight": args.fg_weight}
 
     bar = tqdm(range(args.steps), desc="train", mininterval=5.0)
     step = 0
@@ -138,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
                 image_rotary_emb=rotary,
                 return_dict=False,
             )[0]
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
+        if args.fg_weight > 0:
+            loss = (foreground_weights(x0, args.fg_weight) * (pred.float() - target) ** 2).mean()
+        else:
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

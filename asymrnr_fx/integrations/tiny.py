@@ -322,3 +322,27 @@ def print_comparison(runtime: Any, base: Any, base_times: list[float], fast: Any
         print(f"{i:4d}  {a:10.4f}  {b:9.4f}")
     frames, ref = fast.frames, base.frames
     print(f"video {tuple(frames.shape)}; max |difference| vs baseline {float((frames - ref).float().abs().max()):.4f}")
+
+
+def run_example(family: str, doc: str, **call_kwargs: Any) -> None:
+    """The body of ``examples/pipeline_<family>.py``: one generation without, one with AsymRnR.
+
+    Builds the tiny pipeline (the real pipeline class with random-weight tiny components),
+    times a generation, applies AsymRnR with no callback (steps come from the timestep),
+    times the same generation again, prints the attention report and the comparison, and
+    takes AsymRnR out again. ``call_kwargs`` go to the pipeline call (e.g. ``true_cfg_scale``).
+    """
+    import asymrnr_fx
+
+    args = example_args(doc.splitlines()[0])
+    torch.set_num_threads(1)
+    tp = tiny_pipeline(family)
+    base, base_times = timed_generate(tp, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0), **call_kwargs)
+
+    plan = asymrnr_fx.Plan.uniform(q=0.5, kv=0.3, cache_window=3)
+    asymrnr_fx.apply(tp.pipe, plan, compile=args.compile, fullgraph=True)
+    fast, fast_times = timed_generate(tp, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0), **call_kwargs)
+
+    print(asymrnr_fx.inspect(tp.pipe.transformer))  # every attention site the pipeline's transformer ran
+    print_comparison(asymrnr_fx.runtime_of(tp.pipe.transformer), base, base_times, fast, fast_times)
+    asymrnr_fx.remove(tp.pipe)  # the original transformer is back

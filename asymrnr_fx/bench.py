@@ -22,7 +22,6 @@ def cogvideox_shaped(
     Default: 4 heads x 64, 4 layers, latent 4x64x64 (patch 2 -> 4x32x32 = 4096 video tokens) + 226 text tokens.
     """
     from diffusers import CogVideoXTransformer3DModel
-    from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
     torch.manual_seed(seed)
     model = CogVideoXTransformer3DModel(
@@ -30,14 +29,23 @@ def cogvideox_shaped(
         text_embed_dim=text_dim, time_embed_dim=128, sample_frames=(frames - 1) * 4 + 1, sample_height=size,
         sample_width=size, patch_size=2, max_text_seq_length=text, use_rotary_positional_embeddings=True,
     ).to(dtype).eval()
+    return model, cogvideox_shaped_inputs(head_dim, frames, size, text, text_dim, seed + 1, dtype)
+
+
+def cogvideox_shaped_inputs(
+    head_dim: int = 64, frames: int = 4, size: int = 64, text: int = 226, text_dim: int = 256, seed: int = 1,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """Latents, text embeddings and RoPE for :func:`cogvideox_shaped` (other seeds: other noise, same weights)."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
     grid = (frames, size // 2, size // 2)
-    g = torch.Generator().manual_seed(seed + 1)
-    inputs = {
+    g = torch.Generator().manual_seed(seed)
+    return {
         "hidden_states": torch.randn(1, frames, 16, size, size, generator=g).to(dtype),
         "encoder_hidden_states": torch.randn(1, text, text_dim, generator=g).to(dtype),
         "image_rotary_emb": get_3d_rotary_pos_embed(head_dim, ((0, 0), grid[1:]), grid[1:], frames),
     }
-    return model, inputs
 
 
 @dataclass

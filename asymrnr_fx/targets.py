@@ -56,12 +56,12 @@ def cogvideox_target(steps: int = 10, small: bool = False, seed: int = 0, input_
 
     ``input_seed`` draws other latents and text embeddings for the same weights.
     """
-    from .bench import cogvideox_shaped, run_generation
+    from .bench import cogvideox_shaped, cogvideox_shaped_inputs, run_generation
 
-    kwargs = {"layers": 2, "size": 16, "text": 16} if small else {}
-    model, inputs = cogvideox_shaped(seed=seed, **kwargs)
-    if input_seed is not None:
-        _, inputs = cogvideox_shaped(seed=input_seed, **kwargs)
+    kwargs = {"size": 16, "text": 16} if small else {}
+    model, inputs = cogvideox_shaped(seed=seed, layers=2 if small else 4, **kwargs)
+    if input_seed is not None:  # other noise and text for the same weights, without building a second model
+        inputs = cogvideox_shaped_inputs(seed=input_seed, **kwargs)
 
     def run(fn: Callable[..., Any]) -> torch.Tensor:
         return run_generation(fn, inputs, steps)

@@ -83,24 +83,23 @@ def _latents(model: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None
 
 
 # --------------------------------------------------------------------------- per-family grids
-def grid_channels_first(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
-    """Latents ``[B, C, F, H, W]`` patched by (p_t, p, p): HunyuanVideo, Wan, Mochi."""
+def _grid_from_latents(model: nn.Module, args: tuple, kwargs: dict, frame_axis: int) -> Grid | None:
     x = _latents(model, args, kwargs)
     if x is None or x.dim() != 5:
         return None
     pt, ph, pw = _patch(model)
-    _, _, f, h, w = x.shape
+    f, h, w = x.shape[frame_axis], x.shape[3], x.shape[4]
     return (f // pt, h // ph, w // pw)
+
+
+def grid_channels_first(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """Latents ``[B, C, F, H, W]`` patched by (p_t, p, p): HunyuanVideo, Wan, Mochi."""
+    return _grid_from_latents(model, args, kwargs, frame_axis=2)
 
 
 def grid_cogvideox(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
     """CogVideoX latents are ``[B, F, C, H, W]``; 1.5 also patches time (``patch_size_t``)."""
-    x = _latents(model, args, kwargs)
-    if x is None or x.dim() != 5:
-        return None
-    pt, ph, pw = _patch(model)
-    _, f, _, h, w = x.shape
-    return (f // pt, h // ph, w // pw)
+    return _grid_from_latents(model, args, kwargs, frame_axis=1)
 
 
 def grid_ltx(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:

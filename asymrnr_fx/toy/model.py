@@ -30,7 +30,6 @@ from typing import Callable, Sequence
 import torch
 from diffusers import CogVideoXTransformer3DModel, FlowMatchEulerDiscreteScheduler
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
-from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -156,19 +155,15 @@ def rotary_embeddings(
     transformer_config, num_frames: int, height: int, width: int, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """3D RoPE (cos, sin), computed exactly like ``CogVideoXPipeline._prepare_rotary_positional_embeddings``
-    (no VAE, so the spatial scale factor is 1 and ``num_frames`` are pixel frames)."""
+    for the CogVideoX 1.5 layout (no VAE, so the spatial scale factor is 1 and ``num_frames`` are
+    pixel frames)."""
     p, p_t = transformer_config.patch_size, transformer_config.patch_size_t
+    if p_t is None:
+        # The 1.0 layout needs diffusers' crop-region helper, which lives in the pipeline module
+        # and drags in transformers; the toy model is 1.5-layout only.
+        raise ValueError("rotary_embeddings: the toy model uses the CogVideoX 1.5 layout (patch_size_t set)")
     grid_h, grid_w = height // p, width // p
     base_w, base_h = transformer_config.sample_width // p, transformer_config.sample_height // p
-    if p_t is None:  # CogVideoX 1.0 branch
-        crops = get_resize_crop_region_for_grid((grid_h, grid_w), base_w, base_h)
-        return get_3d_rotary_pos_embed(
-            embed_dim=transformer_config.attention_head_dim,
-            crops_coords=crops,
-            grid_size=(grid_h, grid_w),
-            temporal_size=num_frames,
-            device=device,
-        )
     return get_3d_rotary_pos_embed(  # CogVideoX 1.5 branch (temporal patching)
         embed_dim=transformer_config.attention_head_dim,
         crops_coords=None,

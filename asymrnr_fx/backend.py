@@ -1,112 +1,38 @@
-"""The ``asymrnr`` torch.compile backend, and the driver that runs the passes on one graph.
+"""The ``asymrnr`` torch.compile backend: Dynamo glue around the pass driver.
 
 ``torch.compile(model, backend="asymrnr", options={"plan": plan})`` resolves by name
-through the ``torch_dynamo_backends`` entry point; Dynamo hands us each captured graph,
-we rewrite its attention and give the result to inductor (``compile_fx``).
+through the ``torch_dynamo_backends`` entry point; Dynamo hands us each captured graph, the
+passes (:mod:`asymrnr_fx.passes.manager`) rewrite its attention, inductor compiles it, and
+we return a thin wrapper that runs outside the compiled code on every call.
+
+Why the wrapper: the compiled graph holds no state. When the graph is run by
+:func:`asymrnr_fx.transform` (or a regional block wrapper, or a loaded package), the
+caller has already opened the call (runtime, generation state, region prefix). When it is
+run by a bare ``torch.compile``, the wrapper opens it: it tells models apart by the storage
+of one of their parameters (two models of one class share Dynamo's graph) and reads the
+timestep input once, on the host, before the graph runs.
 
 Options: ``plan`` (Plan, dict, or saved-plan path; default :func:`~asymrnr_fx.plan.default_plan`),
-``grid`` ((F, H, W) video tokens), ``runtime`` (a :class:`~asymrnr_fx.runtime.Runtime`; default
-one per plan), ``compile`` (False runs the rewritten graph eagerly), ``inductor`` (inductor
-config patches).
+``grid`` ((F, H, W) video tokens), ``compile`` (False runs the rewritten graph eagerly),
+``inductor`` (inductor config patches). ``runtime`` and ``region`` are set by
+:func:`asymrnr_fx.transform`.
 """
 from __future__ import annotations
 
-import logging
-from collections import Counter
+import dataclasses
+import weakref
 from typing import Any, Callable, Sequence
 
-import torch
 import torch.fx as fx
 
-from .passes import classify_attention, find_attention, find_timestep, infer_grids, rewrite_attention
-from .plan import Plan, coerce_plan
-from .report import GraphReport, warn_nothing_rewritten
-from .runtime import Runtime, SiteSpec, default_runtime
+from .passes import find_timestep, rewrite_graph
+from .passes.graph import parameter_inputs
+from .plan import coerce_plan
+from .report import warn_nothing_rewritten
+from .runtime import Runtime, runtime_for
+from .state import Call, calling, current_call
 
-log = logging.getLogger("asymrnr_fx")
-
-_VIDEO_KINDS = ("self", "joint")
-_OPTION_NAMES = ("plan", "grid", "runtime", "compile", "inductor")
-
-
-def rewrite_graph(
-    gm: fx.GraphModule,
-    plan: Plan,
-    runtime: Runtime,
-    *,
-    grid: tuple[int, int, int] | None = None,
-    dry_run: bool = False,
-) -> GraphReport:
-    """Find, classify and (unless ``dry_run``) rewrite every attention site of ``gm`` in place."""
-    calls = find_attention(gm)
-    timestep = find_timestep(gm)
-    explicit = tuple(grid) if grid is not None else plan.grid
-    candidates = infer_grids(gm, explicit=explicit, hint=runtime.grid_hint)
-    reports, chosen = classify_attention(calls, candidates, plan.text_position)
-    n = explicit[0] * explicit[1] * explicit[2] if explicit is not None else 0
-    if explicit is not None and not any(r.kind == "joint" or n in (r.q_len, r.kv_len) for r in reports) and calls:
-        lengths = sorted({r.q_len for r in reports if r.q_len is not None})
-        raise ValueError(
-            f"grid {explicit} gives {n} video tokens, but the attention sites have sequence lengths {lengths}; "
-            "give the grid in tokens after patching (frames / temporal patch, height / patch, width / patch)"
-        )
-    occurrences: Counter[str] = Counter()
-    for call, rep in zip(calls, reports):
-        if rep.kind == "cross" and not plan.cross_attention:
-            rep.reason = "cross-attention is left alone by default (Plan(cross_attention=True) reduces its queries)"
-        eligible = (rep.kind in _VIDEO_KINDS or (rep.kind == "cross" and plan.cross_attention)) and not rep.reason
-        if not eligible:
-            continue
-        rep.ordinal = runtime.ordinal(rep.path)
-        rep.occurrence = occurrences[rep.path]
-        occurrences[rep.path] += 1
-        if plan.num_sites is not None and rep.ordinal >= plan.num_sites:
-            raise ValueError(
-                f"plan {plan.name or ''} has ratios for {plan.num_sites} attention sites, but the model has more "
-                f"(site {rep.ordinal + 1} is {rep.path}); build the plan for this model's number of attention blocks"
-            )
-        features = plan.features_used(rep.ordinal)
-        if rep.kind == "cross":
-            features = tuple(f for f in features if f == "q")
-        if not features:
-            rep.reason = "the plan's ratio is 0 at every step for this site"
-            continue
-        if any(g < s for g, s in zip(rep.grid, plan.stride)):
-            rep.reason = f"grid {rep.grid} is smaller than the stride {plan.stride}: no dst tokens to match to"
-            continue
-        rep.rewrite, rep.features = True, features
-        if dry_run:
-            continue
-        spec = SiteSpec(
-            # one key per captured graph: a new input shape (another grid) or a graph break must not
-            # overwrite a site of an earlier graph or reuse its cached matching
-            key=f"{rep.ordinal}.{rep.occurrence}@{len(runtime.reports)}",
-            path=rep.path,
-            ordinal=rep.ordinal,
-            occurrence=rep.occurrence,
-            kind=rep.kind,
-            grid=rep.grid,
-            text_len=rep.text_len,
-            text_first=rep.text_position == "first",
-        )
-        runtime.register(spec)
-        rewrite_attention(
-            gm, call, runtime_id=runtime.id, site=spec.key, features=features, mode=plan.mode, timestep=timestep,
-            symmetric=plan.symmetric,
-        )
-    if not dry_run:
-        gm.graph.lint()
-        gm.recompile()
-    report = GraphReport(
-        reports,
-        grid=chosen.grid if chosen else None,
-        grid_source=chosen.source if chosen else "",
-        timestep=timestep.name if timestep is not None else None,
-    )
-    if not dry_run and not report.rewritten and not runtime.sites:
-        warn_nothing_rewritten(report)
-    log.info("asymrnr_fx: rewrote %d of %d attention sites", len(report.rewritten), len(reports))
-    return report
+_OPTION_NAMES = ("plan", "grid", "runtime", "compile", "inductor", "region")
 
 
 def asymrnr_backend(
@@ -121,22 +47,103 @@ def asymrnr_backend(
     unknown = sorted(set(opts) - set(_OPTION_NAMES))
     if unknown:
         raise ValueError(f"unknown asymrnr backend options {unknown}; known: {list(_OPTION_NAMES)}")
-    runtime: Runtime | None = opts.get("runtime")
-    plan = runtime.plan if runtime is not None else coerce_plan(opts.get("plan"))
-    runtime = runtime or default_runtime(plan)
-    report = rewrite_graph(gm, plan, runtime, grid=opts.get("grid"))
+    bound = _deref(opts.get("runtime"))
+    call = current_call()
+    params = parameter_inputs(gm)
+    runtime = bound or (call.runtime if call is not None else None)
+    if runtime is None:
+        runtime = runtime_for(coerce_plan(opts.get("plan")), _anchor(example_inputs, params))
+    prefix = call.prefix if call is not None and call.runtime is runtime else ""
+    report = rewrite_graph(gm, runtime.plan, runtime, grid=opts.get("grid"), prefix=prefix, shared=bool(opts.get("region")))
     runtime.reports.append(report)
-    if not opts.get("compile", True):
-        return gm.forward
+    if not report.rewritten:
+        dynamic = bool(report.sites) and _has_symbolic_inputs(example_inputs)
+        if dynamic or not any(r.rewritten for r in runtime.reports):
+            warn_nothing_rewritten(report, dynamic=dynamic)
+    compiled = gm.forward if not opts.get("compile", True) else _inductor(gm, example_inputs, report, opts, mode)
+    if not report.rewritten:
+        return compiled
+    timestep = find_timestep(gm)
+    placeholders = list(gm.graph.find_nodes(op="placeholder"))
+    return _GraphRunner(
+        compiled,
+        weakref.ref(runtime) if bound is not None else None,
+        runtime.plan,
+        placeholders.index(timestep) if timestep is not None else None,
+        params[0] if params else None,
+    ).entry()
+
+
+class _GraphRunner:
+    """Runs one rewritten graph: inside an open call as is, else opens one (bare ``torch.compile``)."""
+
+    def __init__(self, compiled: Callable, bound: "weakref.ref[Runtime] | None", plan: Any, ts: int | None, anchor: int | None) -> None:
+        self.compiled, self.bound, self.plan, self.ts, self.anchor = compiled, bound, plan, ts, anchor
+
+    def entry(self) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:  # Dynamo calls a backend's result with the graph inputs, unboxed
+            return self.run(args)
+        return run
+
+    def _invoke(self, args: tuple) -> Any:
+        return self.compiled(*args)
+
+    def run(self, args: tuple) -> Any:
+        if current_call() is not None:
+            return self._invoke(args)
+        runtime = self.bound() if self.bound is not None else None
+        if runtime is None:
+            anchor = args[self.anchor].data_ptr() if self.anchor is not None else 0
+            runtime = runtime_for(self.plan, anchor)
+        state = runtime.current_state()
+        if self.ts is None and not state.pinned:
+            raise RuntimeError(
+                "this graph compiled with backend='asymrnr' has no timestep input, so the denoising step "
+                "cannot be tracked (compile_repeated_blocks() and block.compile() compile blocks that never see "
+                "it). Use asymrnr_fx.transform(model, plan, compile='regional') or asymrnr_fx.apply(pipe, plan, "
+                "compile='regional') for regional compilation, or pin the step with asymrnr_fx.set_step(plan, i)"
+            )
+        if self.ts is not None:
+            runtime.observe_timestep(args[self.ts], state)
+        with calling(Call(runtime, state)):
+            out = self._invoke(args)
+        runtime.check_site_count()
+        return out
+
+
+def _inductor(gm: fx.GraphModule, example_inputs: Sequence[Any], report: Any, opts: dict, mode: str | None) -> Callable:
     from torch._inductor import list_mode_options
     from torch._inductor.compile_fx import compile_fx
 
     if report.rewritten:
         _allow_data_dependent_sizes(example_inputs)
-
     patches = dict(list_mode_options(mode)) if mode else {}
     patches.update(opts.get("inductor") or {})
     return compile_fx(gm, example_inputs, config_patches=patches)
+
+
+def _deref(runtime: Any) -> Runtime | None:
+    if isinstance(runtime, weakref.ref):
+        runtime = runtime()
+        if runtime is None:
+            raise RuntimeError("the transformed model this graph belongs to was garbage-collected")
+    return runtime
+
+
+def _anchor(example_inputs: Sequence[Any], params: list[int]) -> int:
+    if not params:
+        return 0
+    value = example_inputs[params[0]]
+    return value.data_ptr() if hasattr(value, "data_ptr") else 0
+
+
+def _has_symbolic_inputs(example_inputs: Sequence[Any]) -> bool:
+    import torch
+
+    return any(
+        isinstance(x, torch.SymInt) or (isinstance(x, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in x.shape))
+        for x in example_inputs
+    )
 
 
 def _allow_data_dependent_sizes(example_inputs: Sequence[Any]) -> None:
@@ -147,8 +154,6 @@ def _allow_data_dependent_sizes(example_inputs: Sequence[Any]) -> None:
     the op's fake implementation bounds the size, so we switch the setting on for this
     graph's shape environment alone instead of for every compile in the process.
     """
-    import dataclasses
-
     from torch._guards import detect_fake_mode
 
     env = getattr(detect_fake_mode(example_inputs), "shape_env", None)
@@ -156,7 +161,7 @@ def _allow_data_dependent_sizes(example_inputs: Sequence[Any]) -> None:
         env.settings = dataclasses.replace(env.settings, allow_dynamic_output_shape_ops=True)
 
 
-def analysis_backend(plan: Plan, runtime: Runtime, grid: tuple[int, int, int] | None) -> Callable[..., Any]:
+def analysis_backend(plan: Any, runtime: Runtime, grid: tuple[int, int, int] | None) -> Callable[..., Any]:
     """A backend that only classifies (for :func:`asymrnr_fx.inspect`) and runs the graph as captured."""
 
     def backend(gm: fx.GraphModule, example_inputs: Sequence[Any], **_: Any) -> Callable[..., Any]:

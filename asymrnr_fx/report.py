@@ -71,8 +71,16 @@ class Report:
         return "\n".join(head + lines)
 
 
-def warn_nothing_rewritten(report: GraphReport) -> None:
-    if not report.sites:
+def warn_nothing_rewritten(report: GraphReport, dynamic: bool = False) -> None:
+    if dynamic and not report.rewritten:
+        msg = (
+            "asymrnr_fx rewrote nothing: Dynamo captured this graph with symbolic (dynamic) shapes, and AsymRnR "
+            "needs the token counts of every attention call. This happens with torch.compile(dynamic=True), and "
+            "with the default dynamic=None after a second input shape (automatic dynamic shapes). Use "
+            "asymrnr_fx.transform(model, plan, compile=True) (one graph per shape), or torch.compile(..., "
+            "dynamic=False)"
+        )
+    elif not report.sites:
         msg = (
             "asymrnr_fx rewrote nothing: the captured graph has no scaled_dot_product_attention call. "
             "AsymRnR only rewrites torch.nn.functional.scaled_dot_product_attention; models using a custom "

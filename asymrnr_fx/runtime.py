@@ -1,35 +1,75 @@
-"""The small runtime a rewritten graph talks to: denoising-step tracking and the matching cache.
+"""The runtime a rewritten graph talks to: site table, plan lookups and the matching cache.
 
 The compiled graph cannot hold Python state, so every rewritten site calls the
-``asymrnr::select`` custom op (see :mod:`asymrnr_fx.custom_ops`) with its site key; the op
-forwards to the :class:`Runtime` that owns the site. The runtime decides the step from the
-timestep the model receives (a new step when it changes, a new generation when it goes
-back up), looks the ratio up in the plan, and computes a matching only at the start of a
-cache window, reusing its indices for the rest of the window.
+``asymrnr::select`` custom op (see :mod:`asymrnr_fx.custom_ops`) with a *site string*: the
+module path of the attention call relative to the compiled region, plus what the pass
+learned about it (kind, grid, text length and side). Nothing process-local is baked in.
+At run time the op finds the active :class:`~asymrnr_fx.state.Call` (set outside the graph
+by whoever runs the model), and with it the :class:`Runtime` of the model, the
+:class:`~asymrnr_fx.state.GenerationState` of the request, and the prefix of the region
+being run. So one compiled block graph can serve every block of its class, and two
+requests on one model never share a clock or a cache.
+
+The step is read once per model call, outside the graph (:meth:`Runtime.call`); inside the
+graph a matching is computed only at the start of a cache window and its indices reused
+for the rest of the window.
 """
 from __future__ import annotations
 
 import itertools
-import weakref
+import threading
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from . import ops
 from .plan import Plan
+from .state import Call, CacheEntry, GenerationState, _Direction, calling, current_call, explicit_state
 
-_RUNTIMES: "weakref.WeakValueDictionary[int, Runtime]" = weakref.WeakValueDictionary()
 _IDS = itertools.count(1)
 
 
-@dataclass
-class SiteSpec:
-    """Everything the runtime needs to reduce one attention call."""
+# --------------------------------------------------------------------------- site strings
+@dataclass(frozen=True)
+class GraphSite:
+    """What the pass learned about one attention call, as carried by the graph (see :func:`encode_site`)."""
 
-    key: str
-    path: str
-    ordinal: int
+    path: str  # module path relative to the compiled region
+    occurrence: int  # how many earlier calls of the same module the region made (Mochi's per-sample loop)
+    kind: str
+    grid: tuple[int, int, int]
+    text_len: int
+    text_first: bool
+
+
+def encode_site(site: GraphSite) -> str:
+    """A stable, content-derived string for the op's ``site`` argument (survives export and other processes)."""
+    f, h, w = site.grid
+    side = "first" if site.text_first else "last"
+    return f"{site.path}#{site.occurrence};{site.kind};{f}x{h}x{w};{site.text_len};{side}"
+
+
+def decode_site(text: str) -> GraphSite:
+    try:
+        head, kind, grid, text_len, side = text.rsplit(";", 4)
+        path, occurrence = head.rsplit("#", 1)
+        f, h, w = (int(v) for v in grid.split("x"))
+        if side not in ("first", "last"):
+            raise ValueError(side)
+        return GraphSite(path, int(occurrence), kind, (f, h, w), int(text_len), side == "first")
+    except ValueError as e:
+        raise ValueError(f"malformed asymrnr site string {text!r}") from e
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """A site as the runtime uses it: the graph's description plus its place in the plan."""
+
+    key: str  # full module path + occurrence: the cache key
+    path: str  # full module path
+    ordinal: int  # plan row: the order in which the model first ran this module
     occurrence: int
     kind: str
     grid: tuple[int, int, int]
@@ -46,15 +86,6 @@ class SiteSpec:
         return x[:, :, start : start + self.num_video]
 
 
-@dataclass
-class CacheEntry:
-    generation: int
-    window: int
-    shape: tuple[int, ...]
-    matching: ops.Matching
-    selections: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class CacheEvent:
     """One call of a site: whether it computed a matching or reused the cached one."""
@@ -64,100 +95,139 @@ class CacheEvent:
     site: str
     feature: str
     kind: str  # "match" | "reuse" | "identity"
+    state: int = 0  # uid of the GenerationState
 
 
+# --------------------------------------------------------------------------- runtime
 class Runtime:
-    """Step tracking and the per-site, per-feature matching cache for one transformed model."""
+    """One transformed model's plan, site table, observability, and the default per-thread state."""
 
-    def __init__(self, plan: Plan, max_events: int = 100_000) -> None:
+    def __init__(self, plan: Plan, max_events: int = 20_000) -> None:
         self.plan = plan
         self.id = next(_IDS)
-        _RUNTIMES[self.id] = self
-        self.sites: dict[str, SiteSpec] = {}
-        self.site_order: dict[str, int] = {}
+        self.site_order: dict[str, int] = {}  # full module path -> plan row
+        self.sites: dict[str, SiteSpec] = {}  # full key -> spec
+        self._specs: dict[tuple[str, str], SiteSpec] = {}  # (site string, prefix) -> spec
         self.events: deque[CacheEvent] = deque(maxlen=max_events)
         self.counts: Counter[str] = Counter()
         self.reports: list = []  # one GraphReport per captured graph
-        self.grid_hint: tuple[int, int, int] | None = None  # set by integrations before a call
-        # Separate matching caches for the calls a pipeline makes within one step (diffusers'
-        # ``cache_context("cond")`` / ``("uncond")``): features differ, so must the matching.
-        self.context: str = ""
-        # -1: timesteps fall during a generation; +1: they rise (Mochi's pipeline); None: learn
-        # it from the first change. A move against the direction starts a new generation.
-        self.timestep_direction: int | None = None
-        self.reset()
+        self.grid_hint: tuple[int, int, int] | None = None  # set by integrations before a call is captured
+        self.direction = _Direction()
+        self._local = threading.local()
+        self.count_host_reads = False  # debugging aid: count host reads inside select (see tests)
+
+    # ------------------------------------------------------------------ states
+    def default_state(self) -> GenerationState:
+        """The implicit state of the calling thread: one stream of calls, boundaries from the timestep."""
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = GenerationState()
+        return state
+
+    def current_state(self) -> GenerationState:
+        """The state a call made now would use: an active :func:`asymrnr_fx.generation` or the thread's default."""
+        return explicit_state(self) or self.default_state()
+
+    @property
+    def step(self) -> int:
+        return self.current_state().step
+
+    @property
+    def generation(self) -> int:
+        return self.current_state().generation
+
+    @property
+    def cache(self) -> dict:
+        return self.current_state().cache
+
+    def reset(self) -> None:
+        """Start a new generation for the current state (step 0, empty cache, timestep tracking on)."""
+        self.current_state().reset()
+
+    def set_step(self, step: int) -> None:
+        """Pin the step of the current state (disables timestep tracking until :meth:`reset`)."""
+        self.current_state().set_step(step)
+
+    def observe_timestep(self, timestep: Any, state: GenerationState | None = None) -> None:
+        """Advance ``state``'s clock from a timestep (tensor or number): one host read."""
+        if timestep is None:
+            return
+        state = state or self.current_state()
+        if state.pinned:
+            return
+        if isinstance(timestep, torch.Tensor):
+            self.counts["host_read"] += 1
+            value = float(timestep.detach().float().max()) if timestep.numel() else 0.0
+        else:
+            value = float(timestep)
+        state.observe(value, self.direction)
+
+    def call(self, timestep: Any = None, prefix: str = "") -> calling:
+        """Context manager for one model call: reads the timestep once, then makes the call active."""
+        state = self.current_state()
+        self.observe_timestep(timestep, state)
+        return calling(Call(self, state, prefix))
 
     # ------------------------------------------------------------------ sites
     def ordinal(self, path: str) -> int:
-        """Plan index of an attention module: the order in which rewritten sites were first seen."""
+        """Plan row of an attention module: the order in which rewritten sites were first run."""
         if path not in self.site_order:
+            n = self.plan.num_sites
+            if n is not None and len(self.site_order) >= n:
+                raise ValueError(
+                    f"plan {self.plan.name or ''} has ratios for {n} attention sites, but the model has more "
+                    f"(site {len(self.site_order) + 1} is {path}); build the plan for this model's number of "
+                    "attention blocks"
+                )
             self.site_order[path] = len(self.site_order)
         return self.site_order[path]
-
-    def register(self, spec: SiteSpec) -> None:
-        self.sites[spec.key] = spec
 
     @property
     def num_sites(self) -> int:
         return len(self.site_order)
 
-    # ------------------------------------------------------------------ steps
-    def reset(self) -> None:
-        """Start a new generation: step 0, empty matching cache, automatic step tracking."""
-        self.step = 0
-        self.generation = getattr(self, "generation", -1) + 1
-        self._last_timestep: float | None = None
-        self._pinned = False
-        self.cache: dict[tuple[str, str, str], CacheEntry] = {}
+    def resolve(self, site: str, prefix: str = "") -> SiteSpec:
+        """The spec of a site string run under ``prefix`` (cached: parsed once per region)."""
+        spec = self._specs.get((site, prefix))
+        if spec is None:
+            g = decode_site(site)
+            path = prefix + g.path
+            spec = SiteSpec(
+                key=f"{path}#{g.occurrence}", path=path, ordinal=self.ordinal(path), occurrence=g.occurrence,
+                kind=g.kind, grid=g.grid, text_len=g.text_len, text_first=g.text_first,
+            )
+            self._specs[site, prefix] = spec
+            self.sites[spec.key] = spec
+        return spec
 
-    def set_step(self, step: int) -> None:
-        """Pin the denoising step (disables timestep tracking until :meth:`reset`)."""
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        self.step = int(step)
-        self._pinned = True
-
-    def observe_timestep(self, timestep: torch.Tensor | None) -> None:
-        """Advance the step when the timestep changes; a move back (a rise, for the usual falling
-        schedule) means a new generation began."""
-        if timestep is None or self._pinned:
-            return
-        value = float(timestep.detach().float().max()) if timestep.numel() else 0.0
-        last = self._last_timestep
-        if last is None:
-            self._last_timestep = value
-            return
-        if value == last:
-            return
-        direction = 1 if value > last else -1
-        if self.timestep_direction is None:
-            self.timestep_direction = direction
-        if direction != self.timestep_direction:
-            self.reset()
-        else:
-            self.step += 1
-        self._last_timestep = value
+    def check_site_count(self) -> None:
+        """After a full call: a table plan must have exactly as many rows as the model has sites."""
+        n = self.plan.num_sites
+        if n is not None and self.num_sites not in (0, n):
+            raise ValueError(
+                f"plan {self.plan.name or ''} has ratios for {n} attention sites but the model has "
+                f"{self.num_sites} rewritable sites ({', '.join(list(self.site_order)[:3])}, ...); "
+                "build the plan for this model's number of attention blocks"
+            )
 
     # ------------------------------------------------------------------ selection
-    def ratio(self, spec: SiteSpec, feature: str) -> float:
-        return self.plan.ratio(spec.ordinal, self.step, feature)
+    def ratio(self, spec: SiteSpec, feature: str, state: GenerationState) -> float:
+        return self.plan.ratio(spec.ordinal, state.step, feature)
 
-    def select(
-        self, x: torch.Tensor, timestep: torch.Tensor | None, key: str, feature: str
+    def select_site(
+        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduction and assignment indices for one site call (see :func:`asymrnr_fx.ops.select`)."""
-        self.observe_timestep(timestep)
-        spec = self.sites[key]
-        ratio = self.ratio(spec, feature)
+        ratio = self.ratio(spec, feature, state)
         n_keep = ops.kept_count(spec.num_video, ratio)
         bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
         if n_keep >= spec.num_video:
-            if self._window_reduces(spec, feature):
-                self._matching(x, spec, feature)  # so the rest of the window only gathers
-            self._log(spec, feature, "identity")
+            if self._window_reduces(spec, feature, state):
+                self._matching(x, spec, feature, state)  # so the rest of the window only gathers
+            self._log(spec, feature, "identity", state)
             full = torch.arange(length, device=x.device).expand(bsz, heads, length)
             return full.clone(), full.clone()
-        entry = self._matching(x, spec, feature)
+        entry = self._matching(x, spec, feature, state)
         text_len = length - spec.num_video  # per call: Mochi's valid prompt length is data-dependent
         if (n_keep, text_len) not in entry.selections:
             entry.selections[n_keep, text_len] = ops.select(
@@ -166,19 +236,20 @@ class Runtime:
         keep, assign = entry.selections[n_keep, text_len]
         return keep.clone(), assign.clone()
 
-    def _window_reduces(self, spec: SiteSpec, feature: str) -> bool:
+    def _window_reduces(self, spec: SiteSpec, feature: str, state: GenerationState) -> bool:
         """Whether any step of the current cache window reduces this feature at this site."""
         window = self.plan.cache_window
-        start = self.step // window * window
+        start = state.step // window * window
         end = start + window if self.plan.num_steps is None else min(start + window, self.plan.num_steps)
         return any(self.plan.ratio(spec.ordinal, s, feature) > 0 for s in range(start, end))
 
-    def _matching(self, x: torch.Tensor, spec: SiteSpec, feature: str) -> CacheEntry:
-        window = self.step // self.plan.cache_window
-        shape = tuple(x.shape[:2])
-        entry = self.cache.get((self.context, spec.key, feature))
-        if entry is not None and entry.window == window and entry.shape == shape and entry.generation == self.generation:
-            self._log(spec, feature, "reuse")
+    def _matching(self, x: torch.Tensor, spec: SiteSpec, feature: str, state: GenerationState) -> CacheEntry:
+        window = state.step // self.plan.cache_window
+        shape = (*x.shape[:2], *spec.grid)  # a new batch, head count or resolution needs its own matching
+        cache_key = (state.context, spec.key, feature)
+        entry = state.cache.get(cache_key)
+        if entry is not None and entry.window == window and entry.shape == shape:
+            self._log(spec, feature, "reuse", state)
             return entry
         seed = ops.derive_seed(self.plan.seed, spec.ordinal, spec.occurrence, feature, window)
         choices = ops.draw_tile_choices(spec.grid, self.plan.stride, seed)
@@ -186,38 +257,98 @@ class Runtime:
             choices = torch.zeros_like(choices)
         dst, src = ops.partition(spec.grid, self.plan.stride, choices)
         matching = ops.match(spec.video(x), dst, src, self.plan.similarity, grid=spec.grid, seed=seed)
-        entry = CacheEntry(self.generation, window, shape, matching)
-        self.cache[(self.context, spec.key, feature)] = entry
-        self._log(spec, feature, "match")
+        entry = state.cache[cache_key] = CacheEntry(window, shape, matching)
+        self._log(spec, feature, "match", state)
         return entry
 
-    def _log(self, spec: SiteSpec, feature: str, kind: str) -> None:
+    def _log(self, spec: SiteSpec, feature: str, kind: str, state: GenerationState) -> None:
         self.counts[kind] += 1
-        self.events.append(CacheEvent(self.generation, self.step, spec.path, feature, kind))
+        self.events.append(CacheEvent(state.generation, state.step, spec.path, feature, kind, state.uid))
 
     # ------------------------------------------------------------------ observability
-    def matching_steps(self, generation: int | None = None) -> list[int]:
-        """Steps at which any site computed a fresh matching (for the current generation by default)."""
-        gen = self.generation if generation is None else generation
-        return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen})
+    def matching_steps(self, generation: int | None = None, state: GenerationState | None = None) -> list[int]:
+        """Steps at which any site computed a fresh matching, for one generation of one state
+        (default: the current generation of the current state)."""
+        state = state or self.current_state()
+        gen = state.generation if generation is None else generation
+        return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen and e.state == state.uid})
 
 
-def get_runtime(runtime_id: int) -> Runtime:
-    rt = _RUNTIMES.get(runtime_id)
-    if rt is None:
+def select_active(x: torch.Tensor, site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``asymrnr::select`` does: resolve the active call, then :meth:`Runtime.select_site`."""
+    call = current_call()
+    if call is None:
         raise RuntimeError(
-            f"asymrnr runtime {runtime_id} no longer exists: the transformed model it belonged to was "
-            "garbage-collected; keep a reference to the model returned by asymrnr_fx.transform()"
+            "asymrnr::select ran outside a call of a transformed model. Call the module returned by "
+            "asymrnr_fx.transform() / asymrnr_fx.load() (not the original model), or use "
+            "torch.compile(model, backend='asymrnr')"
         )
-    return rt
+    runtime = call.runtime
+    runtime.counts["select"] += 1
+    spec = runtime.resolve(site, call.prefix)
+    if runtime.count_host_reads:
+        with _HostReadCounter(runtime.counts):
+            return runtime.select_site(x, spec, call.state, feature)
+    return runtime.select_site(x, spec, call.state, feature)
 
 
-_DEFAULT_RUNTIMES: "weakref.WeakKeyDictionary[Plan, Runtime]" = weakref.WeakKeyDictionary()
+class _HostReadCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts aten calls that read device data on the host (``item``, ``nonzero``, ...) into ``counts["select_host_read"]``."""
+
+    _SYNCING = {"aten::_local_scalar_dense", "aten::nonzero", "aten::equal", "aten::is_nonzero", "aten::masked_select"}
+
+    def __init__(self, counts: Counter) -> None:
+        super().__init__()
+        self._counts = counts
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if func._schema.name in self._SYNCING:
+            self._counts["select_host_read"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+# --------------------------------------------------------------------------- backend-path runtimes
+_PLAN_RUNTIMES: dict[int, tuple[Plan, dict[int, Runtime]]] = {}
+_PLAN_LOCK = threading.Lock()
+
+
+def runtime_for(plan: Plan, anchor: int | None = None) -> Runtime:
+    """The runtime of one model compiled with ``torch.compile(backend="asymrnr", options={"plan": plan})``.
+
+    Models are told apart by ``anchor`` (the storage address of one of their parameters, read
+    by the graph wrapper at run time), so two models of one class compiled with the same plan
+    object share Dynamo's graph but never a clock or a matching. ``anchor=None`` (asked for
+    before any model ran, e.g. ``runtime_of(plan)``) gives a runtime the first model adopts.
+    """
+    with _PLAN_LOCK:
+        entry = _PLAN_RUNTIMES.get(id(plan))
+        if entry is None or entry[0] is not plan:
+            entry = _PLAN_RUNTIMES[id(plan)] = (plan, {})  # holds the plan: an id is never reused under it
+        runtimes = entry[1]
+        rt = runtimes.get(anchor)
+        if rt is None and anchor is not None and None in runtimes:
+            rt = runtimes[anchor] = runtimes.pop(None)  # the first model adopts the runtime asked for early
+        if rt is None:
+            rt = runtimes[anchor] = Runtime(plan)
+            rt.reports = next(iter(runtimes.values())).reports  # same graphs: share what the pass found
+        rt.last_used = next(_IDS)
+        return rt
+
+
+def runtimes_for(plan: Plan) -> list[Runtime]:
+    entry = _PLAN_RUNTIMES.get(id(plan))
+    return list(entry[1].values()) if entry is not None and entry[0] is plan else []
+
+
+def all_runtimes() -> list[Runtime]:
+    """Every backend-path runtime of this process (for debugging: which plans ran, on how many models)."""
+    return [rt for _, runtimes in list(_PLAN_RUNTIMES.values()) for rt in runtimes.values()]
 
 
 def default_runtime(plan: Plan) -> Runtime:
-    """The runtime used by ``torch.compile(backend="asymrnr", options={"plan": plan})``: one per plan."""
-    rt = _DEFAULT_RUNTIMES.get(plan)
-    if rt is None:
-        rt = _DEFAULT_RUNTIMES[plan] = Runtime(plan)
-    return rt
+    """The most recently used backend-path runtime of ``plan`` (one is made if there is none)."""
+    found = runtimes_for(plan)
+    if not found:
+        return runtime_for(plan)
+    return max(found, key=lambda r: getattr(r, "last_used", 0))
+

@@ -1,22 +1,22 @@
-"""Model-library integrations: what the graph alone cannot tell the pass (the video grid, tracing settings).
+"""Model-library integrations: what the graph alone cannot tell the pass (the video grid,
+tracing settings, which blocks repeat).
 
-:mod:`asymrnr_fx.api` calls the three functions below for every model; they return the
-library-specific defaults (today: diffusers) and nothing for other models, so a hand-written
-model keeps the behaviour it had. Importing this package never imports diffusers.
+:mod:`asymrnr_fx.api` calls the functions below for every model; they return the
+library-specific answers (today: diffusers) and nothing for other models, so a hand-written
+model keeps the behaviour it had. Importing this package never imports diffusers, and it
+imports nothing above it.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from torch import nn
 
 from . import diffusers
+from .diffusers import TRANSFORMER_COMPONENTS, GridFn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..api import AsymRnRModule
-
-__all__ = ["configure", "diffusers", "grid_fn_for", "tracing"]
+__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "dynamo_config_for", "grid_fn_for", "repeated_blocks", "tracing"]
 
 
 def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | None:
@@ -24,11 +24,16 @@ def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | N
     return diffusers.grid_fn_for(model)
 
 
+def dynamo_config_for(model: nn.Module) -> dict[str, Any]:
+    """Dynamo config patches ``model`` needs to be captured as one graph (empty for most)."""
+    return diffusers.dynamo_config_for(model)
+
+
 def tracing(model: nn.Module) -> contextlib.AbstractContextManager:
     """The Dynamo settings ``model`` needs to be captured as one graph, as a context manager."""
     return diffusers.tracing(model)
 
 
-def configure(module: "AsymRnRModule") -> "AsymRnRModule":
-    """Library defaults for a transformed model (grid function, tracing settings, cache contexts)."""
-    return diffusers.configure(module)  # adds nothing to a model that is not from diffusers
+def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The repeated blocks regional compilation compiles, with their module paths."""
+    return diffusers.repeated_blocks(model)

@@ -11,27 +11,20 @@ diffusers video transformer knows its grid from its call arguments and its confi
   it automatically when no ``grid_fn`` is given.
 * :func:`dynamo_config_for` names the Dynamo settings a family needs to be captured as one
   graph (Mochi drops padded prompt tokens with ``nonzero``, a data-dependent shape).
-* :func:`configure` wires both, plus diffusers' ``cache_context("cond"/"uncond")`` (so
-  separate conditional and unconditional calls keep separate matchings), into a
-  transformed model.
-* :func:`apply` / :func:`remove` put AsymRnR into a pipeline and take it out again. No
-  callback is needed: the step and the start of each generation are read off the timestep
-  the pipeline passes to the transformer.
+* :func:`repeated_blocks` finds the blocks that regional compilation compiles.
+
+Putting AsymRnR into a pipeline (:func:`asymrnr_fx.apply`) is in :mod:`asymrnr_fx.pipelines`,
+a layer above the API; this module only knows about diffusers' models.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import inspect as _inspect
-import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import Any, Callable
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..api import AsymRnRModule
-    from ..plan import Plan
 
 Grid = tuple[int, int, int]
 GridFn = Callable[[nn.Module, tuple, dict], "Grid | None"]
@@ -181,109 +174,21 @@ def tracing(model: nn.Module) -> contextlib.AbstractContextManager:
     return torch._dynamo.config.patch(**cfg) if cfg else contextlib.nullcontext()
 
 
-# --------------------------------------------------------------------------- transformed models
-def configure(module: "AsymRnRModule") -> "AsymRnRModule":
-    """Give a transformed diffusers model its grid function, Dynamo settings and ``cache_context``.
+# --------------------------------------------------------------------------- regional compilation
+def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The blocks regional compilation compiles, with their module paths, in model order.
 
-    Idempotent; a model that is not from diffusers only gets the defaults it already has.
+    diffusers models name them in ``_repeated_blocks`` (class names); models that do not
+    (CogVideoX) are searched for a ``ModuleList`` holding two or more modules of one class.
     """
-    if module.__dict__.get("_asymrnr_configured"):
-        return module
-    model = module.model
-    module.__dict__["_asymrnr_configured"] = True
-    if module.grid_fn is None:
-        module.grid_fn = grid_fn_for(model)
-    cfg = dynamo_config_for(model)
-    if cfg:
-        module.__dict__["_fn"] = torch._dynamo.config.patch(**cfg)(module.__dict__["_fn"])
-    if hasattr(model, "cache_context"):
-        module.__dict__["cache_context"] = _cache_context(module)
-    return module
-
-
-def _cache_context(module: "AsymRnRModule") -> Callable[..., contextlib.AbstractContextManager]:
-    """``transformer.cache_context(name, ...)`` that also selects the runtime's matching cache.
-
-    diffusers pipelines that run the conditional and unconditional batch in separate calls
-    (HunyuanVideo with ``true_cfg_scale``, Wan) wrap each in ``cache_context("cond")`` /
-    ``("uncond")``. The two calls see the same timestep but different features, so each
-    keeps its own matching instead of the second reusing the first's.
-    """
-    ref = weakref.ref(module)
-
-    @contextlib.contextmanager
-    def cache_context(name: str, **kwargs: Any) -> Iterator[None]:
-        mod = ref()
-        if mod is None:  # pragma: no cover - the pipeline outlived the module
-            yield
-            return
-        runtime, previous = mod.runtime, mod.runtime.context
-        runtime.context = str(name)
-        try:
-            with mod.model.cache_context(name, **kwargs):
-                yield
-        finally:
-            runtime.context = previous
-
-    return cache_context
-
-
-# --------------------------------------------------------------------------- pipelines
-def apply(
-    pipe: Any,
-    plan: "Plan | Mapping[str, Any] | str | None" = None,
-    *,
-    compile: bool = False,
-    fullgraph: bool = False,
-    grid: Grid | None = None,
-    inductor: Mapping[str, Any] | None = None,
-    components: tuple[str, ...] = TRANSFORMER_COMPONENTS,
-) -> Any:
-    """Put AsymRnR into a diffusers pipeline: its transformer(s) are replaced by transformed ones.
-
-    The replacement answers ``config``, ``dtype``, ``device`` and ``cache_context`` like the
-    original, so the pipeline runs unchanged; the pipeline's own config (and so
-    ``save_pretrained``) still names the original class. Step tracking and the per-generation
-    cache reset come from the timestep the pipeline passes in — no callback. Applying twice
-    replaces the earlier transform. Returns ``pipe``.
-    """
-    from ..api import AsymRnRModule, transform
-
-    found = False
-    for name in components:
-        model = getattr(pipe, name, None)
-        if model is None:
-            continue
-        if isinstance(model, AsymRnRModule):
-            model = model.model
-        fast = transform(model, plan, grid=grid, compile=compile, fullgraph=fullgraph, inductor=inductor)
-        object.__setattr__(pipe, name, fast)  # bypass DiffusionPipeline.__setattr__: keep its config
-        found = True
-    if not found:
-        raise ValueError(
-            f"{type(pipe).__name__} has none of {list(components)}; pass components=(...) naming its denoiser"
-        )
-    return pipe
-
-
-def remove(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> Any:
-    """Undo :func:`apply`: the pipeline gets its original transformer(s) back. Returns ``pipe``."""
-    from ..api import AsymRnRModule
-
-    for name in components:
-        model = getattr(pipe, name, None)
-        if isinstance(model, AsymRnRModule):
-            object.__setattr__(pipe, name, model.model)
-    return pipe
-
-
-def runtimes(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> dict[str, Any]:
-    """The runtime of every transformed component of ``pipe``, by attribute name."""
-    from ..api import AsymRnRModule
-
-    out = {}
-    for name in components:
-        model = getattr(pipe, name, None)
-        if isinstance(model, AsymRnRModule):
-            out[name] = model.runtime
-    return out
+    names = set(getattr(model, "_repeated_blocks", None) or ())
+    if names:
+        return [(path, m) for path, m in model.named_modules() if type(m).__name__ in names]
+    found = []
+    for path, m in model.named_modules():
+        if isinstance(m, nn.ModuleList) and len(m) >= 2 and len({type(c) for c in m}) == 1:
+            if any(isinstance(c, nn.ModuleList) for c in m):
+                continue
+            found += [(f"{path}.{i}" if path else str(i), c) for i, c in enumerate(m)]
+    # keep only outermost blocks (a block may itself hold a ModuleList of sub-blocks)
+    return [(p, m) for p, m in found if not any(p.startswith(q + ".") for q, _ in found if q != p)]

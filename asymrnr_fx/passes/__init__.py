@@ -1,16 +1,19 @@
-"""FX passes, one per file, in the order the pipeline runs them.
+"""FX passes, one per file, run in the order of :data:`manager.PASSES` by :func:`manager.rewrite_graph`.
 
-``find_attention`` (analysis) -> ``find_timestep`` (analysis) -> ``infer_grid`` (analysis)
--> ``classify_attention`` (analysis) -> ``rewrite_attention`` (transformation).
-:func:`asymrnr_fx.backend.rewrite_graph` drives them.
+``find_attention`` -> ``find_timestep`` -> ``infer_grid`` -> ``classify_attention`` ->
+``select_sites`` (analysis) -> ``rewrite_attention`` (transformation).
 """
 from .classify_attention import SiteReport, classify_attention
 from .find_attention import AttentionCall, find_attention
-from .find_timestep import find_timestep
+from .find_timestep import TIMESTEP_NAMES, find_timestep
 from .infer_grid import GridCandidate, infer_grids
+from .manager import PASSES, rewrite_graph
 from .rewrite_attention import rewrite_attention
+from .select_sites import select_sites
 
 __all__ = [
+    "PASSES",
+    "TIMESTEP_NAMES",
     "AttentionCall",
     "GridCandidate",
     "SiteReport",
@@ -19,4 +22,6 @@ __all__ = [
     "find_timestep",
     "infer_grids",
     "rewrite_attention",
+    "rewrite_graph",
+    "select_sites",
 ]

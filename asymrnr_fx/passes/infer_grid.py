@@ -16,6 +16,7 @@ import torch
 import torch.fx as fx
 
 from .find_attention import node_value
+from .graph import user_inputs
 
 # Temporal-major order: spatial patching is far more common than temporal, so an
 # ambiguous token count resolves to the smaller temporal patch.
@@ -36,10 +37,8 @@ class GridCandidate:
 
 def _video_inputs(gm: fx.GraphModule) -> list[tuple[str, tuple[int, ...]]]:
     found = []
-    for node in gm.graph.find_nodes(op="placeholder"):
+    for node in user_inputs(gm):
         name = str(node.target)
-        if "parameters" in name or "buffers" in name:
-            continue
         val = node_value(node)
         if isinstance(val, torch.Tensor) and val.dim() == 5 and val.is_floating_point():
             if all(isinstance(d, int) for d in val.shape):

@@ -6,13 +6,15 @@ Before::
 
 After (replace mode; mean mode swaps the gathers for :func:`~asymrnr_fx.ops.merge_tokens`)::
 
-    q_keep, q_assign = asymrnr.select(q, t, site, "q")     # matching or cache lookup
-    kv_keep, _       = asymrnr.select(v, t, site, "kv")    # K is pruned with V's matching
+    q_keep, q_assign = asymrnr.select(q, site, "q")        # matching or cache lookup
+    kv_keep, _       = asymrnr.select(v, site, "kv")       # K is pruned with V's matching
     out_r = sdpa(gather(q, q_keep), gather(k, kv_keep), gather(v, kv_keep),
                  reduce_mask(mask, q_keep, kv_keep), ...)  # scale, dropout, dtype untouched
     out   = gather(out_r, q_assign)                        # restoration
 
-Only the feature(s) the plan ever reduces at this site get their ``select``.
+Only the feature(s) the plan ever reduces at this site get their ``select``. ``site`` is the
+string from :func:`asymrnr_fx.runtime.encode_site`: the graph carries no runtime id and no
+step, so it can be shared and shipped.
 """
 from __future__ import annotations
 
@@ -37,11 +39,9 @@ def rewrite_attention(
     gm: fx.GraphModule,
     call: AttentionCall,
     *,
-    runtime_id: int,
     site: str,
     features: tuple[str, ...],
     mode: str,
-    timestep: fx.Node | None,
     symmetric: bool = False,
 ) -> None:
     """Insert selection, reduction and restoration around ``call.node`` in place."""
@@ -53,7 +53,7 @@ def rewrite_attention(
     with graph.inserting_before(node):
         if "q" in features:
             matched_on = a["key"] if symmetric else a["query"]
-            sel = _call(graph, select, (matched_on, timestep, runtime_id, site, "q"), meta)
+            sel = _call(graph, select, (matched_on, site, "q"), meta)
             q_keep = _call(graph, operator.getitem, (sel, 0), meta)
             q_assign = _call(graph, operator.getitem, (sel, 1), meta)
             if symmetric:  # one matching and one ratio for Q, K and V (the SymRnR / ToMe baseline)
@@ -62,7 +62,7 @@ def rewrite_attention(
                 a["value"] = _reduce(graph, reduce, a["value"], q_keep, q_assign, meta)
             a["query"] = _reduce(graph, reduce, a["query"], q_keep, q_assign, meta)
         if "kv" in features:
-            sel = _call(graph, select, (a["value"], timestep, runtime_id, site, "kv"), meta)
+            sel = _call(graph, select, (a["value"], site, "kv"), meta)
             kv_keep = _call(graph, operator.getitem, (sel, 0), meta)
             kv_assign = _call(graph, operator.getitem, (sel, 1), meta)
             a["key"] = _reduce(graph, reduce, a["key"], kv_keep, kv_assign, meta)

@@ -1,0 +1,61 @@
+"""Analysis pass: which classified sites get rewritten, and what the graph tells the runtime about each.
+
+Why a pass of its own: "is this site eligible" mixes the classification (kind, reason), the
+plan (cross-attention opt-in, features with a nonzero ratio, the stride against the grid)
+and the region being compiled (a block graph serves every block of its class, so it must
+carry every feature any block uses). Keeping it apart leaves classification plan-free and
+the rewrite mechanical.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from ..plan import Plan
+from .classify_attention import SiteReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runtime import Runtime
+
+_VIDEO_KINDS = ("self", "joint")
+
+
+def select_sites(
+    reports: list[SiteReport], plan: Plan, runtime: "Runtime", *, prefix: str = "", shared: bool = False
+) -> list[SiteReport]:
+    """Mark the reports to rewrite (``rewrite``, ``features``, ``ordinal``, ``occurrence``) and return them.
+
+    ``prefix`` is the module path of the compiled region (regional compilation); ``shared``
+    says the graph will run for several modules (every block of a class), so the features
+    are those the plan uses at *any* site rather than at this one.
+    """
+    occurrences: Counter[str] = Counter()
+    chosen = []
+    for rep in reports:
+        if rep.kind == "cross" and not plan.cross_attention:
+            rep.reason = rep.reason or "cross-attention is left alone by default (Plan(cross_attention=True) reduces its queries)"
+        eligible = (rep.kind in _VIDEO_KINDS or (rep.kind == "cross" and plan.cross_attention)) and not rep.reason
+        if not eligible:
+            continue
+        rep.ordinal = runtime.ordinal(prefix + rep.path)
+        rep.occurrence = occurrences[rep.path]
+        occurrences[rep.path] += 1
+        features = _features(plan, rep.ordinal, shared)
+        if rep.kind == "cross":
+            features = tuple(f for f in features if f == "q")
+        if not features:
+            rep.reason = "the plan's ratio is 0 at every step for this site"
+            continue
+        if any(g < s for g, s in zip(rep.grid, plan.stride)):
+            rep.reason = f"grid {rep.grid} is smaller than the stride {plan.stride}: no dst tokens to match to"
+            continue
+        rep.rewrite, rep.features = True, features
+        chosen.append(rep)
+    return chosen
+
+
+def _features(plan: Plan, ordinal: int, shared: bool) -> tuple[str, ...]:
+    if not shared or plan.num_sites is None:
+        return plan.features_used(ordinal)
+    used = {f for site in range(plan.num_sites) for f in plan.features_used(site)}
+    return tuple(f for f in ("q", "kv") if f in used)

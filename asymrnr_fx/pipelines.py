@@ -1,0 +1,101 @@
+"""AsymRnR in a diffusers pipeline: :func:`apply` and :func:`remove`.
+
+Why a layer above the API: a pipeline is a bundle of a denoiser (or two, Wan 2.2) plus the
+loop that calls it. ``apply`` swaps each denoiser for its :func:`~asymrnr_fx.transform`-ed
+version and makes every pipeline call one explicit generation, so the step clock and the
+matching cache start fresh per request even when two requests run at once, and no
+timestep heuristic has to guess where a generation begins.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+from .api import AsymRnRModule, generation, transform
+from .integrations import TRANSFORMER_COMPONENTS
+from .plan import Plan
+
+
+def apply(
+    pipe: Any,
+    plan: Plan | Mapping[str, Any] | str | None = None,
+    *,
+    compile: bool | str = False,
+    fullgraph: bool = False,
+    grid: tuple[int, int, int] | None = None,
+    inductor: Mapping[str, Any] | None = None,
+    components: tuple[str, ...] = TRANSFORMER_COMPONENTS,
+) -> Any:
+    """Put AsymRnR into a diffusers pipeline: its transformer(s) are replaced by transformed ones.
+
+    Args:
+        pipe: a diffusers pipeline (CogVideoX, HunyuanVideo, Wan, Mochi, LTX-Video, ...).
+        plan: as for :func:`asymrnr_fx.transform`; e.g. ``Plan.published("cogvideox-2b")``.
+        compile: ``False`` (eager), ``True`` (whole transformer, inductor) or ``"regional"``
+            (only the repeated blocks, shared graph per block class; recommended for servers).
+        fullgraph, grid, inductor: as for :func:`asymrnr_fx.transform`.
+        components: pipeline attributes holding a denoiser; the default covers every family.
+
+    The replacement answers ``config``, ``dtype``, ``device`` and ``cache_context`` like the
+    original, so the pipeline runs unchanged; the pipeline's own config (and so
+    ``save_pretrained``) still names the original class. Every call of the pipeline runs in
+    a fresh :func:`asymrnr_fx.generation`. Applying twice replaces the earlier transform.
+    Returns ``pipe``.
+    """
+    found = False
+    for name in components:
+        model = getattr(pipe, name, None)
+        if model is None:
+            continue
+        if isinstance(model, AsymRnRModule):
+            model = model.untransform()
+        fast = transform(model, plan, grid=grid, compile=compile, fullgraph=fullgraph, inductor=inductor)
+        object.__setattr__(pipe, name, fast)  # bypass DiffusionPipeline.__setattr__: keep its config
+        found = True
+    if not found:
+        raise ValueError(
+            f"{type(pipe).__name__} has none of {list(components)}; pass components=(...) naming its denoiser"
+        )
+    _generation_per_call(pipe)
+    return pipe
+
+
+def remove(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> Any:
+    """Undo :func:`apply`: the pipeline gets its original transformer(s) and class back. Returns ``pipe``."""
+    for name in components:
+        model = getattr(pipe, name, None)
+        if isinstance(model, AsymRnRModule):
+            object.__setattr__(pipe, name, model.untransform())
+    original = getattr(type(pipe), "_asymrnr_original_class", None)
+    if original is not None:
+        pipe.__class__ = original
+    return pipe
+
+
+def runtimes(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> dict[str, Any]:
+    """The runtime of every transformed component of ``pipe``, by attribute name."""
+    out = {}
+    for name in components:
+        model = getattr(pipe, name, None)
+        if isinstance(model, AsymRnRModule):
+            out[name] = model.runtime
+    return out
+
+
+def _generation_per_call(pipe: Any) -> None:
+    """Make ``pipe(...)`` open a fresh generation: a subclass whose ``__call__`` wraps the original.
+
+    ``__call__`` is looked up on the type, so the instance's class is swapped (and restored
+    by :func:`remove`); the pipeline object, its components and its config are untouched.
+    """
+    cls = type(pipe)
+    if getattr(cls, "_asymrnr_original_class", None) is not None:
+        return
+    original_call = cls.__call__
+
+    @functools.wraps(original_call)
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with generation(self):
+            return original_call(self, *args, **kwargs)
+
+    pipe.__class__ = type(cls.__name__, (cls,), {"__call__": __call__, "_asymrnr_original_class": cls, "__module__": cls.__module__})

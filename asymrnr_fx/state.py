@@ -1,0 +1,222 @@
+"""State that belongs to one generation, and which state a model call uses.
+
+Why this is separate from the runtime: one transformed (or compiled, or loaded) model
+serves many requests. Its step clock and its matching cache describe *one* denoising
+trajectory, so they must not be shared between two requests that interleave, run on two
+threads, or start at an unexpected timestep. A :class:`GenerationState` is that
+per-trajectory state; a :class:`~asymrnr_fx.runtime.Runtime` (one per transformed model)
+only holds what is true for every request: the plan, the site table, reports and counters.
+
+Which state a call uses:
+
+* inside ``with asymrnr_fx.generation(model):`` (a :class:`Generation` handle, kept in a
+  context variable, so threads and asyncio tasks are separate): the handle's state;
+* otherwise the runtime's implicit state for the current thread: one stream of calls per
+  thread, with generation boundaries guessed from the timestep (see :class:`Clock`).
+
+The call itself (:class:`Call`) is set in a context variable by the code that runs the
+model (the transformed module's ``forward``, the backend's graph wrapper, a regional block
+wrapper, a loaded package), so the ``asymrnr::select`` op inside the compiled graph finds
+its runtime, state and site prefix without any id baked into the graph.
+"""
+from __future__ import annotations
+
+import contextvars
+import itertools
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+
+from . import ops
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plan import Plan
+    from .runtime import Runtime
+
+_STATE_IDS = itertools.count()
+
+
+@dataclass
+class CacheEntry:
+    """One site's cached matching for one feature, and the selections derived from it."""
+
+    window: int
+    shape: tuple[int, ...]
+    matching: ops.Matching
+    selections: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+class GenerationState:
+    """Step clock and matching cache of one generation (one request's denoising trajectory).
+
+    ``generation`` counts the generations this state has seen (0 for the first); a reset
+    starts the next one with step 0 and an empty cache, so memory never grows with the
+    number of steps or generations: the cache holds one entry per (context, site, feature).
+    """
+
+    def __init__(self) -> None:
+        self.uid = next(_STATE_IDS)
+        self.generation = -1
+        self.context = ""  # diffusers cache_context name ("cond"/"uncond"): separate matchings
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new generation: step 0, empty matching cache, timestep tracking on."""
+        self.step = 0
+        self.generation += 1
+        self.last_timestep: float | None = None
+        self.pinned = False
+        self.cache: dict[tuple[str, str, str], CacheEntry] = {}
+
+    def set_step(self, step: int) -> None:
+        """Pin the denoising step (timestep tracking stays off until :meth:`reset`)."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        self.step = step
+        self.pinned = True
+
+    def observe(self, value: float | None, direction: "_Direction") -> None:
+        """Advance the clock from this call's timestep value.
+
+        A new value is a new step; a value that moves against the schedule's direction (up,
+        for the usual falling schedule) starts a new generation. What this cannot see: a
+        generation that starts at the timestep the previous one stopped at (an aborted run),
+        or one that starts below it (img2img, a partial schedule). Open a
+        :func:`asymrnr_fx.generation` per request, or use :func:`asymrnr_fx.apply` (one per
+        pipeline call), to make boundaries explicit.
+        """
+        if value is None or self.pinned:
+            return
+        last = self.last_timestep
+        self.last_timestep = value
+        if last is None or value == last:
+            return
+        if direction.learn(1 if value > last else -1):
+            self.step += 1
+        else:
+            self.reset()
+            self.last_timestep = value
+
+
+class _Direction:
+    """Whether a model's timesteps fall (-1, the usual) or rise (+1, Mochi) within a generation.
+
+    Learned from the first change and shared by every state of a runtime."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def learn(self, direction: int) -> bool:
+        if self.value is None:
+            self.value = direction
+        return direction == self.value
+
+
+@dataclass(frozen=True)
+class Call:
+    """The model call in progress: which runtime and state ``asymrnr::select`` uses.
+
+    ``prefix`` is the module path of the region being run when only a block is compiled
+    (regional compilation): the graph names its sites relative to the block.
+    """
+
+    runtime: "Runtime"
+    state: GenerationState
+    prefix: str = ""
+
+
+_CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("asymrnr_call", default=None)
+_GENERATIONS: contextvars.ContextVar[tuple["Generation", ...]] = contextvars.ContextVar("asymrnr_generations", default=())
+
+
+def current_call() -> Call | None:
+    return _CALL.get()
+
+
+class calling:
+    """Context manager that makes ``call`` the active call (restores the previous one after)."""
+
+    __slots__ = ("call", "_token")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    def __enter__(self) -> Call:
+        self._token = _CALL.set(self.call)
+        return self.call
+
+    def __exit__(self, *exc: Any) -> None:
+        _CALL.reset(self._token)
+
+
+class Generation:
+    """A handle on one request's AsymRnR state; use it as a (re-enterable) context manager.
+
+    Every call of the target made inside ``with g:`` uses ``g``'s step clock and matching
+    cache, so two requests interleaved on one model (A0, B0, A1, B1, ...) or run on two
+    threads each get exactly the output they get alone. The handle is held in a context
+    variable: entering it in one thread or asyncio task does not affect another.
+
+    ``target`` is what the state applies to: a transformed or loaded model (its runtime),
+    a pipeline patched by :func:`asymrnr_fx.apply` (its transformers), or a :class:`Plan`
+    used with ``torch.compile(backend="asymrnr")`` (every model compiled with that plan
+    object). Build one with :func:`asymrnr_fx.generation`.
+    """
+
+    def __init__(self, runtimes: "list[Runtime]" = (), plan: "Plan | None" = None) -> None:
+        self._runtimes = weakref.WeakSet(runtimes)
+        self._plan_ref = weakref.ref(plan) if plan is not None else None
+        self._states: "weakref.WeakKeyDictionary[Runtime, GenerationState]" = weakref.WeakKeyDictionary()
+
+    def targets(self, runtime: "Runtime") -> bool:
+        if runtime in self._runtimes:
+            return True
+        plan = self._plan_ref() if self._plan_ref is not None else None
+        return plan is not None and runtime.plan is plan
+
+    def state_for(self, runtime: "Runtime") -> GenerationState:
+        state = self._states.get(runtime)
+        if state is None:
+            state = self._states[runtime] = GenerationState()
+        return state
+
+    def states(self) -> Iterator[GenerationState]:
+        return iter(list(self._states.values()))
+
+    @property
+    def step(self) -> int | None:
+        """The step of this generation (of its first model; None before the first call)."""
+        return next((s.step for s in self.states()), None)
+
+    def reset(self) -> None:
+        """Start over: step 0 and empty caches for every model this handle covers."""
+        for state in self.states():
+            state.reset()
+
+    def set_step(self, step: int) -> None:
+        """Pin the step for every model this handle covers (state is created if needed)."""
+        for runtime in list(self._runtimes):
+            self.state_for(runtime).set_step(step)
+        for state in self.states():
+            state.set_step(step)
+
+    def __enter__(self) -> "Generation":
+        _GENERATIONS.set(_GENERATIONS.get() + (self,))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        # drop this handle's innermost entry (not a token reset: entries may nest in any order)
+        stack = _GENERATIONS.get()
+        if self in stack:
+            i = len(stack) - 1 - stack[::-1].index(self)
+            _GENERATIONS.set(stack[:i] + stack[i + 1 :])
+
+
+def explicit_state(runtime: "Runtime") -> GenerationState | None:
+    """The state of the innermost active :class:`Generation` that covers ``runtime``, if any."""
+    for handle in reversed(_GENERATIONS.get()):
+        if handle.targets(runtime):
+            return handle.state_for(runtime)
+    return None

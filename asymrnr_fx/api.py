@@ -38,9 +38,9 @@ def _fresh_entry(bypass_hooks: bool = False) -> Callable[..., Any]:
     ever push a call past that limit into the unreduced model. ``bypass_hooks`` calls the
     class's ``forward`` directly (regional blocks: their hooks already ran, eagerly).
     """
-    if bypass_hooks:
-        def entry(module: nn.Module, args: tuple, kwargs: dict) -> Any:
-            return type(module).forward(module, *args, **kwargs)
+    if bypass_hooks:  # the class's forward is passed in: Dynamo cannot trace ``type(module).forward``
+        def entry(module: nn.Module, args: tuple, kwargs: dict, forward: Callable[..., Any]) -> Any:  # type: ignore[misc]
+            return forward(module, *args, **kwargs)
     else:
         def entry(module: nn.Module, args: tuple, kwargs: dict) -> Any:
             return module(*args, **kwargs)
@@ -270,6 +270,7 @@ def _compile_regions(model: nn.Module, make: Callable[[], Callable[..., Any]]) -
 def _region_forward(block: nn.Module, path: str, cache: _ShapeCache) -> Callable[..., Any]:
     ref = weakref.ref(block)
     prefix = path + "."
+    forward_fn = type(block).forward
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         call = current_call()
@@ -278,10 +279,24 @@ def _region_forward(block: nn.Module, path: str, cache: _ShapeCache) -> Callable
                 f"{path} is compiled for AsymRnR (compile='regional'): call the model returned by "
                 "asymrnr_fx.transform() (it tracks the step), not the original model"
             )
+        # the first block often gets a strided slice, the rest a fresh tensor: one layout, one graph
+        args = tuple(_dense(a) for a in args)
+        kwargs = {k: _dense(v) for k, v in kwargs.items()}
         with calling(Call(call.runtime, call.state, prefix)):
-            return cache.get(_shape_key((args, kwargs)))(ref(), args, kwargs)
+            return cache.get(_shape_key((args, kwargs)))(ref(), args, kwargs, forward_fn)
 
     return forward
+
+
+def _dense(x: Any) -> Any:
+    """``x`` with row-major strides (``contiguous()`` keeps odd strides of size-1 dims, which Dynamo guards on)."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    expected, acc = [], 1
+    for size in reversed(x.shape):
+        expected.append(acc)
+        acc *= size
+    return x if tuple(reversed(expected)) == x.stride() else x.clone(memory_format=torch.contiguous_format)
 
 
 def baseline(model: nn.Module, *, compile: bool = True, inductor: Mapping[str, Any] | None = None) -> Callable[..., Any]:

@@ -1,0 +1,233 @@
+"""One model, many requests: per-generation state, threads, separate clocks, regional compilation,
+mixed resolutions, host reads, bounded memory, and the fallback warning."""
+from __future__ import annotations
+
+import gc
+import threading
+import warnings
+import weakref
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+import asymrnr_fx  # noqa: E402
+from asymrnr_fx import Plan  # noqa: E402
+from tiny_diffusers import changing_plan, step_inputs, tiny_transformer, transformer_inputs  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+TIMESTEPS = (900.0, 700.0, 500.0)
+
+
+@pytest.fixture(scope="module")
+def wan():
+    return tiny_transformer("wan", layers=2)
+
+
+@pytest.fixture(scope="module")
+def cog():
+    return tiny_transformer("cogvideox", layers=2)
+
+
+def inputs_for(family, seed, **kw):
+    return transformer_inputs(family, seed=seed, **kw)
+
+
+def solo(fast, inputs, timesteps=TIMESTEPS):
+    """One whole generation in a fresh generation handle."""
+    with torch.no_grad(), asymrnr_fx.generation(fast):
+        return [fast(**step_inputs(inputs, t, i))[0] for i, t in enumerate(timesteps)]
+
+
+def test_interleaved_requests_equal_their_solo_runs(wan):
+    fast = asymrnr_fx.transform(wan, changing_plan(2, steps=3, window=2))
+    a_in, b_in = inputs_for("wan", 1), inputs_for("wan", 2)
+    a_solo, b_solo = solo(fast, a_in), solo(fast, b_in)
+    ga, gb = asymrnr_fx.generation(fast), asymrnr_fx.generation(fast)
+    a_out, b_out = [], []
+    with torch.no_grad():
+        for i, t in enumerate(TIMESTEPS):  # A0, B0, A1, B1, ...
+            with ga:
+                a_out.append(fast(**step_inputs(a_in, t, i))[0])
+            with gb:
+                b_out.append(fast(**step_inputs(b_in, t, i))[0])
+    for x, y in zip(a_out + b_out, a_solo + b_solo):
+        assert torch.equal(x, y)
+    assert ga.step == gb.step == 2
+    # without handles the two requests share the implicit state: B would reuse A's matching
+    with torch.no_grad():
+        asymrnr_fx.reset(fast)
+        fast(**step_inputs(a_in, TIMESTEPS[0], 0))
+        shared = fast(**step_inputs(b_in, TIMESTEPS[0], 0))[0]
+    assert not torch.equal(shared, b_solo[0])
+
+
+def test_two_threads_each_get_their_solo_output(wan):
+    fast = asymrnr_fx.transform(wan, changing_plan(2, steps=3, window=2))
+    ins = [inputs_for("wan", s) for s in (3, 4)]
+    expected = [solo(fast, x) for x in ins]
+    results: dict[int, list] = {}
+    barrier = threading.Barrier(2)
+
+    def worker(k):
+        barrier.wait()
+        with torch.no_grad():  # no handle: each thread has its own implicit state
+            results[k] = [fast(**step_inputs(ins[k], t, i))[0] for i, t in enumerate(TIMESTEPS)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k in (0, 1):
+        for x, y in zip(results[k], expected[k]):
+            assert torch.equal(x, y)
+
+
+def test_two_models_one_plan_object_never_share_a_clock(cog):
+    other = tiny_transformer("cogvideox", layers=2, seed=5)
+    plan = changing_plan(2, steps=3, window=2)
+    x = inputs_for("cogvideox", 1)
+    expected = [solo(asymrnr_fx.transform(m, plan), x) for m in (cog, other)]
+    compiled = [torch.compile(m, backend="asymrnr", options={"plan": plan, "compile": False}) for m in (cog, other)]
+    outs = ([], [])
+    with torch.no_grad():
+        for i, t in enumerate(TIMESTEPS):
+            for k, fn in enumerate(compiled):
+                outs[k].append(fn(**step_inputs(x, t, i))[0])
+    for k in (0, 1):
+        for a, b in zip(outs[k], expected[k]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    runtimes = asymrnr_fx.runtime.runtimes_for(plan)
+    assert len(runtimes) == 2 and all(rt.matching_steps() == [0, 2] for rt in runtimes)
+
+
+def test_explicit_generation_boundary_after_an_aborted_run(wan):
+    """A run aborted after one step, then a new request at the same timestep: the heuristic cannot
+    see the boundary, a generation handle can."""
+    fast = asymrnr_fx.transform(wan, Plan.uniform(0.5, 0.3, cache_window=5))
+    a, b = inputs_for("wan", 1), inputs_for("wan", 2)
+    fresh = solo(fast, b, TIMESTEPS[:1])[0]
+    with torch.no_grad():
+        with asymrnr_fx.generation(fast):
+            fast(**step_inputs(a, TIMESTEPS[0], 0))  # aborted
+        with asymrnr_fx.generation(fast):
+            out = fast(**step_inputs(b, TIMESTEPS[0], 0))[0]
+    assert torch.equal(out, fresh)
+
+
+def test_reuse_steps_read_nothing_on_the_host(cog):
+    fast = asymrnr_fx.transform(cog, Plan.uniform(0.5, 0.3, cache_window=3))
+    rt = fast.runtime
+    rt.count_host_reads = True
+    x = inputs_for("cogvideox", 1)
+    reads = []
+    with torch.no_grad(), asymrnr_fx.generation(fast):
+        for i, t in enumerate((900.0, 800.0, 700.0, 600.0)):
+            before = (rt.counts["select_host_read"], rt.counts["host_read"])
+            fast(**step_inputs(x, t, i))
+            reads.append((rt.counts["select_host_read"] - before[0], rt.counts["host_read"] - before[1]))
+    assert reads[0][0] > 0 and reads[3][0] > 0  # window starts: the matching syncs (the counter sees it)
+    assert reads[1][0] == reads[2][0] == 0  # reuse steps: nothing inside the graph
+    assert all(outside == 1 for _, outside in reads)  # the timestep, once per call, outside the graph
+
+
+def test_memory_is_bounded_and_dropped_models_are_freed():
+    from tiny_dit import TinyVideoDiT
+
+    model = TinyVideoDiT(dim=16, heads=2, depth=1, frames=2, height=4, width=4).eval()
+    fast = asymrnr_fx.transform(model, Plan.uniform(0.5, 0.3, cache_window=3))
+    x = torch.randn(1, 4, 2, 4, 4)
+    with torch.no_grad():
+        for _ in range(50):
+            with asymrnr_fx.generation(fast) as g:
+                for t in torch.linspace(999, 1, 20):
+                    fast(x, t.expand(1))
+            assert g.step == 19
+    state = fast.runtime.default_state()
+    assert len(state.cache) == 0 and len(fast.runtime.sites) == 1 and len(fast.runtime.events) <= fast.runtime.events.maxlen
+    refs = []
+    for _ in range(5):
+        f = asymrnr_fx.transform(model, Plan.uniform(0.5, 0.3))
+        with torch.no_grad():
+            f(x, torch.tensor([5.0]))
+        refs.append(weakref.ref(f.runtime))
+        del f
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_regional_compilation_equals_whole_model_and_compiles_once(cog):
+    plan = changing_plan(2, steps=3, window=2)
+    x = inputs_for("cogvideox", 1)
+    whole = solo(asymrnr_fx.transform(cog, plan, compile=True), x)
+    torch._dynamo.utils.counters.clear()
+    regional = asymrnr_fx.transform(cog, plan, compile="regional")
+    outs = solo(regional, x)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # 2 blocks, one graph
+    for a, b in zip(outs, whole):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    rt = regional.runtime
+    assert list(rt.site_order) == ["transformer_blocks.0.attn1", "transformer_blocks.1.attn1"]
+    matches = {(e.site, e.step) for e in rt.events if e.kind == "match"}
+    assert matches == {(s, step) for s in rt.site_order for step in (0, 2)}
+    regional.untransform()
+    assert "forward" not in cog.transformer_blocks[0].__dict__
+
+
+def test_raw_block_compile_with_the_backend_refuses_to_run_at_step_zero(wan):
+    import copy
+
+    model = copy.deepcopy(wan)
+    for block in model.blocks:  # without grid= a block graph cannot even place its video tokens: that warns
+        block.compile(backend="asymrnr", options={"plan": Plan.uniform(0.5, 0.3), "compile": False, "grid": (4, 4, 4)})
+    with torch.no_grad(), pytest.raises(Exception, match="compile='regional'"):
+        model(**inputs_for("wan", 1))
+
+
+def test_alternating_resolutions_keep_reducing_with_one_graph_per_shape(wan):
+    fast = asymrnr_fx.transform(wan, Plan.uniform(0.5, 0.3, cache_window=2))
+    b, c, f, h, w = inputs_for("wan", 1)["hidden_states"].shape
+    shapes = [(1, c, f, h, w), (2, c, f, h, w), (1, c, f // 2, h, w + 4), (1, c, f, h + 4, w)]
+    requests = [dict(inputs_for("wan", 1, batch=s[0]), hidden_states=torch.randn(*s)) for s in shapes]
+    expected = [solo(fast, r, TIMESTEPS[:2]) for r in requests]
+    graphs = len(fast.report.graphs)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        handles = [asymrnr_fx.generation(fast) for _ in requests]
+        for i, t in enumerate(TIMESTEPS[:2]):
+            for k, r in enumerate(requests):
+                selects = fast.runtime.counts["select"]
+                with handles[k]:
+                    out = fast(**step_inputs(r, t, i))[0]
+                assert fast.runtime.counts["select"] > selects  # reduced at every shape
+                assert torch.equal(out, expected[k][i])
+    assert len(fast.report.graphs) == graphs == len(shapes)  # compiled once per shape, never again
+
+
+def test_raw_backend_with_dynamic_shapes_warns_instead_of_silently_not_reducing(wan):
+    compiled = torch.compile(wan, backend="asymrnr", dynamic=True, options={"plan": Plan.uniform(0.5, 0.3), "compile": False})
+    with torch.no_grad(), pytest.warns(asymrnr_fx.AsymRnRWarning, match="symbolic"):
+        compiled(**inputs_for("wan", 1))
+
+
+def test_calls_that_fall_back_to_the_unreduced_model_warn_once():
+    from tiny_dit import TinyVideoDiT
+
+    class Churning(TinyVideoDiT):
+        """A guard that changes every call (like a hook's int argument): Dynamo recompiles each time."""
+
+        def forward(self, hidden_states, timestep):
+            return super().forward(hidden_states, timestep) * self.scale
+
+    model = Churning(dim=16, heads=2, depth=1, frames=2, height=4, width=4).eval()
+    fast = asymrnr_fx.transform(model, Plan.uniform(0.5, 0.3))
+    x = torch.randn(1, 4, 2, 4, 4)
+    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=2), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for i in range(5):
+            model.scale = i + 1
+            fast(x, torch.tensor([999.0 - i]))
+    fallback = [w for w in seen if issubclass(w.category, asymrnr_fx.AsymRnRWarning) and "unreduced" in str(w.message)]
+    assert len(fallback) == 1

@@ -105,6 +105,7 @@ class _GraphRunner:
             )
         if self.ts is not None:
             runtime.observe_timestep(args[self.ts], state)
+        runtime.last_state = state
         with calling(Call(runtime, state)):
             out = self._invoke(args)
         runtime.check_site_count()

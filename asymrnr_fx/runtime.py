@@ -115,6 +115,7 @@ class Runtime:
         self.direction = _Direction()
         self._local = threading.local()
         self.count_host_reads = False  # debugging aid: count host reads inside select (see tests)
+        self.last_state: GenerationState | None = None  # observability only (step/generation/cache/matching_steps)
 
     # ------------------------------------------------------------------ states
     def default_state(self) -> GenerationState:
@@ -128,17 +129,22 @@ class Runtime:
         """The state a call made now would use: an active :func:`asymrnr_fx.generation` or the thread's default."""
         return explicit_state(self) or self.default_state()
 
+    def observed_state(self) -> GenerationState:
+        """The state to report on: an active generation's, else the one the last call used
+        (e.g. the generation a pipeline call opened), else the thread's default."""
+        return explicit_state(self) or self.last_state or self.default_state()
+
     @property
     def step(self) -> int:
-        return self.current_state().step
+        return self.observed_state().step
 
     @property
     def generation(self) -> int:
-        return self.current_state().generation
+        return self.observed_state().generation
 
     @property
     def cache(self) -> dict:
-        return self.current_state().cache
+        return self.observed_state().cache
 
     def reset(self) -> None:
         """Start a new generation for the current state (step 0, empty cache, timestep tracking on)."""
@@ -166,6 +172,7 @@ class Runtime:
         """Context manager for one model call: reads the timestep once, then makes the call active."""
         state = self.current_state()
         self.observe_timestep(timestep, state)
+        self.last_state = state
         return calling(Call(self, state, prefix))
 
     # ------------------------------------------------------------------ sites
@@ -269,7 +276,7 @@ class Runtime:
     def matching_steps(self, generation: int | None = None, state: GenerationState | None = None) -> list[int]:
         """Steps at which any site computed a fresh matching, for one generation of one state
         (default: the current generation of the current state)."""
-        state = state or self.current_state()
+        state = state or self.observed_state()
         gen = state.generation if generation is None else generation
         return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen and e.state == state.uid})
 

@@ -14,7 +14,6 @@ pytest.importorskip("transformers")
 
 import asymrnr_fx  # noqa: E402
 from asymrnr_fx import Plan  # noqa: E402
-from asymrnr_fx.integrations import diffusers as integ  # noqa: E402
 from tiny_diffusers import FAMILIES, changing_plan, tiny_pipeline  # noqa: E402
 
 pytestmark = [
@@ -65,17 +64,18 @@ def test_pipeline_end_to_end(family):
     if family in SEPARATE_CFG:  # cond and uncond calls keep their own matchings
         assert {ctx for ctx, _, _ in rt.cache} == {"cond", "uncond"}
 
-    again = generate(tp)  # second generation: fresh matching at its step 0, nothing shared
-    assert rt.generation == 1 and rt.matching_steps() == [0, 3] and rt.matching_steps(0) == [0, 3]
-    first = next(e for e in rt.events if e.generation == 1)
+    first_state = rt.last_state
+    again = generate(tp)  # second pipeline call: a generation of its own, fresh matching at its step 0
+    assert rt.last_state is not first_state and rt.matching_steps() == [0, 3]
+    first = next(e for e in rt.events if e.state == rt.last_state.uid)
     assert first.step == 0 and first.kind == "match"
-    assert all(entry.generation == 1 for entry in rt.cache.values())
+    assert rt.default_state().cache == {}  # apply() never touched the implicit state
     assert torch.equal(again, out)  # same seed, same prompt: a cache carried over would show here
 
     video = tp(generator=torch.Generator().manual_seed(0), num_inference_steps=2,
                **SEPARATE_CFG.get(family, {})).frames  # decoded through the VAE
     assert tuple(video.shape) == VIDEO_SHAPES[family] and torch.isfinite(video).all()
-    assert rt.generation == 2
+    assert len({e.state for e in rt.events}) == 3  # one generation per pipeline call
 
     asymrnr_fx.remove(pipe)
     assert pipe.transformer is original and torch.equal(generate(tp), ref)
@@ -108,7 +108,7 @@ def test_pipeline_inductor_agrees_with_eager():
     torch._dynamo.utils.counters.clear()
     compiled = generate(tp)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
-    assert integ.runtimes(tp.pipe)["transformer"].matching_steps() == [0, 3]
+    assert asymrnr_fx.pipelines.runtimes(tp.pipe)["transformer"].matching_steps() == [0, 3]
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
 
 
@@ -124,7 +124,7 @@ def test_wan22_two_experts_each_get_their_own_runtime():
     """Wan 2.2 A14B-style: ``transformer`` above the boundary timestep, ``transformer_2`` below; both rewritten."""
     import diffusers
 
-    from asymrnr_fx.integrations.tiny import tiny_transformer
+    from asymrnr_fx.testing.pipelines import tiny_transformer
 
     tp = tiny_pipeline("wan")
     pipe = diffusers.WanPipeline(
@@ -136,7 +136,7 @@ def test_wan22_two_experts_each_get_their_own_runtime():
     ref = generate(tp, num_inference_steps=8)
     asymrnr_fx.apply(pipe, PLAN, fullgraph=True)
     out = generate(tp, num_inference_steps=8)
-    rts = integ.runtimes(pipe)
+    rts = asymrnr_fx.pipelines.runtimes(pipe)
     assert set(rts) == {"transformer", "transformer_2"} and not torch.equal(out, ref)
     # 8 steps, boundary t=750: 4 steps each; each expert counts its own steps from its first call
     assert all(rt.matching_steps() == [0, 3] for rt in rts.values()), {k: rt.matching_steps() for k, rt in rts.items()}

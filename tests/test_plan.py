@@ -1,10 +1,25 @@
 """Plans: constructors, the paper's tier tables, persistence and validation."""
+import dataclasses
+import json
+
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from asymrnr_fx import Plan
-from asymrnr_fx.plan import PUBLISHED, published_tiers
+from asymrnr_fx.plan import (
+    CALIBRATION_OPTIONS,
+    CAPTURE_OPTIONS,
+    FEATURES,
+    MAX_NAME_CHARS,
+    OPTIONS,
+    PUBLISHED,
+    SCHEDULE_FIELDS,
+    PlanError,
+    PlanTypeError,
+    coerce_plan,
+    published_tiers,
+)
 
 SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "reference" / "official-schedules"
 
@@ -117,3 +132,163 @@ def test_mismatched_tables_and_unknown_models():
     with pytest.raises(ValueError, match="no published threshold map"):
         Plan.published("cogvideox-5b")
     assert Plan.uniform(q=0.9, kv=0.3, stride=(6, 2, 2)).ratio(0, 0, "q") == 0.9
+
+
+# ---------------------------------------------------------------------------- every field checked, by name
+BAD_FIELDS = [
+    ("stride", (2.7, 2, 2), "element 0 is float 2.7"),  # used to become (2, 2, 2)
+    ("stride", (2, 2, 2, 2), "three positive"),
+    ("stride", "222", "three positive"),
+    ("cache_window", 2.5, "whole number"),  # used to be accepted and crash later
+    ("cache_window", True, "whole number"),
+    ("seed", -1, r"\[0, 2\*\*63\)"),
+    ("seed", 1.5, "integer"),
+    ("cross_attention", "false", "True or False"),  # used to count as True
+    ("symmetric", 1, "True or False"),
+    ("similarity", None, "one of"),
+    ("mode", "avg", "unknown mode"),
+    ("dst", "origin", "unknown dst"),
+    ("text_position", 1, "one of"),
+    ("grid", (2, 2), "three positive"),
+    ("grid", (2, 2.0, 2), "element 1"),
+    ("q", "abc", "ratio"),  # used to be a bare torch error
+    ("q", True, "ratio"),
+    ("q", torch.zeros(0, 3), "empty"),
+    ("kv", [], "empty"),
+    ("kv", [[0.1], [0.2, 0.3]], "ratio"),
+    ("q", torch.zeros(3), r"shape \(3,\)"),
+    ("q", torch.zeros(2, 2, dtype=torch.bool), "bool"),
+    ("kv", object(), "ratio"),
+    ("name", "x" * (MAX_NAME_CHARS + 1), f"at most {MAX_NAME_CHARS}"),
+    ("name", 7, "string"),
+]
+
+
+@pytest.mark.parametrize("field,value,match", BAD_FIELDS, ids=[f"{f}={str(v)[:12]!r}" for f, v, _ in BAD_FIELDS])
+def test_every_field_is_checked_and_the_error_names_it(field, value, match):
+    with pytest.raises(PlanError, match=match) as err:
+        Plan(**{"q": 0.5, "kv": 0.3, field: value})
+    assert err.value.field == field and str(err.value).startswith(f"Plan.{field}: ")
+    assert isinstance(err.value, ValueError)  # type mistakes are PlanTypeError: a TypeError and a ValueError
+
+
+def test_type_mistakes_are_type_errors_and_values_are_canonical():
+    with pytest.raises(TypeError):
+        Plan(cache_window=2.5)
+    with pytest.raises(PlanTypeError):
+        Plan(cross_attention="false")
+    with pytest.raises(PlanError) as err:  # a value out of range is not a TypeError
+        Plan(cache_window=0)
+    assert not isinstance(err.value, TypeError)
+    import numpy as np
+
+    p = Plan(q=np.float32(0.5), kv=0, stride=[2, np.int64(2), 2], grid=torch.Size([2, 4, 4]), seed=np.int64(3))
+    assert (p.q, p.kv, p.stride, p.grid, p.seed) == (0.5, 0.0, (2, 2, 2), (2, 4, 4), 3)
+    assert type(p.seed) is int and all(type(s) is int for s in p.stride)
+
+
+def test_plans_are_frozen_and_replace_validates_again():
+    plan = Plan.uniform(0.5, 0.3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.q = 0  # used to be ignored by the sites but saved
+    faster = dataclasses.replace(plan, q=0.6)
+    assert faster.ratio(0, 0, "q") == 0.6 and plan.ratio(0, 0, "q") == 0.5
+    with pytest.raises(PlanError, match="largest useful ratio") as err:
+        dataclasses.replace(plan, q=0.9)
+    assert err.value.field == "q"
+    with pytest.raises(PlanError) as err:
+        dataclasses.replace(plan, cache_window=2.5)
+    assert err.value.field == "cache_window"
+    assert dataclasses.replace(plan, stride=(6, 2, 2), q=0.9).ratio(0, 0, "q") == 0.9
+
+
+def test_tables_are_copied_in_and_out():
+    q = torch.full((2, 3), 0.5)
+    plan = Plan.from_table(q, torch.zeros(2, 3))
+    q[0, 0] = 0.8  # the caller's tensor is not the plan's
+    plan.table("q")[0, 1] = 0.8  # neither is a table it hands out
+    assert plan.ratio(0, 0, "q") == 0.5 and plan.ratio(0, 1, "q") == 0.5
+    assert isinstance(plan.q, tuple) and plan.q[0] == (0.5, 0.5, 0.5)  # the field itself is immutable
+    assert torch.equal(dataclasses.replace(plan, seed=1).table("q"), plan.table("q"))
+
+
+def test_cross_field_errors_name_a_field():
+    with pytest.raises(PlanError, match="same") as err:
+        Plan.from_table(q=torch.zeros(2, 3), kv=torch.zeros(3, 3))
+    assert err.value.field == "kv"
+    with pytest.raises(PlanError, match="symmetric") as err:
+        Plan(q=0.5, kv=0.3, symmetric=True)
+    assert err.value.field == "kv"
+
+
+# ---------------------------------------------------------------------------- one declared list of options
+def test_options_are_declared_once_and_grouped():
+    plan = Plan()
+    assert tuple(plan.options()) == OPTIONS and "q" not in OPTIONS and "kv" not in OPTIONS
+    assert set(CAPTURE_OPTIONS) == {"stride", "similarity", "mode", "dst", "text_position", "cross_attention", "symmetric", "grid"}
+    assert SCHEDULE_FIELDS == ("q", "kv", "cache_window", "seed")
+    assert set(OPTIONS) == set(CAPTURE_OPTIONS) | set(SCHEDULE_FIELDS[2:]) | {"name"}
+    assert set(CALIBRATION_OPTIONS) == {"stride", "cache_window", "similarity", "seed", "grid", "text_position", "dst"}
+    assert tuple(plan.options("capture")) == CAPTURE_OPTIONS
+    assert tuple(plan.options(calibrated=True)) == CALIBRATION_OPTIONS
+    assert tuple(plan.options("schedule")) == ("cache_window", "seed")
+    other = dataclasses.replace(plan, seed=4, mode="mean")
+    assert plan.differing_options(other) == {"mode": ("replace", "mean"), "seed": (0, 4)}
+    assert plan.differing_options(other, "capture") == {"mode": ("replace", "mean")}
+    for name in FEATURES + OPTIONS:  # every argument documented, tomesd style
+        assert f" - {name}" in Plan.__doc__, name
+    assert not hasattr(Plan, "for_budget") and not hasattr(Plan, "for_speedup")  # see asymrnr_fx.calibration.budget
+
+
+def test_every_option_survives_save_and_load(tmp_path):
+    plan = Plan.uniform(
+        0.4, 0.0, stride=(3, 2, 2), cache_window=2, similarity="cosine", mode="mean", seed=9, grid=(4, 6, 6),
+        text_position="last", cross_attention=True, dst="fixed", symmetric=True, name="all options",
+    )
+    again = Plan.load(plan.save(tmp_path / "p.safetensors"))
+    assert again.options() == plan.options() and not again.differing_options(plan)
+    assert {k: getattr(again, k) for k in OPTIONS} == {k: getattr(plan, k) for k in OPTIONS}
+
+
+def test_dicts_with_unknown_fields_name_them():
+    with pytest.raises(PlanError, match="not a plan field") as err:
+        coerce_plan({"q": 0.5, "strides": (2, 2, 2)})
+    assert err.value.field == "strides"
+    assert coerce_plan({"q": 0.5, "stride": [2, 2, 2]}).stride == (2, 2, 2)
+
+
+# ---------------------------------------------------------------------------- plan files are checked like constructors
+def _write(path, options, q=torch.tensor(0.5, dtype=torch.float64), kv=torch.tensor(0.3, dtype=torch.float64)):
+    tensors = {k: v for k, v in (("q", q), ("kv", kv)) if v is not None}
+    save_file(tensors, str(path), metadata={"asymrnr_fx.plan": json.dumps(options)})
+    return path
+
+
+@pytest.mark.parametrize(
+    "options,tensors,field",
+    [
+        ({"cross_attention": "false"}, {}, "cross_attention"),  # used to load as True
+        ({"stride": [2.7, 2, 2]}, {}, "stride"),
+        ({"cache_window": 2.5}, {}, "cache_window"),
+        ({"name": "n" * 1_000_000}, {}, "name"),  # a huge name used to load
+        ({"seed": "0"}, {}, "seed"),
+        ({"future_option": 1}, {}, "future_option"),
+        ({"q": 0.5}, {}, "q"),
+        ({}, {"q": torch.zeros(4, dtype=torch.float64)}, "q"),
+        ({}, {"kv": torch.zeros(0, 2, dtype=torch.float64)}, "kv"),
+        ({}, {"kv": None}, "kv"),
+        ([1, 2], {}, "options"),
+    ],
+)
+def test_loading_checks_every_field_and_names_it(tmp_path, options, tensors, field):
+    path = _write(tmp_path / "bad.safetensors", options, **tensors)
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    assert err.value.field == field and str(path) in str(err.value)
+
+
+def test_loading_a_corrupt_metadata_entry(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    save_file({"q": torch.tensor(0.5), "kv": torch.tensor(0.3)}, str(path), metadata={"asymrnr_fx.plan": "{not json"})
+    with pytest.raises(PlanError, match="not valid JSON"):
+        Plan.load(path)

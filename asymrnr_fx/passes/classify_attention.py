@@ -8,9 +8,22 @@
 Where text sits in a joint sequence is read off the graph: the ``cat`` that built the
 sequence has one piece as long as the video. Only self and joint sites (and cross, if the
 plan opts in) become rewrite candidates; the rest are reported with the reason.
+
+Masks: a site with an attention mask is a candidate only when the mask is the same for
+every query (a key-padding mask: its query dim broadcasts, e.g. ``[B, 1, 1, L]``, or it is
+built by expanding/repeating one, or every row of a real example value is the same; an
+all-true mask qualifies). Reduced queries take the output of their dst query, which is only
+right when both saw the same keys. Any other mask (causal, diagonal, a per-query bias)
+leaves the site intact, with ``"mask varies per query: ..."`` as the reason.
+
+An explicit grid (``source == "given"``) whose video token count is the prompt's length,
+while the text part a joint attention would get is not, is an error: the pass would take
+the prompt as the video and reduce it.
 """
 from __future__ import annotations
 
+import operator
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +35,7 @@ from .find_attention import AttentionCall, node_shape, node_value
 from .infer_grid import GridCandidate
 
 _CAT_TARGETS = {torch.cat, torch.concat, torch.concatenate, torch.ops.aten.cat.default}
+_PROMPT_INPUT = re.compile(r"encoder|text|prompt|context|caption|txt", re.IGNORECASE)
 
 
 @dataclass
@@ -94,7 +108,130 @@ def text_position(q: fx.Node, num_video: int, length: Any, max_nodes: int = 400)
     return None
 
 
+# --------------------------------------------------------------------------- masks
+# Ops whose output row r (along the query dim, -2) depends only on row r of each tensor
+# input, with inputs aligned from the right: elementwise ops, dtype casts, copies.
+_ROWWISE_NAMES = frozenset(
+    "to type bool float half bfloat16 double int long contiguous clone detach logical_not bitwise_not neg "
+    "__invert__ __neg__ __and__ __or__ __xor__ __add__ __sub__ __mul__ __truediv__ add sub mul div "
+    "masked_fill where logical_and logical_or logical_xor bitwise_and bitwise_or eq ne lt le gt ge "
+    "maximum minimum clamp _to_copy alias".split()
+)
+# Ops that tile their input (right-aligned): equal rows stay equal.
+_TILE_NAMES = frozenset("expand expand_as broadcast_to repeat".split())
+# Factories: every element the same value (e.g. an all-true mask).
+_CONSTANT_NAMES = frozenset("ones zeros full ones_like zeros_like full_like new_ones new_zeros new_full".split())
+_OPERATORS = {operator.invert: "__invert__", operator.neg: "__neg__", operator.and_: "__and__",
+              operator.or_: "__or__", operator.xor: "__xor__", operator.add: "__add__", operator.sub: "__sub__",
+              operator.mul: "__mul__", operator.truediv: "__truediv__"}
+
+
+def _op_name(node: fx.Node) -> str:
+    """``masked_fill`` for ``torch.masked_fill``, ``x.masked_fill_``, ``aten.masked_fill.Scalar`` alike."""
+    target = node.target
+    if node.op == "call_method":
+        name = str(target)
+    else:
+        try:
+            name = _OPERATORS.get(target, "")
+        except TypeError:  # an unhashable target
+            name = ""
+        name = name or getattr(target, "_opname", None) or getattr(target, "__name__", None) or str(target)
+    return name[:-1] if name.endswith("_") and not name.endswith("__") else name  # in-place variant
+
+
+def _is_real(value: torch.Tensor) -> bool:
+    """A tensor with data (not a fake/meta example value)."""
+    return type(value) in (torch.Tensor, torch.nn.Parameter) and value.device.type != "meta"
+
+
+def _is_scalar(node: fx.Node) -> bool:
+    """A node that stands for a number (e.g. a symbolic size), not a tensor."""
+    return isinstance(node_value(node), (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool))
+
+
+def _real_value(node: Any) -> torch.Tensor | None:
+    """The actual values behind a node, where the graph has them: a real example value, a
+    fake tensor's recorded constant, or a ``get_attr`` constant."""
+    if isinstance(node, torch.Tensor):
+        return node
+    if not isinstance(node, fx.Node):
+        return None
+    if node.op == "get_attr":
+        obj: Any = node.graph.owning_module
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.Tensor) and _is_real(obj):
+            return obj
+    val = node_value(node)
+    if not isinstance(val, torch.Tensor):
+        return None
+    if _is_real(val):
+        return val
+    constant = getattr(val, "constant", None)  # fake tensors of small literals keep their values
+    return constant if isinstance(constant, torch.Tensor) and _is_real(constant) else None
+
+
+def _row_difference(mask: torch.Tensor) -> str:
+    """'' when every query row of ``mask`` is the same, else which row differs from row 0."""
+    if mask.dim() < 2 or mask.shape[-2] <= 1:
+        return ""
+    rows = mask.reshape(-1, *mask.shape[-2:])
+    differs = (rows != rows[:, :1, :]).any(-1).any(0)
+    if not bool(differs.any()):
+        return ""
+    return f"row {int(differs.nonzero()[0])} of the {list(mask.shape)} mask differs from row 0"
+
+
+def mask_query_variation(mask: Any, max_nodes: int = 64) -> str:
+    """'' when ``mask`` (an ``attn_mask`` argument) is provably the same for every query, else why not."""
+    seen: set[fx.Node] = set()
+
+    def why(node: Any) -> str:
+        value = node_value(node) if isinstance(node, fx.Node) else node
+        if isinstance(value, torch.Tensor) and (value.dim() < 2 or _same(value.shape[-2], 1)):
+            return ""  # broadcasts over the queries: a key-padding mask
+        real = _real_value(node)
+        if real is not None:
+            return _row_difference(real)
+        if not isinstance(node, fx.Node):
+            return f"a {type(node).__name__} mask"
+        shape = list(value.shape) if isinstance(value, torch.Tensor) else "?"
+        if node in seen or len(seen) >= max_nodes:
+            return f"cannot show that the {shape} mask {node.name} is the same for every query"
+        seen.add(node)
+        name = _op_name(node) if node.op in ("call_function", "call_method") else ""
+        if name in _CONSTANT_NAMES:
+            return ""
+        inputs = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node) and not _is_scalar(a)]
+        if name in _TILE_NAMES:
+            inputs = inputs[:1]  # the tiled tensor; expand_as's other argument only gives the shape
+        if inputs and (name in _TILE_NAMES or name in _ROWWISE_NAMES):
+            for parent in inputs:
+                reason = why(parent)
+                if reason:
+                    return reason
+            return ""
+        if name:
+            return f"the {shape} mask comes from {name}() and is not shown to be the same for every query"
+        return f"the {shape} mask is the graph {node.op} {node.target}, whose rows cannot be checked"
+
+    return why(mask)
+
+
 def _classify_one(call: AttentionCall, cand: GridCandidate | None, text_pos: str, no_grid: str = "") -> SiteReport:
+    rep = _classify_shapes(call, cand, text_pos, no_grid)
+    if rep.kind != "other" and not rep.reason and call.args.get("attn_mask") is not None:
+        varies = mask_query_variation(call.args["attn_mask"])
+        if varies:
+            rep.reason = (
+                f"mask varies per query: {varies}; only masks that are the same for every query "
+                "(key padding, e.g. [B, 1, 1, L], or all true) can be reduced"
+            )
+    return rep
+
+
+def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: str, no_grid: str) -> SiteReport:
     rep = SiteReport(call.node.name, call.path, call.module_type, call.form)
     if call.form == "unsupported":
         rep.reason = f"unsupported attention op {call.node.target}; only scaled_dot_product_attention is rewritten"
@@ -159,6 +296,43 @@ def _classify_one(call: AttentionCall, cand: GridCandidate | None, text_pos: str
     return rep
 
 
+def prompt_lengths(graph: fx.Graph) -> list[tuple[str, int]]:
+    """``(input name, tokens)`` of the graph inputs that hold the prompt: ``[B, T, D]`` float
+    embeddings or a ``[B, T]`` integer/bool mask whose name says text (``encoder_hidden_states``,
+    ``encoder_attention_mask``, ``text``, ``prompt``, ``context``, ...)."""
+    found = []
+    for node in graph.find_nodes(op="placeholder"):
+        name = str(node.target)
+        if "parameters" in name or "buffers" in name or not _PROMPT_INPUT.search(name):
+            continue
+        val = node_value(node)
+        if not isinstance(val, torch.Tensor) or val.dim() != (3 if val.is_floating_point() else 2):
+            continue
+        if isinstance(val.shape[1], int):
+            found.append((re.sub(r"^L_(kwargs_|args_)?|_$", "", name), val.shape[1]))  # Dynamo's L_kwargs_x_ -> x
+    return found
+
+
+def _check_given_grid(calls: list[AttentionCall], reports: list[SiteReport], cand: GridCandidate) -> None:
+    """An explicit grid as long as the prompt, where a joint attention's text part is not: the
+    pass would reduce the prompt as if it were the video. Raise, naming both lengths."""
+    if cand.source != "given" or not calls:
+        return
+    n = cand.num_tokens
+    prompts = prompt_lengths(calls[0].node.graph)
+    for rep in reports:
+        if rep.kind != "joint" or rep.q_len is None:
+            continue
+        for name, length in prompts:
+            if length == n and rep.text_len != length:
+                raise ValueError(
+                    f"grid {cand.grid} gives {n} video tokens, the length of the prompt ({name}: {length} tokens): "
+                    f"the joint attention {rep.path} ({rep.q_len} tokens) would take the prompt as the video and "
+                    f"the other {rep.text_len} tokens as text. Give the grid of the video tokens (the {rep.text_len} "
+                    "non-prompt tokens, in tokens after patching: frames / temporal patch, height / patch, width / patch)"
+                )
+
+
 def classify_attention(
     calls: list[AttentionCall], candidates: list[GridCandidate], text_pos: str = "auto"
 ) -> tuple[list[SiteReport], GridCandidate | None]:
@@ -173,10 +347,12 @@ def classify_attention(
         reports = [_classify_one(c, cand, text_pos) for c in calls]
         score = sum(r.kind in ("self", "joint") for r in reports)
         if cand.trusted and score > 0:
+            _check_given_grid(calls, reports, cand)
             return reports, cand
         if best is None or score > best[0]:
             best = (score, reports, cand)
     if best is not None and (best[0] > 0 or len(candidates) == 1):
+        _check_given_grid(calls, best[1], best[2])
         return best[1], best[2]
     if not candidates:
         no_grid = "no video grid given or inferable; pass grid=(frames, height, width) in tokens"

@@ -2,7 +2,9 @@
 
 Dynamo graphs call ``torch._C._nn.scaled_dot_product_attention`` either positionally or
 with keyword-only ``query=/key=/value=`` (diffusers' attention dispatch); exported graphs
-call ``aten.scaled_dot_product_attention``. Both are brought to one argument dict so the
+call ``aten.scaled_dot_product_attention.default`` (a hand-built graph may call the
+overload packet ``aten.scaled_dot_product_attention`` itself, which dispatches to the same
+op). All are brought to one argument dict so the
 later passes never care which form they met. Lower-level attention ops (flash/efficient
 kernels after decomposition) are found too, but only to be reported as unsupported.
 """
@@ -17,6 +19,9 @@ import torch.fx as fx
 
 SDPA_TORCH = torch._C._nn.scaled_dot_product_attention
 SDPA_ATEN = torch.ops.aten.scaled_dot_product_attention.default
+SDPA_ATEN_PACKET = torch.ops.aten.scaled_dot_product_attention
+#: Call targets rewritten as attention, and the form each is reported as.
+SDPA_FORMS: tuple[tuple[Any, str], ...] = ((SDPA_TORCH, "torch"), (SDPA_ATEN, "aten"), (SDPA_ATEN_PACKET, "aten"))
 ARG_NAMES: tuple[str, ...] = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 DEFAULTS: dict[str, Any] = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
 
@@ -83,6 +88,11 @@ def _normalise(node: fx.Node) -> dict[str, Any]:
     return bound
 
 
+def sdpa_form(target: Any) -> str | None:
+    """``"torch"``/``"aten"`` for a scaled-dot-product-attention call target, else None."""
+    return next((form for fn, form in SDPA_FORMS if target is fn), None)
+
+
 def _is_other_attention(node: fx.Node) -> bool:
     name = getattr(node.target, "__name__", str(node.target))
     return "scaled_dot_product" in name and "backward" not in name
@@ -94,11 +104,8 @@ def find_attention(gm: fx.GraphModule) -> list[AttentionCall]:
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
-        if node.target is SDPA_TORCH or node.target is SDPA_ATEN:
-            form = "torch" if node.target is SDPA_TORCH else "aten"
-        elif _is_other_attention(node):
-            form = "unsupported"
-        else:
+        form = sdpa_form(node.target) or ("unsupported" if _is_other_attention(node) else None)
+        if form is None:
             continue
         path, module_type = _module_of(node)
         args = _normalise(node) if form != "unsupported" else {}

@@ -1,17 +1,17 @@
 """Uniform vs calibrated plans at the same attention budget: output error of a full sampling run.
 
-For each built-in model (``asymrnr-fx calibrate --model ...``: the hand-written DiT and a
-tiny diffusers CogVideoX with random weights, plus the trained toy model when its weights
-are shipped), the script calibrates on a few generations (seeds 0..G-1), measures output
-sensitivity, and then, at each budget (mean remaining video-video attention cost), runs
+For each built-in model (:data:`asymrnr_fx.evaluation.targets.TARGETS`, default: the
+hand-written DiT and a tiny diffusers CogVideoX with random weights, plus the trained toy
+model when its weights are shipped), the script calibrates on a few generations (seeds
+0..G-1), measures output sensitivity, and then, at each budget (mean remaining video-video attention cost), runs
 held-out generations (seeds 1000..) with:
 
 * ``uniform-q``     q = 1 - c, kv = 0 (reduce only queries, everywhere);
 * ``uniform-qkv``   q = kv = 1 - sqrt(c) (both features, everywhere);
 * ``uniform-split`` the published CogVideoX-2B "base" split of the cost between Q and K/V
   (mean Q cost 0.85, K/V 0.91 at cost 0.76), scaled to c: q = 1 - c^a, kv = 1 - c^(1-a);
-* ``calibrated``    :meth:`Plan.for_budget` with sensitivity weights;
-* ``calibrated-sim`` :meth:`Plan.for_budget` from token similarity only (no sensitivity).
+* ``calibrated``    :func:`~asymrnr_fx.calibration.budget.plan_for_budget` with sensitivity weights;
+* ``calibrated-sim`` :func:`~asymrnr_fx.calibration.budget.plan_for_budget` from token similarity only (no sensitivity).
 
 Errors are against the unreduced model on the same seed: relative L2 of the final output
 and PSNR (peak = the reference's value range), averaged over the held-out seeds. All plans
@@ -30,11 +30,18 @@ from pathlib import Path
 
 import torch
 
-import asymrnr_fx
-from asymrnr_fx import Plan, budget
-from asymrnr_fx.calibrate import SwitchableRuntime, calibrate, installed
-from asymrnr_fx.commands.calibrate import TARGETS, toy_available
-from asymrnr_fx.sensitivity import measure_sensitivity
+from asymrnr_fx import Plan
+from asymrnr_fx.calibration import (
+    SwitchableRuntime,
+    budget,
+    calibrate,
+    measure_sensitivity,
+    plan_for_budget,
+    plot_calibration,
+    plot_plans,
+)
+from asymrnr_fx.calibration.sampling import installed
+from asymrnr_fx.evaluation.targets import TARGETS, toy_available
 
 # Published CogVideoX-2B base: the mean Q keep-fraction and K/V keep-fraction, to split a budget like the paper.
 _PUB = Plan.published("cogvideox-2b", "base")
@@ -86,8 +93,8 @@ def bench_model(name: str, steps: int, window: int, generations: int, eval_seeds
         refs = {s: target.run(fast, s) for s in eval_seeds}
         for cost in budgets:
             plans = uniform_plans(cost, plan_opts)
-            plans["calibrated"] = Plan.for_budget(cal, cost, name="calibrated")
-            plans["calibrated-sim"] = Plan.for_budget(cal, cost, weights="uniform", name="calibrated-sim")
+            plans["calibrated"] = plan_for_budget(cal, cost, name="calibrated")
+            plans["calibrated-sim"] = plan_for_budget(cal, cost, weights="uniform", name="calibrated-sim")
             for label, plan in plans.items():
                 runtime.use(plan)
                 errs = [errors(target.run(fast, s), refs[s]) for s in eval_seeds]
@@ -102,13 +109,11 @@ def bench_model(name: str, steps: int, window: int, generations: int, eval_seeds
                     "expected": budget.expected_error(plan, cal),
                 })
             if plots is not None:
-                from asymrnr_fx.plot import plot_plans
-
                 plot_plans([plans["calibrated"], plans["calibrated-sim"]], plots / f"{name}_budget{cost:g}.png",
                            num_sites=cal.num_sites, num_steps=cal.num_steps,
                            title=f"{name}: calibrated plans at attention cost {cost:g}")
     if plots is not None:
-        asymrnr_fx.plot_calibration(cal, plots / f"{name}_calibration.png", plan=Plan.for_budget(cal, budgets[0]))
+        plot_calibration(cal, plots / f"{name}_calibration.png", plan=plan_for_budget(cal, budgets[0]))
     for r in rows:
         r.update(calibration_s=t_cal, sensitivity_s=t_sens)
     return rows

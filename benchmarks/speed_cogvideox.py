@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 import asymrnr_fx
-from asymrnr_fx.bench import StepTimes, attention_share, cogvideox_shaped, ideal_speedup, joint_attention_cost, run_generation
+from asymrnr_fx.evaluation.bench import StepTimes, attention_share, cogvideox_shaped, ideal_speedup, joint_attention_cost, run_generation
 
 POINTS = [(0.5, 0.3), (0.8, 0.4)]
 

@@ -12,7 +12,7 @@ Real weights, when they are on disk (nothing here downloads):
 """
 from __future__ import annotations
 
-from asymrnr_fx.integrations.tiny import run_example
+from asymrnr_fx.testing import run_example
 
 if __name__ == "__main__":
     run_example("cogvideox", __doc__)

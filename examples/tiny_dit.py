@@ -1,92 +1,19 @@
-"""A small hand-written video DiT (no diffusers): patchify, timestep-modulated self-attention blocks.
+"""A small hand-written video DiT (no diffusers), with and without AsymRnR.
 
-It exists to show that asymrnr_fx works on any model that calls
-``torch.nn.functional.scaled_dot_product_attention``; run this file to see the report and
-a short denoising loop with and without AsymRnR.
+The model, :class:`asymrnr_fx.testing.TinyVideoDiT`, patchifies the video and runs
+timestep-modulated self-attention blocks; it shows that asymrnr_fx works on any model that
+calls ``torch.nn.functional.scaled_dot_product_attention``. Run this file to see the report
+and a short denoising loop with and without AsymRnR.
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([args.cos(), args.sin()], dim=-1)
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim))
-        self.ada = nn.Linear(dim, 6 * dim)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
-        b, n, d = x.shape
-        h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v)
-        x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, n, d))
-        h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * self.mlp(h)
-
-
-class TinyVideoDiT(nn.Module):
-    """Video in ``[B, C, F, H, W]``, patch (1, p, p), learned positions, ``depth`` self-attention blocks."""
-
-    def __init__(
-        self,
-        channels: int = 4,
-        dim: int = 64,
-        depth: int = 2,
-        heads: int = 4,
-        patch: int = 2,
-        frames: int = 4,
-        height: int = 16,
-        width: int = 16,
-    ) -> None:
-        super().__init__()
-        self.patch = patch
-        self.embed = nn.Conv3d(channels, dim, kernel_size=(1, patch, patch), stride=(1, patch, patch))
-        self.pos = nn.Parameter(torch.randn(1, frames * (height // patch) * (width // patch), dim) * 0.5)
-        self.t_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.out = nn.Linear(dim, channels * patch * patch)
-
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        b, c, f, h, w = hidden_states.shape
-        p = self.patch
-        x = self.embed(hidden_states).flatten(2).transpose(1, 2) + self.pos
-        cond = self.t_mlp(timestep_embedding(timestep, x.shape[-1]))
-        for block in self.blocks:
-            x = block(x, cond)
-        x = self.out(self.norm(x))
-        x = x.view(b, f, h // p, w // p, c, p, p).permute(0, 4, 1, 2, 5, 3, 6)
-        return x.reshape(b, c, f, h, w)
-
-
-def denoise(model: nn.Module, x: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """A toy Euler loop with decreasing timesteps, as a sampler would call the model."""
-    for t in torch.linspace(999, 0, steps):
-        eps = model(x, t.expand(x.shape[0]))
-        x = x - eps / steps
-    return x
-
+from asymrnr_fx.testing import TinyVideoDiT  # tests/test_transform.py imports it from here too
 
 if __name__ == "__main__":
     import asymrnr_fx
+    from asymrnr_fx.calibration import euler
 
     torch.manual_seed(0)
     model = TinyVideoDiT().eval()
@@ -94,8 +21,8 @@ if __name__ == "__main__":
     plan = asymrnr_fx.Plan.uniform(q=0.5, kv=0.3, cache_window=3)
     fast = asymrnr_fx.transform(model, plan)
     with torch.no_grad():
-        ref = denoise(model, x)
-        out = denoise(fast, x)
+        ref = euler(model, {"hidden_states": x}, 10)
+        out = euler(fast, {"hidden_states": x}, 10)
     print(fast.report)
     print(f"matching ran at steps {fast.runtime.matching_steps()}; cache hits {fast.runtime.counts['reuse']}")
     print(f"max |difference| vs unreduced model after 10 steps: {(out - ref).abs().max():.4f}")

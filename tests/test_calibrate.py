@@ -5,12 +5,20 @@ import pytest
 import torch
 
 import asymrnr_fx
-from asymrnr_fx import Calibration, Plan, budget
-from asymrnr_fx.calibrate import RecordingRuntime, calibrate
+from asymrnr_fx import Calibration, Plan
+from asymrnr_fx.calibration import (
+    RecordingRuntime,
+    budget,
+    calibrate,
+    euler,
+    measure_sensitivity,
+    plan_for_budget,
+    plan_for_speedup,
+    plot_calibration,
+    plot_plan,
+)
 from asymrnr_fx.ops import kept_count, max_ratio
-from asymrnr_fx.plot import plot_calibration, plot_plan
-from asymrnr_fx.sensitivity import measure_sensitivity
-from tiny_dit import TinyVideoDiT
+from asymrnr_fx.testing import TinyVideoDiT
 
 STEPS, WINDOW = 8, 4
 GRID = (4, 6, 6)
@@ -54,12 +62,6 @@ def dit_cal_sens(dit, dit_inputs, dit_cal):
     return measure_sensitivity(dit, dit_cal, inputs=dit_inputs, timesteps=TIMESTEPS)
 
 
-def euler(fn, x, n=STEPS):
-    for i, t in enumerate(TIMESTEPS[:n]):
-        x = x - 0.1 * fn(x, t.expand(x.shape[0]))
-    return x
-
-
 def test_calibration_shape_and_statistics(dit_cal):
     cal = dit_cal
     assert (cal.num_sites, cal.num_steps) == (2, STEPS)
@@ -82,7 +84,7 @@ def test_recording_leaves_outputs_unchanged(dit, dit_inputs):
     x = dit_inputs[0]["hidden_states"]
     rec = asymrnr_fx.transform(dit, runtime=RecordingRuntime(Plan.uniform(0.5, 0.5, cache_window=WINDOW)))
     with torch.no_grad():
-        ref, out = euler(dit, x), euler(rec, x)
+        ref, out = euler(dit, {"hidden_states": x}, TIMESTEPS), euler(rec, {"hidden_states": x}, TIMESTEPS)
     assert rec.report.graphs[0].grid == GRID and len(rec.report.rewritten) == 2
     assert rec.runtime.recorder.counts  # it did record
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
@@ -106,7 +108,7 @@ def test_sampled_heads_give_stable_statistics(dit, dit_inputs, dit_cal):
         da, db = a.distortion(feature, 0.5), b.distortion(feature, 0.5)
         assert (da - db).abs().max() < 0.25 * float(dit_cal.distortion(feature, 0.5).mean()), feature
     # the budgeted plans built from either half agree closely
-    pa, pb = Plan.for_budget(a, 0.6), Plan.for_budget(b, 0.6)
+    pa, pb = plan_for_budget(a, 0.6), plan_for_budget(b, 0.6)
     assert abs(budget.expected_error(pa, dit_cal) - budget.expected_error(pb, dit_cal)) < 0.1 * budget.expected_error(pa, dit_cal)
     sampled = dit_calibration(dit, dit_inputs, heads=2, batch=1)
     assert sampled.info["heads"] == 2 and bool(sampled.valid().all())
@@ -125,7 +127,7 @@ def realized_cost(plan, num_video=GRID[0] * GRID[1] * GRID[2]):
 
 @pytest.mark.parametrize("cost", [0.95, 0.7, 0.6, 0.4, 0.1, 1 / 64])
 def test_budgeted_plans_meet_the_budget(dit_cal_sens, cost):
-    plan = Plan.for_budget(dit_cal_sens, attention_cost=cost)
+    plan = plan_for_budget(dit_cal_sens, attention_cost=cost)
     assert abs(plan.attention_cost() - cost) <= 0.02 * cost
     assert abs(realized_cost(plan) - cost) <= 0.02 * cost + 1 / 144
     top = max_ratio(plan.stride)
@@ -139,25 +141,24 @@ def test_budgeted_plans_meet_the_budget(dit_cal_sens, cost):
 
 def test_budget_prefers_redundant_cheap_cells_and_speedup_matches_cost_model(dit_cal_sens):
     cal = dit_cal_sens
-    calibrated = Plan.for_budget(cal, 0.6)
+    calibrated = plan_for_budget(cal, 0.6)
     uniform = Plan.from_table(torch.full((2, STEPS), 0.4), torch.zeros(2, STEPS), **cal.plan_options())
     assert budget.expected_error(calibrated, cal) <= budget.expected_error(uniform, cal) + 1e-15
-    plan = Plan.for_speedup(cal, speedup=1.25, attention_share=0.6)
+    plan = plan_for_speedup(cal, speedup=1.25, attention_share=0.6)
     assert budget.speedup_for_cost(plan.attention_cost(), 0.6) == pytest.approx(1.25, rel=1e-6)
-    assert budget.plan_for_budget(cal, 0.5).table("q").equal(Plan.for_budget(cal, 0.5).table("q"))
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.2, 1.5, float("nan"), 0.01])
 def test_bad_budgets_fail_naming_the_reachable_range(dit_cal, bad):
     with pytest.raises(ValueError, match=r"[Rr]eachable range.*0\.01562, 1"):
-        Plan.for_budget(dit_cal, attention_cost=bad)
+        plan_for_budget(dit_cal, attention_cost=bad)
 
 
 def test_unreachable_speedup_fails_naming_the_range(dit_cal):
     with pytest.raises(ValueError, match=r"from 1\.0 .* to 1\.9"):
-        Plan.for_speedup(dit_cal, speedup=3.0, attention_share=0.5)
+        plan_for_speedup(dit_cal, speedup=3.0, attention_share=0.5)
     with pytest.raises(ValueError, match="attention_share"):
-        Plan.for_speedup(dit_cal, speedup=1.1, attention_share=1.5)
+        plan_for_speedup(dit_cal, speedup=1.1, attention_share=1.5)
 
 
 def test_mismatched_plans_and_models_fail_clearly(dit, dit_inputs, dit_cal, tmp_path):
@@ -229,8 +230,8 @@ def test_save_load_round_trip(dit_cal_sens, tmp_path):
     assert torch.equal(back.sensitivity.error, cal.sensitivity.error)
     assert back.sensitivity.site_groups == cal.sensitivity.site_groups
     assert back.sensitivity.step_ranges == cal.sensitivity.step_ranges
-    plan = Plan.for_budget(back, 0.6)
-    assert torch.equal(plan.table("q"), Plan.for_budget(cal, 0.6).table("q"))
+    plan = plan_for_budget(back, 0.6)
+    assert torch.equal(plan.table("q"), plan_for_budget(cal, 0.6).table("q"))
     loaded = Plan.load(plan.save(tmp_path / "plan.safetensors"))
     assert torch.equal(loaded.table("q"), plan.table("q")) and torch.equal(loaded.table("kv"), plan.table("kv"))
     assert loaded.options() == plan.options()
@@ -254,7 +255,7 @@ def _is_png(path):
 
 
 def test_heatmaps_are_written(dit_cal_sens, tmp_path):
-    plan = Plan.for_budget(dit_cal_sens, 0.6)
+    plan = plan_for_budget(dit_cal_sens, 0.6)
     assert _is_png(asymrnr_fx.plot_plan(plan, tmp_path / "plan.png"))
     assert _is_png(asymrnr_fx.plot_calibration(dit_cal_sens, tmp_path / "cal.png", plan=plan))
     assert _is_png(plot_plan(Plan.published("cogvideox-2b", "base"), tmp_path / "published.png"))
@@ -265,7 +266,7 @@ def test_cli_plot_accepts_plans_calibrations_and_published_names(dit_cal, tmp_pa
     from asymrnr_fx.cli import main
 
     dit_cal.save(tmp_path / "cal.safetensors")
-    Plan.for_budget(dit_cal, 0.7).save(tmp_path / "plan.safetensors")
+    plan_for_budget(dit_cal, 0.7).save(tmp_path / "plan.safetensors")
     for source, out in [
         (str(tmp_path / "cal.safetensors"), "a.png"),
         (str(tmp_path / "plan.safetensors"), "b.png"),
@@ -320,10 +321,8 @@ def cog_generation(outputs):
         g = torch.Generator().manual_seed(index)
         x = torch.randn(2, FRAMES, 4, HEIGHT, WIDTH, generator=g)
         text = torch.randn(2, TEXT, 32, generator=g)
-        for t in torch.linspace(999, 1, STEPS).long():
-            out = model(hidden_states=x, encoder_hidden_states=text, timestep=t.expand(2),
-                        image_rotary_emb=run.rope, return_dict=False)[0]
-            x = x - 0.1 * out
+        inputs = {"hidden_states": x, "encoder_hidden_states": text, "image_rotary_emb": run.rope, "return_dict": False}
+        x = euler(model, inputs, STEPS)
         outputs.append(x)
         return x
 
@@ -348,7 +347,7 @@ def test_cogvideox_calibration_is_deterministic_and_leaves_outputs_unchanged(cog
         torch.testing.assert_close(b.stats[name], t, rtol=0, atol=0, equal_nan=True, msg=name)
     for x, y in zip(outs_a, plain):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
-    plan = Plan.for_budget(a, 0.7)
+    plan = plan_for_budget(a, 0.7)
     assert abs(plan.attention_cost() - 0.7) <= 0.014 and float(plan.table("q").max()) <= max_ratio(plan.stride)
     fast = asymrnr_fx.transform(model, plan)
     with torch.no_grad():
@@ -379,7 +378,7 @@ def test_pipeline_calibration_restores_the_transformer_and_its_outputs():
     assert (cal.num_sites, cal.num_steps) == (2, tp.call["num_inference_steps"]) and bool(cal.valid().all())
     cal = measure_sensitivity(tp.pipe, cal, generation, generations=1)
     assert tp.pipe.transformer is original and bool((cal.sensitivity.error > 0).all())
-    plan = Plan.for_budget(cal, 0.5)
+    plan = plan_for_budget(cal, 0.5)
     assert plan.attention_cost() == pytest.approx(0.5, rel=0.02)
     asymrnr_fx.apply(tp.pipe, plan)
     with torch.no_grad():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from asymrnr_fx import cli
-from asymrnr_fx.compare import METHODS, method_plan
-from asymrnr_fx.metrics import psnr
+from asymrnr_fx.evaluation.compare import METHODS, method_plan
+from asymrnr_fx.evaluation.metrics import psnr
 
 
 @pytest.mark.parametrize("cost", [0.6, 0.35])

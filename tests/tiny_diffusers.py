@@ -1,6 +1,6 @@
 """Shared helpers for the diffusers tests: tiny models/pipelines (from the package) and reference plumbing.
 
-The builders live in :mod:`asymrnr_fx.integrations.tiny` so the examples can use them
+The builders live in :mod:`asymrnr_fx.testing.pipelines` so the examples can use them
 without importing from tests; this module re-exports them and adds what only tests need.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from asymrnr_fx import Plan
-from asymrnr_fx.integrations.tiny import FAMILIES, TinyPipeline, tiny_pipeline, tiny_transformer, transformer_inputs
+from asymrnr_fx.testing.pipelines import FAMILIES, TinyPipeline, tiny_pipeline, tiny_transformer, transformer_inputs
 
 __all__ = [
     "FAMILIES",

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from asymrnr_fx.evaluation.targets import TARGETS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", action="append", choices=["toy", "cogvideox-shaped"],
-                   help="model(s) to benchmark (default: both)")
+    p.add_argument("--target", action="append", choices=sorted(TARGETS),
+                   help="built-in model(s) to benchmark (default: toy and cogvideox-shaped)")
     p.add_argument("--costs", type=float, nargs="+", default=[0.6, 0.35], help="attention cost kept (default: 0.6 0.35)")
     p.add_argument("--methods", nargs="+", default=None, help="subset of asymrnr symrnr todo random")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: 20 toy, 10 cogvideox-shaped)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed runs per variant")
     p.add_argument("--calibrated", action="store_true",
                    help="also run a calibrated plan per cost (calibrated on other prompts/seeds, with sensitivity)")
@@ -21,8 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asymrnr_fx.compare import METHODS, compare, markdown_table, write_outputs
-    from asymrnr_fx.targets import cogvideox_target, toy_prompts, toy_target
+    from asymrnr_fx.evaluation.compare import METHODS, compare, markdown_table, write_outputs
 
     if args.threads:
         import torch
@@ -30,13 +31,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     rows = []
     for name in args.target or ["toy", "cogvideox-shaped"]:
-        if name == "toy":
-            steps = args.steps or (4 if args.small else 20)
-            target = toy_target(toy_prompts(2 if args.small else 4), steps=steps)
-        else:
-            target = cogvideox_target(steps=args.steps or (4 if args.small else 10), small=args.small)
+        target = _target(name, args.steps or (4 if args.small else None), args.small)
         cache_window = 2 if args.small else 5
-        extra = {"calibrated": _calibrated_plans(name, target, cache_window, args.small)} if args.calibrated else None
+        extra = {"calibrated": _calibrated_plans(name, target, cache_window)} if args.calibrated else None
         rows += compare(target, args.costs, args.methods or METHODS, compile=not args.no_compile,
                         repeats=1 if args.small else args.repeats, cache_window=cache_window, extra_plans=extra)
     paths = write_outputs(rows, Path(args.out))
@@ -45,16 +42,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrated_plans(name, target, cache_window: int, small: bool):
-    """Calibrate on prompts / noise other than the evaluated ones; return cost -> budgeted plan."""
-    import asymrnr_fx
-    from asymrnr_fx.targets import cogvideox_target, toy_prompts, toy_target
+def _target(name: str, steps: int | None, small: bool, **options):
+    """A built-in model; the toy model generates held-out prompts (scored by prompt accuracy)."""
+    from asymrnr_fx.evaluation.targets import toy_prompts
 
-    if name == "toy":
-        calib = toy_target(toy_prompts(4, heldout=False), steps=target.steps, seed=100)
-    else:
-        calib = cogvideox_target(steps=target.steps, small=small, input_seed=100)
-    options = asymrnr_fx.Plan(cache_window=cache_window)
-    cal = asymrnr_fx.calibrate(target.model, calib.run, generations=1, plan=options, progress=True)
-    cal = asymrnr_fx.measure_sensitivity(target.model, cal, calib.run, generations=1, progress=True)
-    return lambda cost: asymrnr_fx.Plan.for_budget(cal, attention_cost=cost)
+    if name == "toy" and "prompts" not in options:
+        options["prompts"] = toy_prompts(2 if small else 4)
+    return TARGETS[name](**({"steps": steps} if steps else {}), small=small, **options)
+
+
+def _calibrated_plans(name, target, cache_window: int):
+    """Calibrate on prompts / noise other than the evaluated ones; return cost -> budgeted plan."""
+    from asymrnr_fx.calibration import calibrate, measure_sensitivity, plan_for_budget
+    from asymrnr_fx.evaluation.targets import toy_prompts
+    from asymrnr_fx.plan import Plan
+
+    calib = target
+    if name == "toy":  # training prompts, the same weights
+        calib = _target(name, target.steps, False, prompts=toy_prompts(4, heldout=False))
+
+    def run(model, index: int):
+        return calib.run(model, 100 + index)  # seeds the evaluation never uses
+
+    options = Plan(cache_window=cache_window)
+    cal = calibrate(target.model, run, generations=1, plan=options, progress=True)
+    cal = measure_sensitivity(target.model, cal, run, generations=1, progress=True)
+    return lambda cost: plan_for_budget(cal, attention_cost=cost)

@@ -1,120 +1,21 @@
 """``asymrnr-fx calibrate``: measure a built-in model's redundancy, write a calibration, a plan and heatmaps.
 
-The built-in models live in :data:`TARGETS` (name -> builder); add an entry to make another
-model available here and in ``benchmarks/calibrated_vs_uniform.py``.
+The built-in models are :data:`asymrnr_fx.evaluation.targets.TARGETS`; add an entry there to
+make another model available here, in ``bench`` and in ``benchmarks/calibrated_vs_uniform.py``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
-
-@dataclass
-class Target:
-    """A model plus how to run one full generation of it.
-
-    ``run(model, seed)`` runs a whole sampling loop on ``model`` (the original or a
-    transformed copy) from the noise of ``seed`` and returns the final latents/video.
-    """
-
-    model: Any
-    run: Callable[[Any, int], torch.Tensor]
-    description: str
-
-
-def _euler(model: Any, x: torch.Tensor, steps: int, **kwargs: Any) -> torch.Tensor:
-    """A flow-matching style Euler loop on t in [999, 1]: the sampler shape of a video DiT, for random-weight models."""
-    ts = torch.linspace(999, 1, steps)
-    for i, t in enumerate(ts):
-        out = model(hidden_states=x, timestep=t.expand(x.shape[0]), **kwargs)
-        out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "sample", out)
-        t_next = ts[i + 1] if i + 1 < steps else torch.zeros(())
-        x = x + (t_next - t) / 1000.0 * out
-    return x
-
-
-def tiny_dit(steps: int) -> Target:
-    """examples/tiny_dit.py, random weights: 4 blocks, 4 heads x 16, grid (4, 8, 8) = 256 video tokens."""
-    path = Path(__file__).resolve().parents[2] / "examples" / "tiny_dit.py"
-    if not path.exists():
-        raise FileNotFoundError(f"the tiny-dit model is defined in {path}, which this installation does not have")
-    name = "asymrnr_fx_example_tiny_dit"
-    module = sys.modules.get(name)
-    if module is None:  # registered, because Dynamo re-imports the modules of the code it traces
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    torch.manual_seed(0)
-    model = module.TinyVideoDiT(channels=4, dim=64, depth=4, heads=4, patch=2, frames=4, height=16, width=16).eval()
-
-    def run(m: Any, seed: int) -> torch.Tensor:
-        x = torch.randn(1, 4, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
-        return _euler(lambda hidden_states, timestep: m(hidden_states, timestep), x, steps)
-
-    return Target(model, run, "hand-written DiT (random weights), 4 blocks, grid (4, 8, 8)")
-
-
-def cogvideox_tiny(steps: int) -> Target:
-    """diffusers CogVideoXTransformer3DModel, random weights: 4 blocks, 4 heads x 16, grid (4, 8, 8) + 8 text tokens."""
-    from diffusers import CogVideoXTransformer3DModel
-    from diffusers.models.embeddings import get_3d_rotary_pos_embed
-
-    frames, size, text, grid = 4, 16, 8, (4, 8, 8)
-    torch.manual_seed(0)
-    model = CogVideoXTransformer3DModel(
-        num_attention_heads=4, attention_head_dim=16, in_channels=4, out_channels=4, num_layers=4,
-        text_embed_dim=32, time_embed_dim=16, sample_frames=(frames - 1) * 4 + 1, sample_height=size,
-        sample_width=size, patch_size=2, max_text_seq_length=text, use_rotary_positional_embeddings=True,
-    ).eval()
-    rope = get_3d_rotary_pos_embed(16, ((0, 0), grid[1:]), grid[1:], frames)
-
-    def run(m: Any, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(1, frames, 4, size, size, generator=g)
-        prompt = torch.randn(1, text, 32, generator=g)
-        return _euler(m, x, steps, encoder_hidden_states=prompt, image_rotary_emb=rope, return_dict=False)
-
-    return Target(model, run, "diffusers CogVideoX transformer (random weights), 4 blocks, grid (4, 8, 8) + 8 text")
-
-
-def toy(steps: int) -> Target:
-    """The shipped trained toy text-to-video model (asymrnr_fx.toy), CFG, prompts cycling over the training captions."""
-    from asymrnr_fx.toy import dataset
-    from asymrnr_fx.toy.model import generate, load_toy_model
-
-    bundle = load_toy_model()
-
-    def run(m: Any, seed: int) -> torch.Tensor:
-        prompt = dataset.caption(*dataset.TRAIN_COMBOS[seed % len(dataset.TRAIN_COMBOS)])
-        return generate(prompt, num_steps=steps, seed=seed, transformer=m, model=bundle)
-
-    return Target(bundle.transformer, run, "trained toy text-to-video CogVideoX (asymrnr_fx.toy), CFG 3")
-
-
-#: Built-in models: name -> builder(steps) -> Target.
-TARGETS: dict[str, Callable[[int], Target]] = {
-    "tiny-dit": tiny_dit,
-    "cogvideox-tiny": cogvideox_tiny,
-    "toy": toy,
-}
-
-
-def toy_available() -> bool:
-    """Whether trained toy weights are shipped (``asymrnr_fx/toy/weights/*.safetensors``)."""
-    return any((Path(__file__).resolve().parents[1] / "toy" / "weights").glob("*.safetensors"))
+from asymrnr_fx.calibration.common import default_cache_dir
+from asymrnr_fx.evaluation.targets import TARGETS, toy_available
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from asymrnr_fx.calibrate import default_cache_dir
-
     p.add_argument("--model", default="tiny-dit", choices=sorted(TARGETS), help="built-in model (default: %(default)s)")
     p.add_argument("--generations", type=int, default=2, help="sample generations to measure (default: %(default)s)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps per generation (default: %(default)s)")
@@ -139,10 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asymrnr_fx import Plan, budget
-    from asymrnr_fx.calibrate import calibrate
-    from asymrnr_fx.plot import plot_calibration, plot_plan
-    from asymrnr_fx.sensitivity import measure_sensitivity
+    from asymrnr_fx.calibration import budget, calibrate, measure_sensitivity, plot_calibration, plot_plan
+    from asymrnr_fx.plan import Plan
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
                                   key=f"builtin:{args.model}:{args.steps}", progress=True)
         t_sens = time.perf_counter() - t1
     if args.speedup is not None:
-        plan = Plan.for_speedup(cal, args.speedup, args.attention_share)
+        plan = budget.plan_for_speedup(cal, args.speedup, args.attention_share)
     else:
-        plan = Plan.for_budget(cal, 0.7 if args.budget is None else args.budget)
+        plan = budget.plan_for_budget(cal, 0.7 if args.budget is None else args.budget)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cal.save(out / "calibration.safetensors")

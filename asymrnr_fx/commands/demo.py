@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import asymrnr_fx
-    from asymrnr_fx import api, media, metrics
-    from asymrnr_fx.targets import toy_prompts
+    from asymrnr_fx import api
+    from asymrnr_fx.evaluation import media, metrics
+    from asymrnr_fx.evaluation.targets import toy_prompts
     from asymrnr_fx.toy import model as toy_model
     from asymrnr_fx.toy import scorer
 

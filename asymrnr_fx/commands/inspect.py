@@ -17,11 +17,11 @@ def run(args: argparse.Namespace) -> int:
     import asymrnr_fx
 
     if args.model == "toy":
-        from asymrnr_fx.targets import toy_inputs
+        from asymrnr_fx.evaluation.targets import toy_inputs
 
         model, inputs = toy_inputs()
     else:
-        from asymrnr_fx.bench import cogvideox_shaped
+        from asymrnr_fx.evaluation.bench import cogvideox_shaped
 
         model, inputs = cogvideox_shaped(layers=2, size=32)
     report = asymrnr_fx.inspect(model, plan=asymrnr_fx.Plan.uniform(args.q, args.kv), timestep=torch.tensor([500]), **inputs)

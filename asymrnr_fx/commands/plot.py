@@ -30,9 +30,8 @@ def load_plan(source: str):
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
-    from asymrnr_fx.calibrate import Calibration
+    from asymrnr_fx.calibration import Calibration, plot_calibration, plot_plan, plot_tiers
     from asymrnr_fx.plan import published_tiers
-    from asymrnr_fx.plot import plot_calibration, plot_plan, plot_tiers
 
     src: str = args.source
     if src.startswith("published:") and src.count(":") == 1:

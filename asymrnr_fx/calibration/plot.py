@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from . import ops
-from .plan import Plan
+from .. import ops
+from ..plan import Plan
 
 _PANEL = (4.8, 3.2)  # inches per panel
 

@@ -5,6 +5,7 @@ ratio of medians measured interleaved in one process (baseline and candidates ta
 """
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -12,29 +13,37 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..calibration.budget import speedup_for_cost
+from ..calibration.sampling import euler
+from ..ops import kept_count
+
 
 def cogvideox_shaped(
     layers: int = 4, heads: int = 4, head_dim: int = 64, frames: int = 4, size: int = 64, text: int = 226,
-    text_dim: int = 256, seed: int = 0, dtype: torch.dtype = torch.float32,
+    text_dim: int = 256, seed: int = 0, dtype: torch.dtype = torch.float32, channels: int = 16, time_dim: int = 128,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A random-weight diffusers CogVideoX transformer and inputs of the shape the issue specifies.
 
     Default: 4 heads x 64, 4 layers, latent 4x64x64 (patch 2 -> 4x32x32 = 4096 video tokens) + 226 text tokens.
+    The weights depend only on the arguments and ``seed``.
     """
     from diffusers import CogVideoXTransformer3DModel
 
     torch.manual_seed(seed)
     model = CogVideoXTransformer3DModel(
-        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16, out_channels=16, num_layers=layers,
-        text_embed_dim=text_dim, time_embed_dim=128, sample_frames=(frames - 1) * 4 + 1, sample_height=size,
-        sample_width=size, patch_size=2, max_text_seq_length=text, use_rotary_positional_embeddings=True,
-    ).to(dtype).eval()
-    return model, cogvideox_shaped_inputs(head_dim, frames, size, text, text_dim, seed + 1, dtype)
+        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=channels, out_channels=channels,
+        num_layers=layers, text_embed_dim=text_dim, time_embed_dim=time_dim, sample_frames=(frames - 1) * 4 + 1,
+        sample_height=size, sample_width=size, patch_size=2, max_text_seq_length=text,
+        use_rotary_positional_embeddings=True,
+    ).eval()
+    if dtype != torch.float32:  # diffusers warns on every .to(dtype), even a no-op one
+        model = model.to(dtype)
+    return model, cogvideox_shaped_inputs(head_dim, frames, size, text, text_dim, seed + 1, dtype, channels)
 
 
 def cogvideox_shaped_inputs(
     head_dim: int = 64, frames: int = 4, size: int = 64, text: int = 226, text_dim: int = 256, seed: int = 1,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float32, channels: int = 16,
 ) -> dict[str, Any]:
     """Latents, text embeddings and RoPE for :func:`cogvideox_shaped` (other seeds: other noise, same weights)."""
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
@@ -42,7 +51,7 @@ def cogvideox_shaped_inputs(
     grid = (frames, size // 2, size // 2)
     g = torch.Generator().manual_seed(seed)
     return {
-        "hidden_states": torch.randn(1, frames, 16, size, size, generator=g).to(dtype),
+        "hidden_states": torch.randn(1, frames, channels, size, size, generator=g).to(dtype),
         "encoder_hidden_states": torch.randn(1, text, text_dim, generator=g).to(dtype),
         "image_rotary_emb": get_3d_rotary_pos_embed(head_dim, ((0, 0), grid[1:]), grid[1:], frames),
     }
@@ -62,16 +71,24 @@ class StepTimes:
         return statistics.median(t for s in keys for t in self.by_step[s])
 
 
-def run_generation(fn: Callable[..., Any], inputs: dict[str, Any], steps: int, times: StepTimes | None = None) -> torch.Tensor:
-    """A denoising-shaped loop: decreasing timesteps, the output fed back, each step timed."""
-    x = inputs["hidden_states"]
-    for i, t in enumerate(torch.linspace(999, 1, steps).long()):
+def run_generation(
+    fn: Callable[..., Any], inputs: dict[str, Any], steps: int, times: StepTimes | None = None
+) -> torch.Tensor:
+    """One sampling run of ``fn`` from ``inputs`` (the package's Euler sampler), each call timed into ``times``."""
+    return euler(fn if times is None else _timed(fn, times), {**inputs, "return_dict": False}, steps)
+
+
+def _timed(fn: Callable[..., Any], times: StepTimes) -> Callable[..., Any]:
+    """``fn``, adding the wall time of its n-th call to ``times`` as step n."""
+    step = itertools.count()
+
+    def call(**kwargs: Any) -> Any:
         start = time.perf_counter()
-        out = fn(**{**inputs, "hidden_states": x}, timestep=t.view(1), return_dict=False)[0]
-        if times is not None:
-            times.add(i, time.perf_counter() - start)
-        x = x - 0.05 * out
-    return x
+        out = fn(**kwargs)
+        times.add(next(step), time.perf_counter() - start)
+        return out
+
+    return call
 
 
 def attention_share(fn: Callable[..., Any], inputs: dict[str, Any], repeats: int = 2) -> float:
@@ -100,13 +117,11 @@ def attention_share(fn: Callable[..., Any], inputs: dict[str, Any], repeats: int
 
 def ideal_speedup(attention_share: float, attention_cost_kept: float) -> float:
     """``1 / (1 - f (1 - c))``: the speedup if only attention got cheaper and nothing else cost anything."""
-    return 1.0 / (1.0 - attention_share * (1.0 - attention_cost_kept))
+    return speedup_for_cost(attention_cost_kept, attention_share)
 
 
 def joint_attention_cost(num_video: int, text: int, q: float, kv: float) -> float:
     """Attention FLOPs kept, (N_q + T)(N_kv + T) / (N + T)^2, with the method's kept counts."""
-    from .ops import kept_count
-
     nq = kept_count(num_video, q) + text
     nkv = kept_count(num_video, kv) + text
     return nq * nkv / (num_video + text) ** 2

@@ -18,13 +18,14 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
+from .. import api
+from ..plan import Plan
 from . import metrics
-from .api import transform
-from .plan import Plan
+from .targets import Target
 
 METHODS: tuple[str, ...] = ("asymrnr", "symrnr", "todo", "random")
 
@@ -43,19 +44,6 @@ def method_plan(method: str, cost: float, *, cache_window: int = 5, seed: int = 
     if method == "todo":
         return Plan.uniform(q=0.0, kv=1 - cost, stride=(1, 2, 2), dst="fixed", similarity="spatial", mode="mean", **common)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-
-
-@dataclass
-class Target:
-    """A model plus how to run one full sampling run with a given transformer callable."""
-
-    name: str
-    model: torch.nn.Module
-    run: Callable[[Callable[..., Any]], torch.Tensor]
-    score: Callable[[torch.Tensor], float] | None = None  # e.g. prompt accuracy
-    data_range: float | None = None
-    device: str = "cpu"
-    steps: int = 0
 
 
 @dataclass
@@ -84,25 +72,25 @@ def compare(
     cache_window: int = 5,
     extra_plans: dict[str, Callable[[float], Plan]] | None = None,
     progress: bool = True,
+    seed: int = 0,
 ) -> list[Row]:
     """Interleaved timings and fidelity of every method at every cost, against the unreduced model.
 
-    ``extra_plans`` maps a method name to a function building its plan for a cost (for
-    instance ``lambda c: Plan.for_budget(calibration, attention_cost=c)``).
+    Every variant runs ``target.run(fn, seed)``. ``extra_plans`` maps a method name to a
+    function building its plan for a cost (for instance
+    ``lambda c: plan_for_budget(calibration, attention_cost=c)``).
     """
     from tqdm import tqdm
-
-    from . import api
 
     base_fn = api.baseline(target.model, compile=compile)
     variants: dict[tuple[str, float], tuple[Plan | None, Callable]] = {("baseline", 1.0): (None, base_fn)}
     for cost in costs:
         for m in methods:
             plan = method_plan(m, cost, cache_window=cache_window)
-            variants[(m, cost)] = (plan, transform(target.model, plan, compile=compile))
+            variants[(m, cost)] = (plan, api.transform(target.model, plan, compile=compile))
         for name, make_plan in (extra_plans or {}).items():  # e.g. a calibrated plan for this budget
             plan = make_plan(cost)
-            variants[(name, cost)] = (plan, transform(target.model, plan, compile=compile))
+            variants[(name, cost)] = (plan, api.transform(target.model, plan, compile=compile))
 
     first, outputs, peaks, times = {}, {}, {}, {k: [] for k in variants}
     bar = tqdm(total=len(variants) * (repeats + 1), desc=f"bench {target.name}", disable=not progress)
@@ -110,7 +98,7 @@ def compare(
         for key, (plan, fn) in variants.items():
             start = time.perf_counter()
             with metrics.PeakMemory(target.device) as pm:
-                outputs[key] = target.run(fn)
+                outputs[key] = target.run(fn, seed)
             first[key], peaks[key] = time.perf_counter() - start, pm.peak_mb
             bar.update()
         for _ in range(repeats):
@@ -118,7 +106,7 @@ def compare(
                 if plan is not None:
                     api.reset(fn)
                 start = time.perf_counter()
-                target.run(fn)
+                target.run(fn, seed)
                 times[key].append(time.perf_counter() - start)
                 bar.update()
     bar.close()

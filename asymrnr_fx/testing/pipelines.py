@@ -17,6 +17,10 @@ from typing import Any
 
 import torch
 
+from ..api import inspect, runtime_of
+from ..pipelines import apply, remove
+from ..plan import Plan
+
 FAMILIES: tuple[str, ...] = ("cogvideox", "hunyuanvideo", "wan", "mochi", "ltx")
 
 _WORDS = (
@@ -332,17 +336,15 @@ def run_example(family: str, doc: str, **call_kwargs: Any) -> None:
     times the same generation again, prints the attention report and the comparison, and
     takes AsymRnR out again. ``call_kwargs`` go to the pipeline call (e.g. ``true_cfg_scale``).
     """
-    import asymrnr_fx
-
     args = example_args(doc.splitlines()[0])
     torch.set_num_threads(1)
     tp = tiny_pipeline(family)
     base, base_times = timed_generate(tp, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0), **call_kwargs)
 
-    plan = asymrnr_fx.Plan.uniform(q=0.5, kv=0.3, cache_window=3)
-    asymrnr_fx.apply(tp.pipe, plan, compile=args.compile, fullgraph=True)
+    plan = Plan.uniform(q=0.5, kv=0.3, cache_window=3)
+    apply(tp.pipe, plan, compile=args.compile, fullgraph=True)
     fast, fast_times = timed_generate(tp, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0), **call_kwargs)
 
-    print(asymrnr_fx.inspect(tp.pipe.transformer))  # every attention site the pipeline's transformer ran
-    print_comparison(asymrnr_fx.runtime_of(tp.pipe.transformer), base, base_times, fast, fast_times)
-    asymrnr_fx.remove(tp.pipe)  # the original transformer is back
+    print(inspect(tp.pipe.transformer))  # every attention site the pipeline's transformer ran
+    print_comparison(runtime_of(tp.pipe.transformer), base, base_times, fast, fast_times)
+    remove(tp.pipe)  # the original transformer is back

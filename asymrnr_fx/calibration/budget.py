@@ -13,7 +13,7 @@ Two ways, because they answer different questions:
   They reduce where the expected error per unit of cost saved is smallest (greedy over
   (site, cache window, feature) units), the expected error of a cell being its measured
   distortion times its sensitivity weight and the measured growth of error with the ratio
-  (:mod:`asymrnr_fx.sensitivity`) when measured.
+  (:mod:`asymrnr_fx.calibration.sensitivity`) when measured.
 
 Ratios are constant inside each cache window (a matching is reused across the window, so a
 schedule that changes inside it would cut one ranking at several places for no benefit)
@@ -25,9 +25,9 @@ from typing import Any, Mapping
 
 import torch
 
-from . import ops
-from .calibrate import Calibration
-from .plan import FEATURES, PUBLISHED, Plan, published_tiers
+from .. import ops
+from ..plan import FEATURES, PUBLISHED, Plan, published_tiers
+from .result import Calibration
 
 DEFAULT_LEVELS = 10
 

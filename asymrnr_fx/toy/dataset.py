@@ -7,11 +7,19 @@ reproducible bit for bit.
 
 Conventions: videos are float32 tensors ``[frames, 3, H, W]`` in ``[-1, 1]``; image
 coordinates have x to the right and y downwards, so "up" means decreasing y.
+
+Clip geometry (frames, height, width) and object physics (size, speed) are a :class:`VideoSpec`.
+The module constants below (``NUM_FRAMES``, ``HEIGHT``, ``WIDTH``, ``OBJECT_SIZE``,
+``OBJECT_SPEED``) are the first toy model's geometry (:data:`SPEC_V1`, the default everywhere, so
+clips and the shipped ``toy_t2v.safetensors`` weights are unchanged); :data:`SPEC_V2` is the larger
+geometry of ``toy_t2v_v2`` (16 frames of 32x32, 2048 video tokens, bigger objects). A model's
+spec is stored in its weights file metadata (``video_spec``).
 """
 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -24,6 +32,56 @@ WIDTH = 24
 MAX_TOKENS = 8
 OBJECT_SIZE = 11.0  # bounding-box side in pixels
 OBJECT_SPEED = 1.0  # pixels per frame
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """Geometry of a clip stream: ``frames`` x ``height`` x ``width`` pixels, one object of side
+    ``object_size`` pixels moving ``object_speed`` pixels per frame."""
+
+    frames: int = NUM_FRAMES
+    height: int = HEIGHT
+    width: int = WIDTH
+    object_size: float = OBJECT_SIZE
+    object_speed: float = OBJECT_SPEED
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """``(frames, 3, height, width)`` of one clip."""
+        return (self.frames, 3, self.height, self.width)
+
+    def tokens(self, patch_size: int = 2, patch_size_t: int = 2) -> int:
+        """Number of video tokens of a CogVideoX-1.5-layout transformer on this geometry."""
+        return -(-self.frames // patch_size_t) * (self.height // patch_size) * (self.width // patch_size)
+
+    def replace(self, **changes) -> "VideoSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VideoSpec":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+# First toy model (8 x 24 x 24 pixels, 4 x 12 x 12 = 576 video tokens, 11 px objects).
+SPEC_V1 = VideoSpec()
+# Second toy model (16 x 32 x 32 pixels, 8 x 16 x 16 = 2048 video tokens). Objects are 14 px
+# (7 x 7 patches instead of 5.5 x 5.5) so the pixels that tell a square from a circle or a
+# triangle span whole patches; speed 0.8 px/frame keeps the 12 px travel of 16 frames inside.
+SPEC_V2 = VideoSpec(frames=16, height=32, width=32, object_size=14.0, object_speed=0.8)
+DEFAULT_SPEC = SPEC_V1
+KNOWN_SPECS: tuple[VideoSpec, ...] = (SPEC_V1, SPEC_V2)
+
+
+def spec_for_geometry(frames: int, height: int, width: int) -> VideoSpec:
+    """The known spec whose canvas is ``height`` x ``width`` (any frame count, e.g. a short
+    training stage), else the default object physics on that geometry."""
+    for spec in KNOWN_SPECS:
+        if (spec.height, spec.width) == (height, width):
+            return spec if spec.frames == frames else spec.replace(frames=frames)
+    return DEFAULT_SPEC.replace(frames=frames, height=height, width=width)
 
 # Saturated, well separated colours; backgrounds are kept desaturated so the object stands out.
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -124,9 +182,8 @@ class ClipParams:
     bg_seed: int
 
 
-def _shape_coverage(shape: str, cx: float, cy: float, size: float, h: int, w: int) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] of one shape, via 4x4 supersampling."""
-    ss = _SUPERSAMPLE
+def _shape_coverage(shape: str, cx: float, cy: float, size: float, h: int, w: int, ss: int = _SUPERSAMPLE) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] of one shape, via ``ss`` x ``ss`` supersampling."""
     ys = (np.arange(h * ss) + 0.5) / ss
     xs = (np.arange(w * ss) + 0.5) / ss
     u = xs[None, :] - cx
@@ -176,14 +233,20 @@ def _background(rng: np.random.Generator, frames: int, h: int, w: int, pan: tupl
     return np.clip(out, 0.0, 1.0)
 
 
-def sample_params(rng: np.random.Generator, combo: Attributes, frames: int = NUM_FRAMES, h: int = HEIGHT, w: int = WIDTH) -> ClipParams:
+def sample_params(
+    rng: np.random.Generator, combo: Attributes, frames: int = NUM_FRAMES, h: int = HEIGHT, w: int = WIDTH,
+    spec: VideoSpec | None = None,
+) -> ClipParams:
     """Draw start position, colour jitter, background and camera pan for one clip so that the
-    object stays fully inside the frame for the whole clip."""
+    object stays fully inside the frame for the whole clip. ``spec`` (if given) sets the
+    geometry and object size/speed, overriding ``frames``/``h``/``w``."""
     colour, shape, direction = combo
     # Size and speed are fixed on purpose: with a ~30 CPU-minute training budget, removing these
     # nuisance factors is what lets the tiny model learn rigid, steadily moving shapes.
-    size = OBJECT_SIZE
-    speed = OBJECT_SPEED
+    size = OBJECT_SIZE if spec is None else float(spec.object_size)
+    speed = OBJECT_SPEED if spec is None else float(spec.object_speed)
+    if spec is not None:
+        frames, h, w = spec.frames, spec.height, spec.width
     travel = speed * (frames - 1)
     dx, dy = DIRECTIONS[direction]
     margin = 1.0 + size / 2.0
@@ -207,8 +270,10 @@ def sample_params(rng: np.random.Generator, combo: Attributes, frames: int = NUM
     return ClipParams(colour, shape, direction, size, speed, start, rgb, pan, int(rng.integers(2**31)))
 
 
-def render(params: ClipParams, frames: int = NUM_FRAMES, h: int = HEIGHT, w: int = WIDTH) -> np.ndarray:
-    """Render a clip as float32 ``[F, 3, H, W]`` in [-1, 1]."""
+def render(params: ClipParams, frames: int = NUM_FRAMES, h: int = HEIGHT, w: int = WIDTH, spec: VideoSpec | None = None) -> np.ndarray:
+    """Render a clip as float32 ``[F, 3, H, W]`` in [-1, 1] (geometry from ``spec`` if given)."""
+    if spec is not None:
+        frames, h, w = spec.frames, spec.height, spec.width
     bg = _background(np.random.default_rng(params.bg_seed), frames, h, w, params.pan)
     dx, dy = DIRECTIONS[params.direction]
     rgb = np.array(params.rgb)
@@ -220,31 +285,72 @@ def render(params: ClipParams, frames: int = NUM_FRAMES, h: int = HEIGHT, w: int
     return (bg.transpose(0, 3, 1, 2) * 2.0 - 1.0).astype(np.float32)
 
 
-def make_clip(seed: int, index: int, combos: Sequence[Attributes] = TRAIN_COMBOS) -> tuple[torch.Tensor, Attributes]:
-    """Deterministic clip number ``index`` of the stream defined by ``seed``."""
+def shape_disagreement(params: ClipParams, frames: int = NUM_FRAMES, h: int = HEIGHT, w: int = WIDTH,
+                       spec: VideoSpec | None = None) -> np.ndarray:
+    """``[F, H, W]`` float32 in [0, 1]: where the shapes *disagree* at this clip's object
+    position (max minus min coverage over all shapes of the same size and centre).
+
+    These are the only pixels that say which shape was asked for: the corners a square fills
+    and a circle leaves empty, the flanks of the triangle, and also the *background* pixels a
+    circle or triangle must leave free. An object-mask loss weight covers only the pixels the
+    object does occupy, so it never rewards leaving a circle's corners empty; weighting this map
+    does (see ``train.loss_weights``)."""
+    if spec is not None:
+        frames, h, w = spec.frames, spec.height, spec.width
+    dx, dy = DIRECTIONS[params.direction]
+    out = np.empty((frames, h, w), dtype=np.float32)
+    for f in range(frames):
+        cx = params.start[0] + dx * params.speed * f
+        cy = params.start[1] + dy * params.speed * f
+        cov = np.stack([_shape_coverage(s, cx, cy, params.size, h, w, ss=2) for s in SHAPES])
+        out[f] = cov.max(0) - cov.min(0)
+    return out
+
+
+def make_clip(
+    seed: int, index: int, combos: Sequence[Attributes] = TRAIN_COMBOS, spec: VideoSpec | None = None,
+    with_shape_map: bool = False,
+) -> tuple[torch.Tensor, Attributes] | tuple[torch.Tensor, Attributes, torch.Tensor]:
+    """Deterministic clip number ``index`` of the stream defined by ``seed`` (geometry ``spec``,
+    default :data:`SPEC_V1`); with ``with_shape_map`` also its :func:`shape_disagreement` map."""
     rng = np.random.default_rng([seed, index])
     combo = combos[int(rng.integers(len(combos)))]
-    return torch.from_numpy(render(sample_params(rng, combo))), combo
+    params = sample_params(rng, combo, spec=spec)
+    video = torch.from_numpy(render(params, spec=spec))
+    if with_shape_map:
+        return video, combo, torch.from_numpy(shape_disagreement(params, spec=spec))
+    return video, combo
 
 
-def make_batch(seed: int, indices: Iterable[int], combos: Sequence[Attributes] = TRAIN_COMBOS) -> tuple[torch.Tensor, list[Attributes]]:
+def make_batch(
+    seed: int, indices: Iterable[int], combos: Sequence[Attributes] = TRAIN_COMBOS, spec: VideoSpec | None = None
+) -> tuple[torch.Tensor, list[Attributes]]:
     """Stack several clips: videos ``[B, F, 3, H, W]`` and their attribute triples."""
-    clips = [make_clip(seed, i, combos) for i in indices]
+    clips = [make_clip(seed, i, combos, spec) for i in indices]
     return torch.stack([c[0] for c in clips]), [c[1] for c in clips]
+
+
+def make_training_batch(
+    seed: int, indices: Iterable[int], combos: Sequence[Attributes] = TRAIN_COMBOS, spec: VideoSpec | None = None
+) -> tuple[torch.Tensor, list[Attributes], torch.Tensor]:
+    """Like :func:`make_batch` (same clips) plus the shape-disagreement maps ``[B, F, H, W]``."""
+    clips = [make_clip(seed, i, combos, spec, with_shape_map=True) for i in indices]
+    return torch.stack([c[0] for c in clips]), [c[1] for c in clips], torch.stack([c[2] for c in clips])
 
 
 class ToyVideoDataset(torch.utils.data.Dataset):
     """Map-style view of the clip stream; ``split`` is ``"train"``, ``"heldout"`` or ``"all"``."""
 
-    def __init__(self, length: int, seed: int = 0, split: str = "train") -> None:
+    def __init__(self, length: int, seed: int = 0, split: str = "train", spec: VideoSpec | None = None) -> None:
         self.length = length
         self.seed = seed
+        self.spec = spec
         self.combos = {"train": TRAIN_COMBOS, "heldout": HELDOUT_COMBOS, "all": ALL_COMBOS}[split]
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        video, attrs = make_clip(self.seed, index, self.combos)
+        video, attrs = make_clip(self.seed, index, self.combos, self.spec)
         text = caption(*attrs)
         return {"video": video, "caption": text, "input_ids": tokenize(text)[0], "attributes": attrs}

@@ -18,12 +18,18 @@ has no other positional information. There is no VAE: latents are the pixel vide
 Quality of the shipped weights (48 samples per split, 20 steps, ``scorer.prompt_accuracy``):
 colour and direction follow the prompt ~100% of the time, on held-out prompts too; shape does
 not (the objects come out as blobs, scored as circles, so shape accuracy is at chance).
+
+Two weight files: ``toy_t2v.safetensors`` (the first model, 8 x 24 x 24 pixels = 576 video
+tokens, the default of :func:`load_toy_model`) and, once its training run has finished,
+``toy_t2v_v2.safetensors`` (16 x 32 x 32 pixels = 2048 video tokens, see ``toy/README.md``).
+Each file carries its configs and its ``dataset.VideoSpec`` (``video_spec``) as metadata;
+:func:`generate` samples at the geometry of the model it is given (``model.spec``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,6 +44,7 @@ from . import dataset
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "toy_t2v.safetensors"
+WEIGHTS_FILE_V2 = WEIGHTS_DIR / "toy_t2v_v2.safetensors"  # written by train.py when its run finishes
 LATENT_SCALE = 1.0
 
 TEXT_EMBED_DIM = 64
@@ -62,6 +69,31 @@ TRANSFORMER_CONFIG: dict = dict(
 TEXT_ENCODER_CONFIG: dict = dict(vocab_size=len(dataset.VOCAB), max_len=dataset.MAX_TOKENS, dim=TEXT_EMBED_DIM)
 SCHEDULER_CONFIG: dict = dict(num_train_timesteps=1000, shift=3.0)
 DEFAULT_GUIDANCE = 3.0
+
+# Second toy model: same width (inner dim 128) and patching, 2048 video tokens (16 x 32 x 32
+# pixels), one more block and 4 heads of 32 (more attention patterns at the same attention cost:
+# a patch must find the object's centre relative to itself to know whether it is a corner).
+TRANSFORMER_CONFIG_V2: dict = dict(
+    TRANSFORMER_CONFIG,
+    num_attention_heads=4,
+    attention_head_dim=32,
+    num_layers=4,
+    sample_width=dataset.SPEC_V2.width,
+    sample_height=dataset.SPEC_V2.height,
+    sample_frames=dataset.SPEC_V2.frames,
+)
+
+
+def default_configs(version: int = 1) -> dict:
+    """All configs of toy model ``version`` (1 or 2), in the layout of the weights metadata."""
+    if version not in (1, 2):
+        raise ValueError(f"unknown toy model version {version}")
+    return {
+        "transformer_config": dict(TRANSFORMER_CONFIG if version == 1 else TRANSFORMER_CONFIG_V2),
+        "text_encoder_config": dict(TEXT_ENCODER_CONFIG),
+        "scheduler_config": dict(SCHEDULER_CONFIG),
+        "video_spec": (dataset.SPEC_V1 if version == 1 else dataset.SPEC_V2).to_dict(),
+    }
 
 
 class ToyTextEncoder(nn.Module):
@@ -89,6 +121,8 @@ class ToyModel:
     transformer: CogVideoXTransformer3DModel
     text_encoder: ToyTextEncoder
     scheduler: FlowMatchEulerDiscreteScheduler
+    spec: dataset.VideoSpec = dataset.SPEC_V1  # geometry the model was trained on / samples at
+    configs: dict = field(default_factory=dict)  # the configs it was built from (saved as metadata)
 
     @property
     def device(self) -> torch.device:
@@ -103,40 +137,60 @@ def build_toy_model(seed: int | None = None, configs: dict | None = None) -> Toy
     """Freshly initialised (untrained) components, e.g. for training.
 
     ``configs`` may override ``transformer_config`` / ``text_encoder_config`` /
-    ``scheduler_config`` (as stored in a weights file's metadata)."""
+    ``scheduler_config`` / ``video_spec`` (as stored in a weights file's metadata; see
+    :func:`default_configs`). Missing entries are those of the first toy model."""
     configs = configs or {}
+    used = {
+        "transformer_config": dict(configs.get("transformer_config", TRANSFORMER_CONFIG)),
+        "text_encoder_config": dict(configs.get("text_encoder_config", TEXT_ENCODER_CONFIG)),
+        "scheduler_config": dict(configs.get("scheduler_config", SCHEDULER_CONFIG)),
+        "video_spec": dict(configs.get("video_spec", dataset.SPEC_V1.to_dict())),
+    }
     if seed is not None:
         torch.manual_seed(seed)
-    transformer = CogVideoXTransformer3DModel(**configs.get("transformer_config", TRANSFORMER_CONFIG))
-    text_encoder = ToyTextEncoder(**configs.get("text_encoder_config", TEXT_ENCODER_CONFIG))
-    scheduler = FlowMatchEulerDiscreteScheduler(**configs.get("scheduler_config", SCHEDULER_CONFIG))
-    return ToyModel(transformer, text_encoder, scheduler)
+    transformer = CogVideoXTransformer3DModel(**used["transformer_config"])
+    text_encoder = ToyTextEncoder(**used["text_encoder_config"])
+    scheduler = FlowMatchEulerDiscreteScheduler(**used["scheduler_config"])
+    spec = dataset.VideoSpec.from_dict(used["video_spec"])
+    return ToyModel(transformer, text_encoder, scheduler, spec=spec, configs=used)
+
+
+def config_json_path(weights_path: str | Path) -> Path:
+    """Human-readable config next to a weights file: ``config.json`` for the first model's file
+    name (as shipped), ``<stem>.json`` for any other (so v2 never overwrites v1's)."""
+    weights_path = Path(weights_path)
+    if weights_path.name == WEIGHTS_FILE.name:
+        return weights_path.parent / "config.json"
+    return weights_path.with_suffix(".json")
 
 
 def save_toy_model(model: ToyModel, path: str | Path, extra_metadata: dict | None = None) -> Path:
-    """One safetensors file (``transformer.*`` / ``text_encoder.*``) with all configs as metadata,
-    plus a human-readable ``config.json`` next to it."""
+    """One safetensors file (``transformer.*`` / ``text_encoder.*``) with all configs (and the
+    video spec) as metadata, plus a human-readable JSON copy next to it (:func:`config_json_path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"transformer.{k}": v for k, v in model.transformer.state_dict().items()}
     tensors.update({f"text_encoder.{k}": v for k, v in model.text_encoder.state_dict().items()})
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    configs = model.configs or default_configs(1)
     meta = {
-        "transformer_config": TRANSFORMER_CONFIG,
-        "text_encoder_config": TEXT_ENCODER_CONFIG,
-        "scheduler_config": SCHEDULER_CONFIG,
+        "transformer_config": configs.get("transformer_config", TRANSFORMER_CONFIG),
+        "text_encoder_config": configs.get("text_encoder_config", TEXT_ENCODER_CONFIG),
+        "scheduler_config": configs.get("scheduler_config", SCHEDULER_CONFIG),
+        "video_spec": model.spec.to_dict(),
         "latent_scale": LATENT_SCALE,
         "vocab": list(dataset.VOCAB),
         **(extra_metadata or {}),
     }
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
-    (path.parent / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    config_json_path(path).write_text(json.dumps(meta, indent=2) + "\n")
     return path
 
 
 def load_toy_model(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, path: str | Path | None = None) -> ToyModel:
     """Build the modules from the configs stored in the weights file and load the shipped (or
-    given) weights; modules are put in eval mode with gradients off."""
+    given) weights; modules are put in eval mode with gradients off. Files without a
+    ``video_spec`` entry (the first toy model) get ``dataset.SPEC_V1``."""
     path = str(path or WEIGHTS_FILE)
     with safe_open(path, framework="pt") as f:
         configs = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
@@ -203,6 +257,7 @@ def generate(
     callback: StepCallback | None = None,
     guidance_scale: float = DEFAULT_GUIDANCE,
     model: ToyModel | None = None,
+    spec: dataset.VideoSpec | None = None,
 ) -> torch.Tensor:
     """Sample videos ``[B, F, 3, H, W]`` in [-1, 1] (float32, on the model's device).
 
@@ -211,7 +266,9 @@ def generate(
     ``guidance_scale > 1`` enables classifier-free guidance (the transformer then sees a batch
     of ``2B``: unconditional first, like diffusers); ``guidance_scale <= 1`` is CFG-free.
     ``callback(step_index, timestep, latents)`` runs after every scheduler step.
-    The initial noise depends only on ``seed`` and the number of prompts.
+    The initial noise depends only on ``seed``, the number of prompts and the geometry, which is
+    ``model.spec`` (the one the model was trained on) unless ``spec`` overrides it (e.g. to
+    evaluate a short-clip training stage).
     """
     model = model or _default_model()
     if isinstance(prompts, str):
@@ -226,10 +283,11 @@ def generate(
     if do_cfg:
         prompt_embeds = torch.cat([encode_prompts(model, [""] * batch), prompt_embeds])
 
-    shape = (batch, dataset.NUM_FRAMES, cfg.in_channels, dataset.HEIGHT, dataset.WIDTH)
+    spec = spec or model.spec
+    shape = (batch, spec.frames, cfg.in_channels, spec.height, spec.width)
     generator = torch.Generator("cpu").manual_seed(seed)
     latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
-    rotary = rotary_embeddings(cfg, dataset.NUM_FRAMES, dataset.HEIGHT, dataset.WIDTH, device)
+    rotary = rotary_embeddings(cfg, spec.frames, spec.height, spec.width, device)
 
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(model.scheduler.config)
     scheduler.set_timesteps(num_steps, device=device)

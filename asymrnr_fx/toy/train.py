@@ -1,91 +1,139 @@
 """Train the toy text-to-video model with rectified-flow (flow-matching) loss.
 
-Usage (reproduces the shipped weights)::
+Second toy model (``weights/toy_t2v_v2.safetensors``; recipe, reasons and curves in
+``asymrnr_fx/toy/README.md``)::
 
-    python -m asymrnr_fx.toy.train --out asymrnr_fx/toy/weights --seed 0 --steps 7000
+    nice -n 19 python -m asymrnr_fx.toy.train --preset v2 --seed 0
 
-(about 33 minutes on one CPU thread). Evaluate prompt accuracy of a weights file with::
+one CPU thread, about two hours, a resumable checkpoint in ``asymrnr_fx/toy/checkpoints/``
+every ~10 minutes (continue an interrupted run with ``--resume``), a CSV log of loss and
+held-out prompt accuracy there too; plot it with::
+
+    python -m asymrnr_fx.toy.train --plot asymrnr_fx/toy/checkpoints/train_log.csv curve.png
+
+First toy model (``weights/toy_t2v.safetensors``, 33 minutes on one thread)::
+
+    python -m asymrnr_fx.toy.train --preset v1 --seed 0
+
+(this is the original recipe: same data, noise, timestep and dropout streams and the same
+loss; it was not re-run after the rewrite that added stages and checkpoints). Evaluate prompt
+accuracy of a weights file with::
 
     python -m asymrnr_fx.toy.train --eval-only asymrnr_fx/toy/weights/toy_t2v.safetensors
 
-Why these choices: one CPU thread, < 1 hour. bf16 autocast on CPU roughly halves step time;
-noise levels are shifted towards high noise (see :func:`sample_sigmas`) and object pixels get
-extra loss weight (see :func:`foreground_weights`), without which the tiny model produced
-background-only or blob videos; an EMA of the weights gives cleaner samples for the same
-budget; 10% caption dropout trains the unconditional branch used by classifier-free guidance.
-Everything (init, data, noise, timesteps) derives from ``--seed``; ``--minutes`` is only a
-safety cap (if it triggers, the run stops early and the step count is recorded in the
-metadata, so the result is then no longer a pure function of the seed).
+Why these choices: one CPU thread. Noise levels are shifted towards high noise (see
+:func:`sample_sigmas`) and object pixels get extra loss weight (see :func:`foreground_weights`),
+without which the tiny model produced background-only or blob videos; v2 also weights the pixels
+that tell the shapes apart (:func:`shape_weights`) and trains in *stages* of increasing clip
+length on the same 32x32 canvas (short clips first: 4 frames are 512 tokens, ~7x cheaper per
+step than 16 frames, so most of the budget goes to learning colour and shape; RoPE positions
+and all weights carry over to the 8- and 16-frame stages, which learn the longer motion). An EMA of the
+weights gives cleaner samples for the same budget; 10% caption dropout trains the unconditional
+branch used by classifier-free guidance. Everything (init, data, noise, timesteps) derives from
+``--seed``; checkpoints and ``--resume`` do not change the result. ``--minutes`` is a per-
+invocation wall-clock cap: when it triggers the run writes a checkpoint and stops; resume it.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from . import dataset, scorer
 from .model import (
     DEFAULT_GUIDANCE,
     SCHEDULER_CONFIG,
     WEIGHTS_FILE,
+    WEIGHTS_FILE_V2,
     ToyModel,
     build_toy_model,
+    default_configs,
     generate,
     load_toy_model,
     rotary_embeddings,
     save_toy_model,
 )
 
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINT_NAME = "last.pt"
+LOG_NAME = "train_log.csv"
+CSV_FIELDS = ("step", "stage", "frames", "elapsed_min", "lr", "loss", "split", "n", "colour", "shape", "direction", "all")
+
+# Training hyper-parameters per preset (command-line flags override them; --resume restores them).
+PRESETS: dict[str, dict] = {
+    # The first toy model, as shipped: 8 x 24 x 24, 7000 steps, bf16 autocast.
+    "v1": dict(version=1, stages="8:7000", batch_size=8, lr=1e-3, warmup=200, ema=0.999, cond_dropout=0.1,
+               fg_weight=4.0, shape_weight=0.0, bf16=True, out=str(WEIGHTS_FILE),
+               evals_per_stage=0, eval_samples=24, final_eval_samples=48, final_train_samples=48, eval_steps=20),
+    # The second: 32 x 32 canvas; 4-, then 8-, then 16-frame clips (512, 1024, 2048 tokens);
+    # shape-aware loss. fp32: on this CPU bf16 autocast is *slower* (0.72 vs 0.56 s/step at 576
+    # tokens, 4.2 vs 2.6 at 2048). Budget (one thread, uncontended): ~0.55 / ~1.4 / ~3.7 s per
+    # step -> 37 + 23 + 46 min of training plus ~14 min of evaluations.
+    "v2": dict(version=2, stages="4:4000,8:1000,16:750", batch_size=8, lr=1e-3, warmup=200, ema=0.998,
+               cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(WEIGHTS_FILE_V2),
+               evals_per_stage=2, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20),
+}
+HYPER = tuple(PRESETS["v2"]) + ("seed", "preset", "log_every")  # restored by --resume
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=WEIGHTS_FILE.parent, help="output directory")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="v2")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=7000)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--cond-dropout", type=float, default=0.1)
-    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock safety cap")
-    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--stages", default=None, help="FRAMES:STEPS[:BATCH],... on the preset's canvas, e.g. 4:5000,16:1000")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--ema", type=float, default=None)
+    p.add_argument("--cond-dropout", type=float, default=None)
+    p.add_argument("--fg-weight", type=float, default=None, help="extra loss weight on object pixels")
+    p.add_argument("--shape-weight", type=float, default=None, help="extra loss weight where the shapes disagree")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--out", default=None, help="weights file written when training finishes")
+    p.add_argument("--evals-per-stage", type=int, default=None, help="held-out evaluations per stage (CSV)")
+    p.add_argument("--eval-samples", type=int, default=None, help="held-out samples per periodic evaluation")
+    p.add_argument("--final-eval-samples", type=int, default=None, help="held-out samples of the final evaluation")
+    p.add_argument("--final-train-samples", type=int, default=None, help="training-prompt samples of the final evaluation")
+    p.add_argument("--eval-steps", type=int, default=None, help="sampler steps of the evaluations")
+    # run control (not part of the recipe)
+    p.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt (recipe from the checkpoint)")
+    p.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint interval (wall clock)")
+    p.add_argument("--minutes", type=float, default=180.0, help="wall-clock cap of this invocation (then checkpoint + stop)")
+    p.add_argument("--stop-after", type=int, default=None, help="checkpoint and stop after this many steps (smoke tests)")
+    p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-bf16", action="store_true", help="train in plain float32")
-    p.add_argument("--fg-weight", type=float, default=4.0, help="extra loss weight on object pixels")
+    # other modes
     p.add_argument("--eval-only", type=Path, default=None, metavar="WEIGHTS", help="only evaluate these weights")
-    p.add_argument("--eval-samples", type=int, default=48, help="samples per split for prompt accuracy")
-    p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    return p.parse_args(argv)
+    p.add_argument("--plot", nargs=2, type=Path, default=None, metavar=("CSV", "PNG"), help="plot a training log")
+    args = p.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
 
 
-def evaluate(
-    model: ToyModel, n: int = 48, num_steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 1234, batch: int = 8
-) -> dict[str, dict]:
-    """Prompt accuracy of generated videos on held-out and training prompts (cycled so every
-    combination is used about equally), scored by :mod:`.scorer`."""
-    results = {}
-    for split, combos in (("heldout", dataset.HELDOUT_COMBOS), ("train", dataset.TRAIN_COMBOS)):
-        order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(seed)).tolist()
-        attrs = [combos[order[i % len(combos)]] for i in range(n)]
-        videos = []
-        for start in range(0, n, batch):
-            chunk = attrs[start : start + batch]
-            videos.append(
-                generate([dataset.caption(*a) for a in chunk], num_steps=num_steps, seed=seed + start,
-                         guidance_scale=guidance_scale, model=model)
-            )
-        acc = scorer.prompt_accuracy(torch.cat(videos), attrs)
-        acc.pop("predictions")
-        results[split] = acc
-    results["chance"] = scorer.chance_levels()
-    return results
+def parse_stages(text: str, default_batch: int) -> list[tuple[int, int, int]]:
+    """``"4:5000,16:1000"`` -> ``[(frames, steps, batch), ...]``."""
+    stages = []
+    for part in text.split(","):
+        fields = [int(x) for x in part.split(":")]
+        if len(fields) not in (2, 3) or min(fields) <= 0:
+            raise ValueError(f"bad stage {part!r}: want FRAMES:STEPS[:BATCH]")
+        stages.append((fields[0], fields[1], fields[2] if len(fields) == 3 else default_batch))
+    return stages
+
+
+# ---------------------------------------------------------------- loss pieces
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -117,37 +165,199 @@ def foreground_weights(x0: torch.Tensor, extra: float) -> torch.Tensor:
     return (1.0 + extra * mask).unsqueeze(2)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.eval_only is not None:
-        res = evaluate(load_toy_model(path=args.eval_only), args.eval_samples, args.eval_steps, args.guidance)
-        for split, acc in res.items():
-            print(split, {k: round(v, 3) if isinstance(v, float) else v for k, v in acc.items()})
+def shape_weights(shape_maps: torch.Tensor, extra: float) -> torch.Tensor:
+    """Extra per-pixel loss weight ``extra * disagreement`` (dilated by 1 px), ``[B, F, 1, H, W]``.
+
+    Why: the first toy model learnt colour and direction but drew every shape as the same blob.
+    The pixels that distinguish the shapes (``dataset.shape_disagreement``: a square's corners,
+    the triangle's flanks, and the *background* a circle leaves in its bounding box) are ~10%
+    of a frame; with only an object-mask weight the background ones get the lowest weight of
+    all, although drawing a circle means keeping exactly those pixels free."""
+    w = torch.nn.functional.max_pool2d(shape_maps.float(), kernel_size=3, stride=1, padding=1)
+    return (extra * w).unsqueeze(2)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    model: ToyModel, n: int = 48, num_steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 1234,
+    batch: int = 8, spec: dataset.VideoSpec | None = None, splits: tuple[str, ...] = ("heldout", "train"),
+) -> dict[str, dict]:
+    """Prompt accuracy of generated videos on held-out and training prompts (cycled so every
+    combination is used about equally), scored by :mod:`.scorer`. ``spec`` overrides the
+    model's geometry (e.g. the short clips of an early training stage)."""
+    results = {}
+    for split in splits:
+        combos = {"heldout": dataset.HELDOUT_COMBOS, "train": dataset.TRAIN_COMBOS}[split]
+        order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(seed)).tolist()
+        attrs = [combos[order[i % len(combos)]] for i in range(n)]
+        videos = []
+        for start in range(0, n, batch):
+            chunk = attrs[start : start + batch]
+            videos.append(
+                generate([dataset.caption(*a) for a in chunk], num_steps=num_steps, seed=seed + start,
+                         guidance_scale=guidance_scale, model=model, spec=spec)
+            )
+        acc = scorer.prompt_accuracy(torch.cat(videos), attrs)
+        acc.pop("predictions")
+        results[split] = acc
+    results["chance"] = scorer.chance_levels()
+    return results
+
+
+# ---------------------------------------------------------------- logging, checkpoints
+
+
+def _csv_path(args: argparse.Namespace) -> Path:
+    return Path(args.checkpoint_dir) / LOG_NAME
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+def _truncate_csv(path: Path, max_step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
         return
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= max_step]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _hyper(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in HYPER}
+
+
+def save_checkpoint(path: Path, *, args, step, elapsed, model, ema_model, opt, gen) -> None:
+    """Everything needed to continue bit for bit: weights, EMA, optimizer, next step, RNG states.
+    Written to a temporary file and renamed, so an interrupted save never loses the last one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": 1,
+        "hyper": _hyper(args),
+        "configs": model.configs,
+        "step": step,
+        "elapsed": elapsed,
+        "transformer": model.transformer.state_dict(),
+        "text_encoder": model.text_encoder.state_dict(),
+        "ema_transformer": ema_model.transformer.state_dict(),
+        "ema_text_encoder": ema_model.text_encoder.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": {"gen": gen.get_state(), "torch": torch.get_rng_state()},
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- training
+
+
+def clip_offset(stages: list[tuple[int, int, int]], step: int) -> tuple[int, int]:
+    """(stage index, index of the step's first clip in the data stream) for global ``step``."""
+    offset, start = 0, 0
+    for i, (_, steps, batch) in enumerate(stages):
+        if step < start + steps:
+            return i, offset + (step - start) * batch
+        offset += steps * batch
+        start += steps
+    raise IndexError(step)
+
+
+def train(args: argparse.Namespace) -> None:
+    ckpt_path = Path(args.checkpoint_dir) / CHECKPOINT_NAME
+    ckpt = None
+    if args.resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        for key, value in ckpt["hyper"].items():
+            if getattr(args, key) != value:
+                print(f"resume: using the checkpoint's {key}={value!r} (command line had {getattr(args, key)!r})")
+            setattr(args, key, value)
+    stages = parse_stages(args.stages, args.batch_size)
+    total = sum(s[1] for s in stages)
+    configs = ckpt["configs"] if ckpt else default_configs(args.version)
+    base_spec = dataset.VideoSpec.from_dict(configs["video_spec"])
+    specs = [base_spec.replace(frames=f) for f, _, _ in stages]
+    max_frames = configs["transformer_config"]["sample_frames"]
+    if any(s.frames > max_frames for s in specs):
+        raise ValueError(f"stage longer than the model's sample_frames={max_frames}")
+
     torch.manual_seed(args.seed)
-    model = build_toy_model(seed=args.seed)
+    model = build_toy_model(seed=args.seed, configs=configs)
     transformer, text_encoder = model.transformer.train(), model.text_encoder.train()
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     ema_model = copy.deepcopy(model)
     ema_params = list(ema_model.transformer.parameters()) + list(ema_model.text_encoder.parameters())
-
-    rotary = rotary_embeddings(transformer.config, dataset.NUM_FRAMES, dataset.HEIGHT, dataset.WIDTH)
-    null_ids = dataset.tokenize([""])[0]
     gen = torch.Generator().manual_seed(args.seed + 1)
-    out_file = args.out / WEIGHTS_FILE.name
-    start = time.time()
-    meta = {"seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "ema": args.ema, "planned_steps": args.steps,
-            "fg_weight": args.fg_weight}
+    step, elapsed0 = 0, 0.0
+    log_csv = _csv_path(args)
+    log_csv.parent.mkdir(parents=True, exist_ok=True)
+    if ckpt:
+        transformer.load_state_dict(ckpt["transformer"])
+        text_encoder.load_state_dict(ckpt["text_encoder"])
+        ema_model.transformer.load_state_dict(ckpt["ema_transformer"])
+        ema_model.text_encoder.load_state_dict(ckpt["ema_text_encoder"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"]["gen"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        step, elapsed0 = ckpt["step"], ckpt["elapsed"]
+        _truncate_csv(log_csv, step)
+        print(f"resumed from {ckpt_path} at step {step}/{total} ({elapsed0 / 60:.1f} min trained)")
+        del ckpt
+    elif log_csv.exists():
+        log_csv.unlink()  # a fresh run starts a fresh log
 
-    bar = tqdm(range(args.steps), desc="train", mininterval=5.0)
-    step = 0
-    for step in bar:
+    n_params = sum(p.numel() for p in params)
+    print(f"preset {args.preset} seed {args.seed}: {n_params / 1e6:.2f}M parameters, stages "
+          + ", ".join(f"{s.frames}x{s.height}x{s.width} ({s.tokens()} tokens) x {n} steps of {b}"
+                      for s, (_, n, b) in zip(specs, stages)), flush=True)
+    eval_at = {}
+    start = 0
+    for i, (_, n, _) in enumerate(stages):
+        for j in range(1, args.evals_per_stage + 1):
+            eval_at[start + round(j * n / args.evals_per_stage)] = i
+        start += n
+    eval_at.pop(total, None)  # the final evaluation replaces it
+
+    null_ids = dataset.tokenize([""])[0]
+    t_run = time.time()
+    t_ckpt = t_run
+    rotary_cache: dict[int, tuple] = {}
+    losses: list[float] = []
+    t_log, cpu_log, steps_since_log = time.time(), time.process_time(), 0
+
+    def checkpoint(next_step: int) -> None:
+        nonlocal t_ckpt
+        save_checkpoint(ckpt_path, args=args, step=next_step, elapsed=elapsed0 + time.time() - t_run,
+                        model=model, ema_model=ema_model, opt=opt, gen=gen)
+        t_ckpt = time.time()
+        print(f"checkpoint at step {next_step}: {ckpt_path} ({ckpt_path.stat().st_size / 2**20:.1f} MiB)", flush=True)
+
+    while step < total:
+        stage, first_clip = clip_offset(stages, step)
+        spec, batch = specs[stage], stages[stage][2]
+        if stage not in rotary_cache:
+            rotary_cache[stage] = rotary_embeddings(transformer.config, spec.frames, spec.height, spec.width)
+        lr = args.lr * lr_factor(step, total, args.warmup)
         for group in opt.param_groups:
-            group["lr"] = args.lr * lr_factor(step, args.steps, args.warmup)
-        indices = range(step * args.batch_size, (step + 1) * args.batch_size)
-        x0, attrs = dataset.make_batch(args.seed, indices, dataset.TRAIN_COMBOS)
+            group["lr"] = lr
+        indices = range(first_clip, first_clip + batch)
+        data_spec = None if args.version == 1 else spec  # v1: exactly the original data stream
+        if args.shape_weight > 0:
+            x0, attrs, shape_maps = dataset.make_training_batch(args.seed, indices, dataset.TRAIN_COMBOS, data_spec)
+        else:
+            x0, attrs = dataset.make_batch(args.seed, indices, dataset.TRAIN_COMBOS, data_spec)
         ids = dataset.tokenize([dataset.caption(*a) for a in attrs])
         drop = torch.rand(len(attrs), generator=gen) < args.cond_dropout
         ids[drop] = null_ids
@@ -158,16 +368,19 @@ def main(argv: list[str] | None = None) -> None:
         xt = (1 - s) * x0 + s * noise
         target = noise - x0  # velocity: d x_t / d sigma
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
             pred = transformer(
                 hidden_states=xt,
                 encoder_hidden_states=text_encoder(ids),
                 timestep=sigma * 1000.0,
-                image_rotary_emb=rotary,
+                image_rotary_emb=rotary_cache[stage],
                 return_dict=False,
             )[0]
-        if args.fg_weight > 0:
-            loss = (foreground_weights(x0, args.fg_weight) * (pred.float() - target) ** 2).mean()
+        if args.fg_weight > 0 or args.shape_weight > 0:
+            weights = foreground_weights(x0, args.fg_weight)
+            if args.shape_weight > 0:
+                weights = weights + shape_weights(shape_maps, args.shape_weight)
+            loss = (weights * (pred.float() - target) ** 2).mean()
         else:
             loss = torch.nn.functional.mse_loss(pred.float(), target)
         opt.zero_grad(set_to_none=True)
@@ -178,18 +391,128 @@ def main(argv: list[str] | None = None) -> None:
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, params, 1 - decay)
+        step += 1
+        losses.append(loss.item())
+        steps_since_log += 1
 
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
-        elapsed = time.time() - start
-        if (step + 1) % args.save_every == 0:
-            save_toy_model(ema_model, out_file, {"train": {**meta, "steps_done": step + 1, "seconds": round(elapsed)}})
-        if elapsed > args.minutes * 60:
-            tqdm.write(f"time cap reached after {step + 1} steps")
-            break
-    elapsed = time.time() - start
-    save_toy_model(ema_model, out_file, {"train": {**meta, "steps_done": step + 1, "seconds": round(elapsed)}})
-    tqdm.write(f"saved {out_file} after {step + 1} steps in {elapsed / 60:.1f} min")
+        if step % args.log_every == 0 or step == total:
+            now = time.time()
+            sec_per_step = (now - t_log) / steps_since_log
+            cpu_per_step = (time.process_time() - cpu_log) / steps_since_log
+            _append_csv(log_csv, dict(step=step, stage=stage, frames=spec.frames,
+                                      elapsed_min=round((elapsed0 + now - t_run) / 60, 3), lr=f"{lr:.3e}",
+                                      loss=f"{sum(losses) / len(losses):.5f}"))
+            if step % (10 * args.log_every) == 0 or step == total:
+                left = stages[stage][1] - (step - sum(s[1] for s in stages[:stage]))
+                print(f"step {step}/{total} stage {stage} ({spec.frames} frames) loss {sum(losses) / len(losses):.4f} "
+                      f"lr {lr:.2e} {sec_per_step:.2f} s/step ({cpu_per_step:.2f} CPU s/step), "
+                      f"stage done in ~{left * sec_per_step / 60:.0f} min", flush=True)
+            losses.clear()
+            t_log, cpu_log, steps_since_log = now, time.process_time(), 0
+
+        if step in eval_at:
+            t0, c0 = time.time(), time.process_time()
+            res = evaluate(ema_model, args.eval_samples, args.eval_steps, args.guidance, spec=spec, splits=("heldout",))
+            acc = res["heldout"]
+            _append_csv(log_csv, dict(step=step, stage=stage, frames=spec.frames,
+                                      elapsed_min=round((elapsed0 + time.time() - t_run) / 60, 3), split="heldout",
+                                      n=acc["n"], **{k: round(acc[k], 4) for k in ("colour", "shape", "direction", "all")}))
+            print(f"eval step {step} ({spec.frames} frames, {acc['n']} held-out prompts, {time.time() - t0:.0f} s): "
+                  + " ".join(f"{k} {acc[k]:.2f}" for k in ("colour", "shape", "direction", "all")), flush=True)
+            t_log += time.time() - t0  # keep evaluation time out of s/step
+            cpu_log += time.process_time() - c0
+
+        # Time-triggered checkpoints and pauses wait for a log boundary, so that a resumed run logs
+        # the same loss rows as an uninterrupted one.
+        at_log = step % args.log_every == 0
+        stage_end = step < total and clip_offset(stages, step)[0] != stage
+        paused = (args.stop_after is not None and step >= args.stop_after) or (
+            at_log and time.time() - t_run > args.minutes * 60)
+        if step < total and (stage_end or paused or (at_log and time.time() - t_ckpt > args.ckpt_minutes * 60)):
+            checkpoint(step)
+        if step < total and paused:
+            print(f"paused after step {step}/{total}; continue with the same command plus --resume", flush=True)
+            return
+
+    # finished: final evaluation on the full geometry, weights file, final checkpoint
+    t0 = time.time()
+    res = evaluate(ema_model, args.final_eval_samples, args.eval_steps, args.guidance, spec=specs[-1], splits=("heldout",))
+    res.update(evaluate(ema_model, args.final_train_samples, args.eval_steps, args.guidance, spec=specs[-1],
+                        splits=("train",)))
+    for split in ("heldout", "train"):
+        acc = res[split]
+        _append_csv(log_csv, dict(step=step, stage=len(stages) - 1, frames=specs[-1].frames,
+                                  elapsed_min=round((elapsed0 + time.time() - t_run) / 60, 3), split=split, n=acc["n"],
+                                  **{k: round(acc[k], 4) for k in ("colour", "shape", "direction", "all")}))
+        print(f"final eval {split} ({acc['n']} prompts): "
+              + " ".join(f"{k} {acc[k]:.2f}" for k in ("colour", "shape", "direction", "all", "colour_direction")))
+    print(f"final evaluation took {time.time() - t0:.0f} s")
+    elapsed = elapsed0 + time.time() - t_run
+    ema_model.spec = specs[-1]
+    meta = {"train": {**_hyper(args), "steps_done": step, "seconds": round(elapsed)},
+            "eval": {split: {k: v for k, v in res[split].items()} for split in ("heldout", "train")}}
+    out = save_toy_model(ema_model, args.out, meta)
+    checkpoint(step)
+    print(f"saved {out} after {step} steps in {elapsed / 60:.1f} min", flush=True)
+
+
+# ---------------------------------------------------------------- plotting
+
+
+def plot_log(csv_path: Path, png_path: Path) -> Path:
+    """Loss (left) and held-out prompt accuracy per attribute (right) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    loss = [(int(r["step"]), float(r["loss"])) for r in rows if r["loss"]]
+    evals = [r for r in rows if r["split"] == "heldout"]
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    if loss:
+        steps, values = zip(*loss)
+        ax_l.plot(steps, values, lw=0.6, alpha=0.4, color="C0")
+        k = 20
+        smooth = [sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1]) for i in range(len(values))]
+        ax_l.plot(steps, smooth, lw=1.5, color="C0", label=f"loss (mean of {k} points)")
+        ax_l.set_yscale("log")
+    boundaries = [int(prev["step"]) for prev, r in zip(rows, rows[1:]) if r["stage"] != prev["stage"]]
+    for ax in (ax_l, ax_a):
+        for b in boundaries:
+            ax.axvline(b, color="grey", ls=":", lw=1)
+    ax_l.set(xlabel="step", ylabel="weighted flow-matching loss", title="training loss")
+    ax_l.legend(loc="upper right")
+    for key, colour in (("colour", "C3"), ("shape", "C2"), ("direction", "C0"), ("all", "k")):
+        pts = [(int(r["step"]), float(r[key])) for r in evals]
+        if pts:
+            ax_a.plot(*zip(*pts), marker="o", color=colour, label=key)
+    chance = scorer.chance_levels()
+    ax_a.axhline(chance["shape"], color="C2", ls="--", lw=0.8, label="shape chance")
+    ax_a.set(xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title="held-out prompt accuracy (EMA weights)")
+    ax_a.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return png_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.plot is not None:
+        print(plot_log(*args.plot))
+        return
+    if args.eval_only is not None:
+        model = load_toy_model(path=args.eval_only)
+        res = evaluate(model, args.final_eval_samples, args.eval_steps, args.guidance)
+        for split, acc in res.items():
+            print(split, {k: round(v, 3) if isinstance(v, float) else v for k, v in acc.items()})
+        return
+    train(args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

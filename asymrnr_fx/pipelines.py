@@ -20,21 +20,17 @@ def apply(
     pipe: Any,
     plan: Plan | Mapping[str, Any] | str | None = None,
     *,
-    compile: bool | str = False,
-    fullgraph: bool = False,
-    grid: tuple[int, int, int] | None = None,
-    inductor: Mapping[str, Any] | None = None,
     components: tuple[str, ...] = TRANSFORMER_COMPONENTS,
+    **options: Any,
 ) -> Any:
     """Put AsymRnR into a diffusers pipeline: its transformer(s) are replaced by transformed ones.
 
     Args:
         pipe: a diffusers pipeline (CogVideoX, HunyuanVideo, Wan, Mochi, LTX-Video, ...).
         plan: as for :func:`asymrnr_fx.transform`; e.g. ``Plan.published("cogvideox-2b")``.
-        compile: ``False`` (eager), ``True`` (whole transformer, inductor) or ``"regional"``
-            (only the repeated blocks, shared graph per block class; recommended for servers).
-        fullgraph, grid, inductor: as for :func:`asymrnr_fx.transform`.
         components: pipeline attributes holding a denoiser; the default covers every family.
+        **options: as for :func:`asymrnr_fx.transform` (:class:`~asymrnr_fx.module.Options`), e.g.
+            ``compile="regional"`` (only the repeated blocks; recommended for servers) or ``compile=True``.
 
     The replacement answers ``config``, ``dtype``, ``device`` and ``cache_context`` like the
     original, so the pipeline runs unchanged; the pipeline's own config (and so
@@ -49,7 +45,7 @@ def apply(
             continue
         if isinstance(model, AsymRnRModule):
             model = model.untransform()
-        fast = transform(model, plan, grid=grid, compile=compile, fullgraph=fullgraph, inductor=inductor)
+        fast = transform(model, plan, **options)
         object.__setattr__(pipe, name, fast)  # bypass DiffusionPipeline.__setattr__: keep its config
         found = True
     if not found:

@@ -8,13 +8,15 @@ copied with :func:`dataclasses.replace` or loaded from a file; a bad value raise
 
     faster = dataclasses.replace(plan, q=0.6)
 
+What the ratios and options mean for the method: ``docs/method.md``.
+
 The fields fall in three groups, declared once on the dataclass (field metadata) and used
 by :meth:`Plan.options`, :meth:`Plan.save`/:meth:`Plan.load` and the calibration:
 
 * **capture** options (:data:`CAPTURE_OPTIONS`): how tokens are partitioned, matched and
   merged and which attention sites are rewritten. A transformed model is captured with
-  them; a plan swapped in later (``SwitchableRuntime.use`` in
-  :mod:`asymrnr_fx.calibration.recording`) must agree on all of them.
+  them; a plan swapped in later
+  (:meth:`asymrnr_fx.calibration.recording.SwitchableRuntime.use`) must agree on all of them.
 * the **schedule** (:data:`SCHEDULE_FIELDS`): how much is reduced and when: the ``q`` and
   ``kv`` ratio tables, ``cache_window`` and ``seed``. Read on every call.
 * the **label** ``name``.
@@ -22,223 +24,64 @@ by :meth:`Plan.options`, :meth:`Plan.save`/:meth:`Plan.load` and the calibration
 :data:`CALIBRATION_OPTIONS` are the options a calibration is measured under (and that
 plans built from it inherit).
 
-File format (``Plan.save`` / ``Plan.load``): a safetensors file with float64 tensors
-``q`` and ``kv`` (0-d for a uniform plan, ``[sites, steps]`` for a table) and the options
-as JSON in the metadata entry ``"asymrnr_fx.plan"``.
+This module holds the :class:`Plan` class and what is derived from its field list; the
+rest lives in modules below it (the public names of the first and the last are re-exported
+here, so ``from asymrnr_fx.plan import PlanError, PUBLISHED`` keeps working):
+
+* :mod:`asymrnr_fx.plan_fields`: :class:`PlanError`, the limits and the per-field checks;
+* :mod:`asymrnr_fx.plan_files`: the file format of :meth:`Plan.save` / :meth:`Plan.load`;
+* :mod:`asymrnr_fx.schedules`: the paper's published tier tables (:data:`PUBLISHED`,
+  :func:`published_tiers`, :func:`tiers_to_ratios`) behind :meth:`Plan.published`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import numbers
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Mapping
 
 import torch
 
 from .ops import MATCHINGS, MODES, max_ratio
+from .plan_fields import (
+    DSTS,
+    FEATURES,
+    MAX_NAME_CHARS,
+    MAX_TABLE_CELLS,
+    STAGES,
+    TEXT_POSITIONS,
+    PlanError,
+    PlanTypeError,
+    Ratios,
+    RatiosLike,
+    check_bool,
+    check_cache_window,
+    check_feature,
+    check_grid,
+    check_name,
+    check_ratios,
+    check_seed,
+    check_stride,
+    choice,
+    describe,
+    option,
+)
+from .plan_files import read_plan, write_plan
+from .schedules import (
+    PUBLISHED,
+    PublishedSchedule,
+    published_schedule,
+    published_tiers,
+    tiers_to_ratios,
+)
 
-FEATURES: tuple[str, ...] = ("q", "kv")
-TEXT_POSITIONS: tuple[str, ...] = ("auto", "first", "last")
-DSTS: tuple[str, ...] = ("random", "fixed")
-STAGES: tuple[str, ...] = ("capture", "schedule", "label")
-#: Longest plan name accepted (a name is a label for reports and file listings).
-MAX_NAME_CHARS = 200
-#: Most cells a ratio table may have (sites x steps); a million is far beyond any real model.
-MAX_TABLE_CELLS = 1 << 20
-_META_KEY = "asymrnr_fx.plan"
-
-#: A ratio field after validation: one number, or a [sites, steps] table as nested tuples.
-Ratios = Union[float, tuple[tuple[float, ...], ...]]
-#: What a ratio field accepts: a number, or a [sites, steps] tensor, array or nested sequence.
-RatiosLike = Union[float, torch.Tensor, Sequence[Sequence[float]]]
-
-
-class PlanError(ValueError):
-    """A plan field with an invalid value; :attr:`field` names it."""
-
-    def __init__(self, field_name: str, detail: str, source: str | None = None) -> None:
-        self.field = field_name
-        self.detail = detail
-        self.source = source
-        where = f" (in {source})" if source else ""
-        super().__init__(f"Plan.{field_name}{where}: {detail}")
-
-    def located(self, source: str) -> "PlanError":
-        """The same error, saying where the value came from (e.g. a plan file)."""
-        return type(self)(self.field, self.detail, source)
-
-
-class PlanTypeError(PlanError, TypeError):
-    """A plan field of the wrong type (also a :class:`PlanError`, hence a ``ValueError``)."""
-
-
-@dataclass(frozen=True)
-class PublishedSchedule:
-    """One of the paper's tier tables, with the options it was published for."""
-
-    file: str
-    stride: tuple[int, int, int]
-    cache_window: int
-    maps: Mapping[str, tuple[Mapping[int, float], Mapping[int, float]]]  # point -> (q map, v map)
-
-
-PUBLISHED: dict[str, PublishedSchedule] = {
-    "cogvideox-2b": PublishedSchedule(
-        "euclidean_cogvideox-2b_cache5.safetensors", (2, 2, 2), 5,
-        {"base": ({6: 0.4, 7: 0.8}, {8: 0.3}), "fast": ({6: 0.6, 7: 0.8}, {7: 0.3, 9: 0.4})},
-    ),
-    "cogvideox-5b": PublishedSchedule("euclidean_cogvideox-5b_cache5.safetensors", (2, 2, 2), 5, {}),
-    "mochi": PublishedSchedule(
-        "euclidean_mochi_cache3.safetensors", (6, 2, 2), 3,
-        {"base": ({10: 0.7}, {14: 0.3}), "fast": ({9: 0.6, 10: 0.7}, {14: 0.3})},
-    ),
-    "hunyuanvideo": PublishedSchedule(
-        "euclidean_hyvideo_cache3.safetensors", (6, 2, 2), 3,
-        {"base": ({7: 0.9}, {8: 0.3}), "fast": ({5: 0.3, 7: 0.9}, {8: 0.3})},
-    ),
-    "fastvideo-hunyuan": PublishedSchedule(
-        "euclidean_fast-hyvideo_cache1.safetensors", (6, 2, 2), 1,
-        {"base": ({7: 0.9}, {8: 0.3}), "fast": ({7: 0.9}, {8: 0.4})},
-    ),
-}
-
-
-def published_tiers(model: str) -> dict[str, torch.Tensor]:
-    """The tier tables (``h``, ``q``, ``k``, ``v``; each ``[blocks, steps]``) shipped for ``model``."""
-    from safetensors.torch import load_file
-
-    if model not in PUBLISHED:
-        raise ValueError(f"no published schedule for {model!r}; known: {sorted(PUBLISHED)}")
-    ref = resources.files("asymrnr_fx") / "data" / "official" / PUBLISHED[model].file
-    with resources.as_file(ref) as path:
-        return load_file(str(path))
-
-
-def tiers_to_ratios(tiers: torch.Tensor, threshold_map: Mapping[int, float]) -> torch.Tensor:
-    """The paper's rule: a cell takes the largest ratio whose threshold is <= its tier (else 0)."""
-    out = torch.zeros(tiers.shape, dtype=torch.float64)
-    for threshold, ratio in threshold_map.items():
-        out = torch.where(tiers >= int(threshold), torch.clamp(out, min=float(ratio)), out)
-    return out
-
-
-# =========================================================================== field checks
-# Each check takes (field name, value) and returns the canonical value or raises PlanError.
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
-
-
-def _integer(name: str, value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise PlanTypeError(name, f"must be {what}, got {_describe(value)}")
-    return int(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise PlanTypeError(name, f"must be True or False, got {_describe(value)}")
-    return value
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
-    def check(name: str, value: Any) -> str:
-        if not isinstance(value, str):
-            raise PlanTypeError(name, f"must be one of {choices}, got {_describe(value)}")
-        if value not in choices:
-            raise PlanError(name, f"unknown {name} {value!r}; use one of {choices}")
-        return value
-
-    return check
-
-
-def _triple(name: str, value: Any, what: str) -> tuple[int, int, int]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, torch.Size)):
-        raise PlanTypeError(name, f"must be three positive integers {what}, got {_describe(value)}")
-    if len(value) != 3:
-        raise PlanError(name, f"must be three positive integers {what}, got {len(value)} values {tuple(value)}")
-    out = []
-    for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise PlanTypeError(name, f"must be three positive integers {what}; element {i} is {_describe(v)}")
-        out.append(int(v))
-    out = tuple(out)
-    if any(v < 1 for v in out):
-        raise PlanError(name, f"must be three positive integers {what}, got {out}")
-    return out  # type: ignore[return-value]
-
-
-def _check_stride(name: str, value: Any) -> tuple[int, int, int]:
-    return _triple(name, value, "(frames, height, width): the tile size in tokens")
-
-
-def _check_grid(name: str, value: Any) -> tuple[int, int, int] | None:
-    return None if value is None else _triple(name, value, "(frames, height, width): the video size in tokens, or None")
-
-
-def _check_cache_window(name: str, value: Any) -> int:
-    window = _integer(name, value, "a whole number of denoising steps >= 1")
-    if window < 1:
-        raise PlanError(name, f"must be >= 1 (1 = match at every step), got {window}")
-    return window
-
-
-def _check_seed(name: str, value: Any) -> int:
-    seed = _integer(name, value, "an integer in [0, 2**63)")
-    if not 0 <= seed < 2**63:
-        raise PlanError(name, f"must be in [0, 2**63), got {seed}")
-    return seed
-
-
-def _check_name(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise PlanTypeError(name, f"must be a string, got {_describe(value)}")
-    if len(value) > MAX_NAME_CHARS:
-        raise PlanError(name, f"is {len(value)} characters long; at most {MAX_NAME_CHARS} are allowed")
-    return value
-
-
-def _check_ratios(name: str, value: Any) -> Ratios:
-    """A number, or a [sites, steps] table (tensor, array or nested sequence); range is checked with the stride."""
-    what = "a ratio in [0, 1) or a [sites, steps] table of ratios"
-    if isinstance(value, bool) or isinstance(value, (str, bytes)):
-        raise PlanTypeError(name, f"must be {what}, got {_describe(value)}")
-    if isinstance(value, numbers.Real):
-        ratio = float(value)
-        if not math.isfinite(ratio):
-            raise PlanError(name, f"ratios must be finite numbers; got {ratio}")
-        return ratio
-    try:
-        t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise PlanTypeError(name, f"must be {what}, got {_describe(value)} ({e})") from None
-    if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
-        raise PlanTypeError(name, f"must be {what}; got a table of {t.dtype}")
-    t = t.to(torch.float64)
-    if t.dim() == 0:
-        return _check_ratios(name, float(t))
-    if t.numel() == 0:
-        raise PlanError(name, f"table is empty (shape {tuple(t.shape)}); it needs at least one site and one step")
-    if t.dim() != 2:
-        raise PlanError(name, f"must be {what}; got shape {tuple(t.shape)}")
-    if t.numel() > MAX_TABLE_CELLS:
-        raise PlanError(name, f"table of shape {tuple(t.shape)} has more than {MAX_TABLE_CELLS} cells")
-    if not bool(torch.isfinite(t).all()):
-        raise PlanError(name, "ratios must be finite numbers; found NaN or inf")
-    return tuple(tuple(row) for row in t.tolist())
-
-
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def _option(default: Any, check: Callable[[str, Any], Any], stage: str, *, calibrated: bool = False) -> Any:
-    """Declare a plan field: its default, its check, its stage, and whether a calibration is measured under it."""
-    assert stage in STAGES
-    return field(default=default, metadata={"check": check, "stage": stage, "calibrated": calibrated})
+# defined here, plus the public names of .plan_fields and .schedules (re-exported)
+__all__ = [
+    "CALIBRATION_OPTIONS", "CAPTURE_OPTIONS", "DEFAULT_PLAN_RATIOS", "DSTS", "FEATURES", "MAX_NAME_CHARS",
+    "MAX_TABLE_CELLS", "OPTIONS", "PUBLISHED", "SCHEDULE_FIELDS", "STAGES", "TEXT_POSITIONS", "Plan", "PlanError",
+    "PlanTypeError", "PublishedSchedule", "Ratios", "RatiosLike", "coerce_plan", "default_plan", "published_tiers",
+    "tiers_to_ratios",
+]
 
 
 # =========================================================================== the plan
@@ -301,19 +144,19 @@ class Plan:
      - name [str, at most 200 characters]: a label for reports, plots and files.
     """
 
-    q: RatiosLike = _option(0.0, _check_ratios, "schedule")  # stored as Ratios (immutable)
-    kv: RatiosLike = _option(0.0, _check_ratios, "schedule")
-    stride: tuple[int, int, int] = _option((2, 2, 2), _check_stride, "capture", calibrated=True)
-    cache_window: int = _option(5, _check_cache_window, "schedule", calibrated=True)
-    similarity: str = _option("euclidean", _choice(MATCHINGS), "capture", calibrated=True)
-    mode: str = _option("replace", _choice(MODES), "capture")
-    seed: int = _option(0, _check_seed, "schedule", calibrated=True)
-    grid: tuple[int, int, int] | None = _option(None, _check_grid, "capture", calibrated=True)
-    text_position: str = _option("auto", _choice(TEXT_POSITIONS), "capture", calibrated=True)
-    cross_attention: bool = _option(False, _check_bool, "capture")
-    dst: str = _option("random", _choice(DSTS), "capture", calibrated=True)
-    symmetric: bool = _option(False, _check_bool, "capture")
-    name: str = _option("", _check_name, "label")
+    q: RatiosLike = option(0.0, check_ratios, "schedule")  # stored as Ratios (immutable)
+    kv: RatiosLike = option(0.0, check_ratios, "schedule")
+    stride: tuple[int, int, int] = option((2, 2, 2), check_stride, "capture", calibrated=True)
+    cache_window: int = option(5, check_cache_window, "schedule", calibrated=True)
+    similarity: str = option("euclidean", choice(MATCHINGS), "capture", calibrated=True)
+    mode: str = option("replace", choice(MODES), "capture")
+    seed: int = option(0, check_seed, "schedule", calibrated=True)
+    grid: tuple[int, int, int] | None = option(None, check_grid, "capture", calibrated=True)
+    text_position: str = option("auto", choice(TEXT_POSITIONS), "capture", calibrated=True)
+    cross_attention: bool = option(False, check_bool, "capture")
+    dst: str = option("random", choice(DSTS), "capture", calibrated=True)
+    symmetric: bool = option(False, check_bool, "capture")
+    name: str = option("", check_name, "label")
     _tables: dict[str, torch.Tensor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -370,7 +213,7 @@ class Plan:
         """The paper's format: tier tables (``q`` and ``v``, ``[blocks, steps]``) plus threshold maps.
 
         ``tiers`` is a safetensors file or a dict of tensors; ``v`` tiers drive K/V
-        (K is pruned with V's matching, as in the reference).
+        (K is pruned with V's matching, as in the paper; see ``docs/method.md``).
         """
         if not isinstance(tiers, Mapping):
             from safetensors.torch import load_file
@@ -384,9 +227,7 @@ class Plan:
     @classmethod
     def published(cls, model: str, operating_point: str = "base", **options: Any) -> "Plan":
         """A plan from the paper's shipped schedules, e.g. ``Plan.published("cogvideox-2b", "fast")``."""
-        sched = PUBLISHED.get(model)
-        if sched is None:
-            raise ValueError(f"no published schedule for {model!r}; known: {sorted(PUBLISHED)}")
+        sched = published_schedule(model)
         if operating_point not in sched.maps:
             raise ValueError(
                 f"{model!r} has no published threshold map {operating_point!r}; "
@@ -401,7 +242,7 @@ class Plan:
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> "Plan":
         """A plan from a mapping of field names (``q``, ``kv`` and :data:`OPTIONS`); unknown names are errors."""
         if not isinstance(values, Mapping):
-            raise PlanTypeError("options", f"must be a mapping of plan fields, got {_describe(values)}", source)
+            raise PlanTypeError("options", f"must be a mapping of plan fields, got {describe(values)}", source)
         known = FEATURES + OPTIONS
         for key in values:
             if key not in known:
@@ -426,7 +267,7 @@ class Plan:
 
     def table(self, feature: str, num_sites: int | None = None, num_steps: int | None = None) -> torch.Tensor:
         """The ``[sites, steps]`` ratio table of ``feature`` as a new float64 tensor (a uniform plan is broadcast)."""
-        t = self._tables[_check_feature(feature)]
+        t = self._tables[check_feature(feature)]
         if t.dim() == 2:
             return t.clone()
         sites = num_sites or self.num_sites or 1
@@ -435,7 +276,7 @@ class Plan:
 
     def ratio(self, site: int, step: int, feature: str) -> float:
         """The ratio for one cell; a step or site beyond the table is an error naming the table size."""
-        t = self._tables[_check_feature(feature)]
+        t = self._tables[check_feature(feature)]
         if t.dim() == 0:
             return float(t)
         sites, steps = t.shape
@@ -495,48 +336,13 @@ class Plan:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the plan as safetensors (ratios) + JSON metadata (options)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        save_file(
-            {k: t.contiguous() for k, t in self._tables.items()},
-            str(path),
-            metadata={_META_KEY: json.dumps(self.options())},
-        )
-        return path
+        """Write the plan as safetensors (ratios) + JSON metadata (options); see :mod:`asymrnr_fx.plan_files`."""
+        return write_plan(path, self._tables, self.options())
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
         """Read a plan written by :meth:`save`; every field is checked as on construction."""
-        from safetensors import safe_open
-
-        where = str(path)
-        with safe_open(where, framework="pt") as f:
-            meta = (f.metadata() or {}).get(_META_KEY)
-            if meta is None:
-                raise ValueError(
-                    f"{path} is not an asymrnr_fx plan (no {_META_KEY!r} metadata); "
-                    "for the paper's tier tables use Plan.from_tiers(path, q_map, kv_map)"
-                )
-            tables = {}
-            for k in FEATURES:
-                if k not in f.keys():
-                    raise PlanError(k, "tensor missing from the plan file", where)
-                shape = f.get_slice(k).get_shape()
-                if math.prod(shape) > MAX_TABLE_CELLS:
-                    raise PlanError(k, f"table of shape {tuple(shape)} has more than {MAX_TABLE_CELLS} cells", where)
-                tables[k] = f.get_tensor(k)
-        try:
-            opts = json.loads(meta)
-        except json.JSONDecodeError as e:
-            raise PlanError("options", f"metadata is not valid JSON ({e})", where) from None
-        if not isinstance(opts, dict):
-            raise PlanTypeError("options", f"metadata must be a JSON object, got {type(opts).__name__}", where)
-        for k in FEATURES:
-            if k in opts:
-                raise PlanError(k, "ratios belong in the file's tensors, not in its options", where)
-        return cls.from_dict({**opts, **tables}, source=where)
+        return cls.from_dict(read_plan(path), source=str(path))
 
     def __repr__(self) -> str:
         if self.is_table:
@@ -564,12 +370,6 @@ CAPTURE_OPTIONS: tuple[str, ...] = tuple(f.name for f in _declared_fields() if f
 SCHEDULE_FIELDS: tuple[str, ...] = tuple(f.name for f in _declared_fields() if f.metadata["stage"] == "schedule")
 #: Options a calibration is measured under, which plans built from it inherit.
 CALIBRATION_OPTIONS: tuple[str, ...] = tuple(f.name for f in _declared_fields() if f.metadata["calibrated"])
-
-
-def _check_feature(feature: str) -> str:
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-    return feature
 
 
 DEFAULT_PLAN_RATIOS = {"q": 0.5, "kv": 0.3}

@@ -31,7 +31,7 @@ def test_partition_is_reproducible_and_changes_with_seed():
 
 
 def test_worked_example_counts():
-    # METHOD.md: CogVideoX-2B 13x30x45 = 17,550 tokens, 1,980 dst; r=0.8 keeps 3,509, r=0.3 keeps 12,285
+    # docs/method.md, section 3: CogVideoX-2B 13x30x45 = 17,550 tokens, 1,980 dst; r=0.8 keeps 3,509, r=0.3 keeps 12,285
     grid = (13, 30, 45)
     dst, _ = ops.partition(grid, (2, 2, 2), ops.draw_tile_choices(grid, (2, 2, 2), 0))
     assert dst.numel() == 1980

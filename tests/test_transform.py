@@ -225,3 +225,17 @@ def test_backend_resolves_by_name_in_a_fresh_interpreter():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "OK (1, 2, 32, 2)" in res.stdout
+
+
+def test_options_are_one_validated_object(model):
+    plan = Plan.uniform(0.5, 0.3)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['gird'\]"):
+        asymrnr_fx.transform(model, plan, gird=(4, 6, 6))
+    with pytest.raises(ValueError, match="compile must be False, True or 'regional'"):
+        asymrnr_fx.transform(model, plan, compile="yes")
+    with pytest.raises(ValueError, match="grid must be three ints"):
+        asymrnr_fx.transform(model, plan, grid=(2.5, 6, 6))
+    with pytest.raises(ValueError, match="runs its own plan"):
+        asymrnr_fx.transform(model, plan, runtime=asymrnr_fx.Runtime(Plan.uniform(0.2, 0.1)))
+    fast = asymrnr_fx.transform(model, plan, grid=[4, 6, 6])
+    assert fast.options.grid == (4, 6, 6) and fast.options == asymrnr_fx.api.Options(grid=(4, 6, 6))

@@ -9,7 +9,7 @@ Two ways, because they answer different questions:
   histogram, so the map switches on as large a share of cells as it did in the paper.
 * :func:`plan_for_budget` / :func:`plan_for_speedup` start from what you can afford: a
   mean remaining video-to-video attention cost ``mean((1 - r_q)(1 - r_kv))``, or an
-  end-to-end speedup through the cost model ``1 / (1 - f (1 - c))`` of ``METHOD.md``.
+  end-to-end speedup through the cost model ``1 / (1 - f (1 - c))`` of ``docs/method.md`` (section 8).
   They reduce where the expected error per unit of cost saved is smallest (greedy over
   (site, cache window, feature) units), the expected error of a cell being its measured
   distortion times its sensitivity weight and the measured growth of error with the ratio
@@ -254,7 +254,7 @@ def plan_for_budget(
 def plan_for_speedup(
     cal: Calibration, speedup: float = 1.3, attention_share: float = 0.5, **kwargs: Any
 ) -> Plan:
-    """:func:`plan_for_budget` at the attention cost that gives ``speedup`` under the METHOD.md cost model."""
+    """:func:`plan_for_budget` at the attention cost that gives ``speedup`` under the cost model of ``docs/method.md``."""
     cost = cost_for_speedup(float(speedup), float(attention_share), cal.stride)
     kwargs.setdefault("name", f"speedup:{speedup:g}@{attention_share:g}")
     return plan_for_budget(cal, cost, **kwargs)

@@ -1,0 +1,247 @@
+"""The transformed model: :class:`AsymRnRModule`, its options, and regional compilation."""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass, fields
+import warnings
+import weakref
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from . import integrations
+from .backend import asymrnr_backend
+from .calls import ShapeCache, call_timestep, dense, fresh_entry, named_call, shape_key
+from .plan import Plan
+from .report import AsymRnRWarning, Report
+from .runtime import Runtime
+from .state import Call, calling, current_call
+
+GridFn = integrations.GridFn
+_COMPILE_MODES = (False, True, "regional")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a model is captured and compiled: the keyword arguments of :func:`asymrnr_fx.transform`
+    and :func:`asymrnr_fx.apply` (one declaration, validated once).
+
+    Args:
+        grid: video tokens ``(frames, height, width)`` after patching, three ints >= 1. Default
+            None: read from the model's config and inputs (diffusers models) or guessed from a 5-D
+            input and checked against the attention lengths. Give it for anything else.
+        compile: ``False`` runs the rewritten graph eagerly (debugging, tests); ``True`` compiles the
+            whole model with inductor, one graph per input shape (recommended for one model, one
+            process); ``"regional"`` compiles only the repeated blocks, one graph per block class and
+            shape shared by every block (recommended for serving: much faster cold start, same
+            outputs; patches the blocks' ``forward`` in place, ``untransform()`` undoes it).
+        fullgraph: ``True`` makes any graph break an error, as for ``torch.compile``. Default False.
+        inductor: inductor config patches, e.g. ``{"max_autotune": True}``. Default none.
+        grid_fn: ``(model, args, kwargs) -> (F, H, W)`` computing the grid per call; overrides the
+            built-in diffusers grid functions. Default None.
+    """
+
+    grid: tuple[int, int, int] | None = None
+    compile: bool | str = False
+    fullgraph: bool = False
+    inductor: Mapping[str, Any] | None = None
+    grid_fn: GridFn | None = None
+
+    def __post_init__(self) -> None:
+        if not any(self.compile is m or (isinstance(m, str) and self.compile == m) for m in _COMPILE_MODES):
+            raise ValueError(f"compile must be False, True or 'regional', got {self.compile!r}")
+        if self.grid is not None:
+            grid = tuple(self.grid)
+            if len(grid) != 3 or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid):
+                raise ValueError(f"grid must be three ints >= 1 (frames, height, width in tokens), got {self.grid!r}")
+            object.__setattr__(self, "grid", grid)
+        if not isinstance(self.fullgraph, bool):
+            raise TypeError(f"fullgraph must be a bool, got {self.fullgraph!r}")
+        if self.inductor is not None and not isinstance(self.inductor, Mapping):
+            raise TypeError(f"inductor must be a mapping of inductor config patches, got {type(self.inductor).__name__}")
+        if self.grid_fn is not None and not callable(self.grid_fn):
+            raise TypeError("grid_fn must be callable as grid_fn(model, args, kwargs) -> (F, H, W)")
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> "Options":
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; known: {[f.name for f in fields(cls)]}")
+        return cls(**options)
+
+
+class AsymRnRModule(nn.Module):
+    """A model whose attention runs through AsymRnR; behaves like the model it wraps.
+
+    Attribute lookups that the wrapper does not answer go to the wrapped model, so code
+    that reads ``model.config`` or ``model.dtype`` keeps working.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        plan: Plan,
+        options: Options = Options(),
+        runtime: Runtime | None = None,
+    ) -> None:
+        super().__init__()
+        if runtime is not None and runtime.plan is not plan:
+            raise ValueError("the runtime given to transform() runs its own plan: pass plan=None, or no runtime")
+        self.model = model
+        self.plan = plan
+        self.options = options
+        self.runtime = runtime if runtime is not None else Runtime(plan)
+        self.grid_fn = options.grid_fn if options.grid_fn is not None else integrations.grid_fn_for(model)
+        self.compiled = options.compile
+        self._warned_fallback = False
+        compile, fullgraph = options.compile, options.fullgraph
+        backend_options = {
+            "runtime": weakref.ref(self.runtime), "grid": options.grid, "compile": bool(compile),
+            "inductor": dict(options.inductor or {}),
+        }
+        tracing = integrations.dynamo_config_for(model)
+
+        def make(region: bool = False) -> Callable[[], Callable[..., Any]]:
+            def build() -> Callable[..., Any]:
+                opts = {**backend_options, "region": region}
+                backend = functools.partial(asymrnr_backend, options=opts)
+                fn = torch.compile(fresh_entry(bypass_hooks=region), backend=backend, dynamic=False, fullgraph=fullgraph)
+                return torch._dynamo.config.patch(**tracing)(fn) if tracing else fn
+            return build
+
+        self.__dict__["_shapes"] = None
+        self.__dict__["_regions"] = []
+        if compile == "regional":
+            self.__dict__["_regions"] = _compile_regions(model, make(region=True))
+        else:
+            self.__dict__["_shapes"] = ShapeCache(make(), f"transformed {type(model).__name__}")
+        self._checked = False
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.grid_fn is not None:
+            self.runtime.grid_hint = self.grid_fn(self.model, args, kwargs)
+        args, kwargs = named_call(self.model, args, kwargs)
+        runtime = self.runtime
+        selects = runtime.counts["select"]
+        with runtime.call(call_timestep(kwargs)):
+            if self._shapes is None:  # regional: the model runs eagerly, its blocks compiled
+                out = self.model(*args, **kwargs)
+            else:
+                out = self._shapes.get(shape_key((args, kwargs)))(self.model, args, kwargs)
+        if not self._checked:
+            self._checked = True
+            runtime.check_site_count()
+        if runtime.counts["select"] == selects:
+            self._check_fallback()
+        return out
+
+    def _check_fallback(self) -> None:
+        """A call that reached no rewritten site, although sites were rewritten: say so, once."""
+        if self._warned_fallback or not any(r.rewritten for r in self.runtime.reports):
+            return
+        self._warned_fallback = True
+        warnings.warn(
+            "asymrnr_fx: this call ran no AsymRnR site although the model has rewritten sites: Dynamo ran the "
+            "unreduced model (its recompile limit, a guard that changes every call such as a hook's int "
+            "argument, or a graph break at the attention). Reduction is off for such calls; see "
+            "TORCH_LOGS=recompiles for the cause.",
+            AsymRnRWarning, stacklevel=3,
+        )
+
+    @property
+    def report(self) -> Report:
+        """What the pass found in every graph captured so far (empty before the first call)."""
+        return Report(list(self.runtime.reports))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            model = self._modules.get("model")
+            if model is None:
+                raise
+            return getattr(model, name)
+
+    def cache_context(self, name: str, **kwargs: Any) -> contextlib.AbstractContextManager:
+        """diffusers' ``cache_context`` that also keeps a separate matching per context ("cond"/"uncond").
+
+        Pipelines that run the conditional and unconditional batch as separate calls see the
+        same timestep twice with different features, so each keeps its own matching.
+        """
+        return _cache_context(self, name, kwargs)
+
+    def untransform(self) -> nn.Module:
+        """Undo in-place changes (regional compilation patches block forwards) and return the original model."""
+        for block, previous in self._regions:
+            block.__dict__.pop("forward", None)
+            if previous is not None:
+                block.forward = previous
+        self.__dict__["_regions"] = []
+        return self.model
+
+
+@contextlib.contextmanager
+def _cache_context(module: AsymRnRModule, name: str, kwargs: dict) -> Iterator[None]:
+    state = module.runtime.current_state()
+    previous, state.context = state.context, str(name)
+    try:
+        inner = getattr(module.model, "cache_context", None)
+        with inner(name, **kwargs) if inner is not None else contextlib.nullcontext():
+            yield
+    finally:
+        state.context = previous
+
+
+def _compile_regions(model: nn.Module, make: Callable[[], Callable[..., Any]]) -> list[tuple[nn.Module, Any]]:
+    """Compile the repeated blocks of ``model``: one compiled graph per block class and input shape.
+
+    Each block's ``forward`` is replaced (in place, undone by ``untransform``) by a wrapper that
+    opens the block's region of the current call (its module path, so the graph's sites are
+    told apart at run time) and runs the class's compiled graph.
+    """
+    blocks = integrations.repeated_blocks(model)
+    if not blocks:
+        raise ValueError(
+            f"compile='regional' found no repeated blocks in {type(model).__name__} (no _repeated_blocks and no "
+            "ModuleList of two or more modules of one class); use compile=True to compile the whole model"
+        )
+    caches: dict[type, ShapeCache] = {}
+    patched = []
+    for path, block in blocks:
+        cls = type(block)
+        cache = caches.get(cls)
+        if cache is None:
+            cache = caches[cls] = ShapeCache(make, f"regional {cls.__name__}")
+        patched.append((block, block.__dict__.get("forward")))
+        block.forward = _region_forward(block, path, cache)
+    return patched
+
+
+def _region_forward(block: nn.Module, path: str, cache: ShapeCache) -> Callable[..., Any]:
+    ref = weakref.ref(block)
+    prefix = path + "."
+    forward_fn = type(block).forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        call = current_call()
+        if call is None:
+            raise RuntimeError(
+                f"{path} is compiled for AsymRnR (compile='regional'): call the model returned by "
+                "asymrnr_fx.transform() (it tracks the step), not the original model"
+            )
+        # the first block often gets a strided slice, the rest a fresh tensor: one layout, one graph
+        args = tuple(dense(a) for a in args)
+        kwargs = {k: dense(v) for k, v in kwargs.items()}
+        with calling(Call(call.runtime, call.state, prefix)):
+            return cache.get(shape_key((args, kwargs)))(ref(), args, kwargs, forward_fn)
+
+    return forward
+
+
+def undo_previous_regions(model: nn.Module) -> None:
+    for block in model.modules():
+        fwd = block.__dict__.get("forward")
+        if getattr(fwd, "__qualname__", "").startswith("_region_forward"):
+            del block.__dict__["forward"]

@@ -1,0 +1,179 @@
+"""The vocabulary of a :class:`~asymrnr_fx.plan.Plan`: its errors, limits and per-field checks.
+
+Every plan field is declared with :func:`option`: a default, a *check*, a *stage* and
+whether calibrations are measured under it. A check takes ``(field name, value)`` and
+returns the canonical value (tuples instead of lists, ``float`` instead of tensors, nested
+tuples for a ratio table) or raises :class:`PlanError` naming the field, so a bad value
+is reported the same way whether it came from a constructor, :func:`dataclasses.replace`
+or a plan file. Checks that involve several fields (ratio range against the stride, table
+shapes, ``symmetric``) need the whole plan and live in :mod:`asymrnr_fx.plan`.
+
+This module knows nothing about the method itself; it imports torch and the standard
+library only.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import field
+from typing import Any, Callable, Sequence, Union
+
+import torch
+
+#: The two reduced features: queries, and keys/values (K pruned with V's matching).
+FEATURES: tuple[str, ...] = ("q", "kv")
+TEXT_POSITIONS: tuple[str, ...] = ("auto", "first", "last")
+DSTS: tuple[str, ...] = ("random", "fixed")
+#: Field groups: fixed at capture, read on every call, or a label only.
+STAGES: tuple[str, ...] = ("capture", "schedule", "label")
+#: Longest plan name accepted (a name is a label for reports and file listings).
+MAX_NAME_CHARS = 200
+#: Most cells a ratio table may have (sites x steps); a million is far beyond any real model.
+MAX_TABLE_CELLS = 1 << 20
+
+#: A ratio field after validation: one number, or a [sites, steps] table as nested tuples.
+Ratios = Union[float, tuple[tuple[float, ...], ...]]
+#: What a ratio field accepts: a number, or a [sites, steps] tensor, array or nested sequence.
+RatiosLike = Union[float, torch.Tensor, Sequence[Sequence[float]]]
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+class PlanError(ValueError):
+    """A plan field with an invalid value; :attr:`field` names it."""
+
+    def __init__(self, field_name: str, detail: str, source: str | None = None) -> None:
+        self.field = field_name
+        self.detail = detail
+        self.source = source
+        where = f" (in {source})" if source else ""
+        super().__init__(f"Plan.{field_name}{where}: {detail}")
+
+    def located(self, source: str) -> "PlanError":
+        """The same error, saying where the value came from (e.g. a plan file)."""
+        return type(self)(self.field, self.detail, source)
+
+
+class PlanTypeError(PlanError, TypeError):
+    """A plan field of the wrong type (also a :class:`PlanError`, hence a ``ValueError``)."""
+
+
+def option(default: Any, check: Callable[[str, Any], Any], stage: str, *, calibrated: bool = False) -> Any:
+    """Declare a plan field: its default, its check, its stage, and whether a calibration is measured under it."""
+    assert stage in STAGES
+    return field(default=default, metadata={"check": check, "stage": stage, "calibrated": calibrated})
+
+
+def describe(value: Any) -> str:
+    """A value's type and a short repr, for error messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def check_feature(feature: str) -> str:
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+    return feature
+
+
+# =========================================================================== field checks
+# Each check takes (field name, value) and returns the canonical value or raises PlanError.
+def _integer(name: str, value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise PlanTypeError(name, f"must be {what}, got {describe(value)}")
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise PlanTypeError(name, f"must be True or False, got {describe(value)}")
+    return value
+
+
+def choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    """A check accepting one of ``choices``."""
+
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise PlanTypeError(name, f"must be one of {choices}, got {describe(value)}")
+        if value not in choices:
+            raise PlanError(name, f"unknown {name} {value!r}; use one of {choices}")
+        return value
+
+    return check
+
+
+def _triple(name: str, value: Any, what: str) -> tuple[int, int, int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, torch.Size)):
+        raise PlanTypeError(name, f"must be three positive integers {what}, got {describe(value)}")
+    if len(value) != 3:
+        raise PlanError(name, f"must be three positive integers {what}, got {len(value)} values {tuple(value)}")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise PlanTypeError(name, f"must be three positive integers {what}; element {i} is {describe(v)}")
+        out.append(int(v))
+    out = tuple(out)
+    if any(v < 1 for v in out):
+        raise PlanError(name, f"must be three positive integers {what}, got {out}")
+    return out  # type: ignore[return-value]
+
+
+def check_stride(name: str, value: Any) -> tuple[int, int, int]:
+    return _triple(name, value, "(frames, height, width): the tile size in tokens")
+
+
+def check_grid(name: str, value: Any) -> tuple[int, int, int] | None:
+    return None if value is None else _triple(name, value, "(frames, height, width): the video size in tokens, or None")
+
+
+def check_cache_window(name: str, value: Any) -> int:
+    window = _integer(name, value, "a whole number of denoising steps >= 1")
+    if window < 1:
+        raise PlanError(name, f"must be >= 1 (1 = match at every step), got {window}")
+    return window
+
+
+def check_seed(name: str, value: Any) -> int:
+    seed = _integer(name, value, "an integer in [0, 2**63)")
+    if not 0 <= seed < 2**63:
+        raise PlanError(name, f"must be in [0, 2**63), got {seed}")
+    return seed
+
+
+def check_name(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise PlanTypeError(name, f"must be a string, got {describe(value)}")
+    if len(value) > MAX_NAME_CHARS:
+        raise PlanError(name, f"is {len(value)} characters long; at most {MAX_NAME_CHARS} are allowed")
+    return value
+
+
+def check_ratios(name: str, value: Any) -> Ratios:
+    """A number, or a [sites, steps] table (tensor, array or nested sequence); range is checked with the stride."""
+    what = "a ratio in [0, 1) or a [sites, steps] table of ratios"
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise PlanTypeError(name, f"must be {what}, got {describe(value)}")
+    if isinstance(value, numbers.Real):
+        ratio = float(value)
+        if not math.isfinite(ratio):
+            raise PlanError(name, f"ratios must be finite numbers; got {ratio}")
+        return ratio
+    try:
+        t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise PlanTypeError(name, f"must be {what}, got {describe(value)} ({e})") from None
+    if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+        raise PlanTypeError(name, f"must be {what}; got a table of {t.dtype}")
+    t = t.to(torch.float64)
+    if t.dim() == 0:
+        return check_ratios(name, float(t))
+    if t.numel() == 0:
+        raise PlanError(name, f"table is empty (shape {tuple(t.shape)}); it needs at least one site and one step")
+    if t.dim() != 2:
+        raise PlanError(name, f"must be {what}; got shape {tuple(t.shape)}")
+    if t.numel() > MAX_TABLE_CELLS:
+        raise PlanError(name, f"table of shape {tuple(t.shape)} has more than {MAX_TABLE_CELLS} cells")
+    if not bool(torch.isfinite(t).all()):
+        raise PlanError(name, "ratios must be finite numbers; found NaN or inf")
+    return tuple(tuple(row) for row in t.tolist())

@@ -90,6 +90,7 @@ def transform_graph(
 
     plan = coerce_plan(plan)
     runtime = Runtime(plan)
+    runtime.bind(gm)
     runtime.reports.append(rewrite_graph(gm, plan, runtime, grid=grid))
     timestep = find_timestep(gm)
     position = list(user_inputs(gm)).index(timestep) if timestep is not None else None

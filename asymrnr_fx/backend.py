@@ -56,9 +56,12 @@ def asymrnr_backend(
     prefix = call.prefix if call is not None and call.runtime is runtime else ""
     report = rewrite_graph(gm, runtime.plan, runtime, grid=opts.get("grid"), prefix=prefix, shared=bool(opts.get("region")))
     runtime.reports.append(report)
-    if not report.rewritten:
+    if not report.rewritten and (report.sites or bound is None):
+        # a graph without attention (a piece before a graph break) is judged with the whole call,
+        # after it ran (AsymRnRModule); one with attention that was not rewritten is said now
         dynamic = bool(report.sites) and _has_symbolic_inputs(example_inputs)
         if dynamic or not any(r.rewritten for r in runtime.reports):
+            runtime.warned = True
             warn_nothing_rewritten(report, dynamic=dynamic)
     compiled = gm.forward if not opts.get("compile", True) else _inductor(gm, example_inputs, report, opts, mode)
     if not report.rewritten:

@@ -119,3 +119,12 @@ def dense(x: Any) -> Any:
         expected.append(acc)
         acc *= size
     return x if tuple(reversed(expected)) == x.stride() else x.clone(memory_format=torch.contiguous_format)
+
+
+def video_inputs(args: tuple, kwargs: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """The call's 5-D floating-point tensors (name, shape): where a video grid can be read from."""
+    named = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    return [
+        (name, tuple(v.shape)) for name, v in named
+        if isinstance(v, torch.Tensor) and v.dim() == 5 and v.is_floating_point()
+    ]

@@ -5,7 +5,8 @@ the compiler must treat it as opaque. Its fake implementation returns a fresh *u
 size for the kept count, bounded to ``[1, L]``; the reduced gather -> attention -> restore
 chain then compiles once and the count may change on every call without recompiling.
 
-Its arguments are the tensor to match on, a site string (module path relative to the
+Its arguments are the tensor to match on, a parameter of the attention module (it tells the
+running module instance apart at run time), a site string (module path relative to the
 compiled region plus the site's grid and text layout, see
 :func:`asymrnr_fx.runtime.encode_site`) and the feature. No runtime id or step is passed:
 the op reads the active call (runtime, generation state, region prefix) from a context
@@ -13,20 +14,22 @@ variable set outside the graph, so graphs are shareable across blocks, models, p
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .runtime import select_active
 
 
 @torch.library.custom_op("asymrnr::select", mutates_args=())
-def select(x: torch.Tensor, site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
+def select(x: torch.Tensor, anchor: Optional[torch.Tensor], site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(keep [B, H, n], assign [B, H, L])`` for one site and feature at the current step."""
     with torch.no_grad():
-        return select_active(x, site, feature)
+        return select_active(x, anchor, site, feature)
 
 
 @select.register_fake
-def _select_fake(x: torch.Tensor, site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _select_fake(x: torch.Tensor, anchor: Optional[torch.Tensor], site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
     bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
     # a symbolic L (Mochi: data-dependent prompt length) cannot bound the size statically
     kept = torch.library.get_ctx().new_dynamic_size(min=1, max=length if isinstance(length, int) else None)

@@ -13,9 +13,9 @@ from torch import nn
 
 from . import integrations
 from .backend import asymrnr_backend
-from .calls import ShapeCache, call_timestep, dense, fresh_entry, named_call, shape_key
+from .calls import ShapeCache, call_timestep, dense, fresh_entry, named_call, shape_key, video_inputs
 from .plan import Plan
-from .report import AsymRnRWarning, Report
+from .report import AsymRnRWarning, Report, warn_nothing_rewritten
 from .runtime import Runtime
 from .state import Call, calling, current_call
 
@@ -93,6 +93,7 @@ class AsymRnRModule(nn.Module):
         self.plan = plan
         self.options = options
         self.runtime = runtime if runtime is not None else Runtime(plan)
+        self.runtime.bind(model)
         self.grid_fn = options.grid_fn if options.grid_fn is not None else integrations.grid_fn_for(model)
         self.compiled = options.compile
         self._warned_fallback = False
@@ -123,6 +124,7 @@ class AsymRnRModule(nn.Module):
         if self.grid_fn is not None:
             self.runtime.grid_hint = self.grid_fn(self.model, args, kwargs)
         args, kwargs = named_call(self.model, args, kwargs)
+        self.runtime.call_inputs = video_inputs(args, kwargs)
         runtime = self.runtime
         selects = runtime.counts["select"]
         with runtime.call(call_timestep(kwargs)):
@@ -133,6 +135,8 @@ class AsymRnRModule(nn.Module):
         if not self._checked:
             self._checked = True
             runtime.check_site_count()
+            if runtime.reports and not any(r.rewritten for r in runtime.reports) and not runtime.warned:
+                warn_nothing_rewritten(runtime.reports[-1])
         if runtime.counts["select"] == selects:
             self._check_fallback()
         return out

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
+import weakref
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
@@ -107,14 +109,22 @@ class Runtime:
         self.id = next(_IDS)
         self.site_order: dict[str, int] = {}  # full module path -> plan row
         self.sites: dict[str, SiteSpec] = {}  # full key -> spec
-        self._specs: dict[tuple[str, str], SiteSpec] = {}  # (site string, prefix) -> spec
+        self._specs: dict[tuple[str, str, int | None], SiteSpec] = {}  # (site string, prefix, anchor) -> spec
+        self._model: "weakref.ref | None" = None
+        self._param_names: dict[int, str] = {}
+        self._unknown: set[int] = set()
         self.events: deque[CacheEvent] = deque(maxlen=max_events)
         self.counts: Counter[str] = Counter()
         self.reports: list = []  # one GraphReport per captured graph
-        self.grid_hint: tuple[int, int, int] | None = None  # set by integrations before a call is captured
+        # What the model call in progress says about the grid, for graphs captured during it: the
+        # integration's grid (model config + arguments) and the call's 5-D float inputs.
+        self.grid_hint: tuple[int, int, int] | None = None
+        self.call_inputs: list[tuple[str, tuple[int, ...]]] = []
+        self.warned = False  # an AsymRnRWarning about unrewritten sites was given
         self.direction = _Direction()
         self._local = threading.local()
         self.count_host_reads = False  # debugging aid: count host reads inside select (see tests)
+        self.timings: Counter | None = None  # benchmarks set a Counter: seconds inside select per step
         self.last_state: GenerationState | None = None  # observability only (step/generation/cache/matching_steps)
 
     # ------------------------------------------------------------------ states
@@ -193,17 +203,49 @@ class Runtime:
     def num_sites(self) -> int:
         return len(self.site_order)
 
-    def resolve(self, site: str, prefix: str = "") -> SiteSpec:
-        """The spec of a site string run under ``prefix`` (cached: parsed once per region)."""
-        spec = self._specs.get((site, prefix))
+    def bind(self, model: Any) -> None:
+        """Remember the model whose parameters identify its attention modules at run time."""
+        self._model = weakref.ref(model)
+        self._param_names = {}
+
+    def _anchored_path(self, relative: str, ptr: int) -> str | None:
+        """The full path of the attention module whose parameter lives at ``ptr``, or None.
+
+        The graph's own path may be relative (a block graph, a frame resumed after a hook's
+        graph break); the parameter says which module instance actually ran.
+        """
+        name = self._param_names.get(ptr)
+        if name is None and ptr not in self._unknown:
+            model = self._model() if self._model is not None else None
+            if model is not None:  # built lazily, rebuilt when weights moved (``.to()``, offloading)
+                self._param_names = {p.data_ptr(): n for n, p in model.named_parameters()}
+                name = self._param_names.get(ptr)
+            if name is None:
+                self._unknown.add(ptr)
+        if name is None:
+            return None
+        owner = name.split(".")[:-1]  # the module holding the parameter, e.g. blocks.3.attn1.to_q
+        leaf = relative.rsplit(".", 1)[-1]
+        if leaf in owner:  # the graph's (relative) module name, placed in the full path
+            return ".".join(owner[: len(owner) - owner[::-1].index(leaf)])
+        # no usable name (a frame resumed inside the attention module): the projection's parent
+        return ".".join(owner[:-1]) or None
+
+    def resolve(self, site: str, prefix: str = "", anchor: torch.Tensor | None = None) -> SiteSpec:
+        """The spec of a site string run under ``prefix`` with parameter ``anchor`` (cached)."""
+        ptr = anchor.data_ptr() if anchor is not None and self._model is not None else None
+        spec = self._specs.get((site, prefix, ptr))
         if spec is None:
             g = decode_site(site)
-            path = prefix + g.path
+            path = (self._anchored_path(g.path, ptr) if ptr is not None else None) or prefix + g.path
             spec = SiteSpec(
                 key=f"{path}#{g.occurrence}", path=path, ordinal=self.ordinal(path), occurrence=g.occurrence,
                 kind=g.kind, grid=g.grid, text_len=g.text_len, text_first=g.text_first,
             )
-            self._specs[site, prefix] = spec
+            if len(self._specs) > 100_000:  # weights that move every call (offloading): stay bounded
+                self._specs.clear()
+                self._unknown.clear()
+            self._specs[site, prefix, ptr] = spec
             self.sites[spec.key] = spec
         return spec
 
@@ -281,7 +323,9 @@ class Runtime:
         return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen and e.state == state.uid})
 
 
-def select_active(x: torch.Tensor, site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
+def select_active(
+    x: torch.Tensor, anchor: torch.Tensor | None, site: str, feature: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """What ``asymrnr::select`` does: resolve the active call, then :meth:`Runtime.select_site`."""
     call = current_call()
     if call is None:
@@ -292,10 +336,15 @@ def select_active(x: torch.Tensor, site: str, feature: str) -> tuple[torch.Tenso
         )
     runtime = call.runtime
     runtime.counts["select"] += 1
-    spec = runtime.resolve(site, call.prefix)
+    spec = runtime.resolve(site, call.prefix, anchor)
     if runtime.count_host_reads:
         with _HostReadCounter(runtime.counts):
             return runtime.select_site(x, spec, call.state, feature)
+    if runtime.timings is not None:  # benchmarks: host time inside select, by step
+        start = time.perf_counter()
+        out = runtime.select_site(x, spec, call.state, feature)
+        runtime.timings[call.state.step] += time.perf_counter() - start
+        return out
     return runtime.select_site(x, spec, call.state, feature)
 
 

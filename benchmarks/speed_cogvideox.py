@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 
 import torch
 from tqdm import tqdm
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--size", type=int, default=64, help="latent height/width (patch 2)")
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (e.g. 1 when another job holds a core)")
+    ap.add_argument("--regional", action="store_true", help="also time regional compilation at the last point")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
     if args.threads:
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
         plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=5)
         plans[f"q={q} kv={kv}"] = plan
         variants[f"q={q} kv={kv}"] = asymrnr_fx.transform(model, plan, compile=True)
+        if args.regional and (q, kv) == POINTS[-1]:
+            plans[f"q={q} kv={kv} regional"] = plan
+            variants[f"q={q} kv={kv} regional"] = asymrnr_fx.transform(model, plan, compile="regional")
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def timed(fn):
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         for name, fn in tqdm(variants.items(), desc="compile + warm-up", file=sys.stderr):
             run_generation(timed(fn), inputs, 2)
+        for name in plans:  # host time spent inside asymrnr::select, per step (the overhead breakdown)
+            asymrnr_fx.runtime_of(variants[name]).timings = Counter()
         for _ in tqdm(range(args.repeats), desc="interleaved generations", file=sys.stderr):
             for name, fn in variants.items():
                 if name in plans:
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"baseline median step {base * 1000:.1f} ms; attention share of a step f = {share:.3f} (profiler)")
     print(f"{'plan':<14} {'cost kept':>9} {'ideal':>7} {'reuse':>7} {'match':>7} {'run':>7} {'gain/ideal':>10} {'match/reuse':>11}")
     for name in plans:
-        q, kv = (float(p.split("=")[1]) for p in name.split())
+        q, kv = (float(p.split("=")[1]) for p in name.split()[:2])
         c = joint_attention_cost(num_video, text, q, kv)
         ideal = ideal_speedup(share, c)
         reuse = base / times[name].median(reuse_steps)
@@ -91,6 +98,15 @@ def main(argv: list[str] | None = None) -> dict:
                                    "match_speedup": match, "run_speedup": whole, "gain_fraction_of_ideal": frac, "matching_overhead": overhead}
         print(f"{name:<14} {c:9.3f} {ideal:6.2f}x {reuse:6.2f}x {match:6.2f}x {whole:6.2f}x {frac:10.1%} {overhead:+10.1%}")
     print("targets: gain/ideal >= 85% on reuse steps; matching steps <= +15% over reuse steps")
+    print("overhead breakdown: host ms per step inside asymrnr::select (matching, selection, cache lookups)")
+    gens = args.repeats
+    for name in plans:
+        t = asymrnr_fx.runtime_of(variants[name]).timings
+        m = sum(t[s] for s in match_steps) / max(len(match_steps) * gens, 1) * 1000
+        r = sum(t[s] for s in reuse_steps) / max(len(reuse_steps) * gens, 1) * 1000
+        step_ms = times[name].median(reuse_steps) * 1000
+        print(f"  {name:<22} matching steps {m:7.1f} ms   reuse steps {r:6.2f} ms   (reuse step total {step_ms:.1f} ms)")
+        results["points"][name]["select_ms_match_step"], results["points"][name]["select_ms_reuse_step"] = m, r
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -231,3 +231,33 @@ def test_calls_that_fall_back_to_the_unreduced_model_warn_once():
             fast(x, torch.tensor([999.0 - i]))
     fallback = [w for w in seen if issubclass(w.category, asymrnr_fx.AsymRnRWarning) and "unreduced" in str(w.message)]
     assert len(fallback) == 1
+
+
+def test_graph_breaks_inside_blocks_keep_one_site_per_block():
+    """A graph break inside every block (as cache/offload hooks cause): the resumed frames name their
+    attention relative to the block, and one compiled frame serves all blocks; the block's own weights,
+    handed to asymrnr::select, still tell the blocks apart."""
+    from asymrnr_fx.testing.dit import Block, TinyVideoDiT
+
+    class BreakingBlock(Block):
+        def forward(self, x, c):
+            torch._dynamo.graph_break()
+            return super().forward(x, c)
+
+    torch.manual_seed(0)
+    plain = TinyVideoDiT(dim=16, heads=2, depth=3, frames=2, height=4, width=4).eval()
+    breaking = TinyVideoDiT(dim=16, heads=2, depth=3, frames=2, height=4, width=4).eval()
+    breaking.blocks = torch.nn.ModuleList(BreakingBlock(16, 2) for _ in range(3))
+    breaking.load_state_dict(plain.state_dict())
+    plan = changing_plan(3, steps=3, window=2)
+    x = torch.randn(1, 4, 2, 4, 4)
+    outs = []
+    for model in (plain, breaking):
+        fast = asymrnr_fx.transform(model, plan)
+        with torch.no_grad(), asymrnr_fx.generation(fast):
+            outs.append([fast(x, torch.tensor([t])) for t in TIMESTEPS])
+        assert list(fast.runtime.site_order) == ["blocks.0", "blocks.1", "blocks.2"]
+        matches = {(e.site, e.step) for e in fast.runtime.events if e.kind == "match"}
+        assert matches == {(f"blocks.{i}", s) for i in range(3) for s in (0, 2)}
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -20,6 +20,37 @@ def user_inputs(gm: fx.GraphModule) -> Iterator[fx.Node]:
         yield node
 
 
+def is_parameter(node: fx.Node) -> bool:
+    """A lifted parameter: Dynamo's ``..._parameters_...`` placeholder, export's ``p_...`` placeholder, or a get_attr."""
+    if node.op == "get_attr":
+        return True
+    name = str(node.target)
+    return node.op == "placeholder" and ("_parameters_" in name or name.startswith("p_"))
+
+
+def nearest_parameter(node: fx.Node, max_nodes: int = 200) -> fx.Node | None:
+    """The parameter closest upstream of ``node`` (breadth first), e.g. ``to_q.weight`` for an SDPA query.
+
+    Why: a parameter identifies the module instance that ran, at run time, whatever the
+    graph boundaries. A block graph shared by 30 blocks, or a frame resumed after a hook's
+    graph break, sees the running block's own weights as inputs, while its module paths
+    are relative and ambiguous.
+    """
+    seen, queue = {node}, [node]
+    while queue and len(seen) < max_nodes:
+        nxt = []
+        for n in queue:
+            for inp in n.all_input_nodes:
+                if inp in seen:
+                    continue
+                if is_parameter(inp):
+                    return inp
+                seen.add(inp)
+                nxt.append(inp)
+        queue = nxt
+    return None
+
+
 def parameter_inputs(gm: fx.GraphModule) -> list[int]:
     """Positions (among placeholders) of lifted parameters: the graph wrapper reads one to tell models apart."""
     return [

@@ -50,14 +50,20 @@ def infer_grids(
     gm: fx.GraphModule,
     explicit: tuple[int, int, int] | None = None,
     hint: tuple[int, int, int] | None = None,
+    call_inputs: list[tuple[str, tuple[int, ...]]] = (),
 ) -> list[GridCandidate]:
-    """Grid candidates, most trusted first."""
+    """Grid candidates, most trusted first.
+
+    ``call_inputs`` are the 5-D tensors of the model call in progress (name, shape): a graph
+    captured after a graph break no longer sees the video input among its own inputs.
+    """
     if explicit is not None:
         return [GridCandidate(tuple(explicit), "given", trusted=True)]
     out = []
     if hint is not None:
         out.append(GridCandidate(tuple(hint), "model config and inputs", trusted=True))
-    for name, shape in _video_inputs(gm):
+    own = _video_inputs(gm)
+    for name, shape in own + [c for c in call_inputs if c not in own]:
         layouts = {"[B, C, F, H, W]": shape[2:], "[B, F, C, H, W]": (shape[1], shape[3], shape[4])}
         for layout, (f, h, w) in layouts.items():
             for pt in _TEMPORAL_PATCHES:

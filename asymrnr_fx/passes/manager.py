@@ -24,6 +24,7 @@ from ..plan import Plan
 from .classify_attention import classify_attention
 from .find_attention import find_attention
 from .find_timestep import find_timestep
+from .graph import nearest_parameter
 from .infer_grid import infer_grids
 from .rewrite_attention import rewrite_attention
 from .select_sites import select_sites
@@ -60,17 +61,20 @@ def rewrite_graph(
     calls = find_attention(gm)
     timestep = find_timestep(gm)
     explicit = tuple(grid) if grid is not None else plan.grid
-    candidates = infer_grids(gm, explicit=explicit, hint=runtime.grid_hint)
+    candidates = infer_grids(gm, explicit=explicit, hint=runtime.grid_hint, call_inputs=runtime.call_inputs)
     reports, chosen = classify_attention(calls, candidates, plan.text_position)
     _check_explicit_grid(explicit, reports, bool(calls))
-    select_sites(reports, plan, runtime, prefix=prefix, shared=shared)
+    # only a graph that takes the model's timestep is surely the model's own top level, with full
+    # module paths; any other graph may be a block fragment that Dynamo reuses for every block
+    select_sites(reports, plan, runtime, prefix=prefix, shared=shared or timestep is None)
     if not dry_run:
         for call, rep in zip(calls, reports):  # classify_attention keeps the order of the calls
             if not rep.rewrite:
                 continue
             site = GraphSite(rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first")
             rewrite_attention(
-                gm, call, site=encode_site(site), features=rep.features, mode=plan.mode, symmetric=plan.symmetric
+                gm, call, site=encode_site(site), features=rep.features, mode=plan.mode, symmetric=plan.symmetric,
+                anchor=nearest_parameter(call.query),
             )
         gm.graph.lint()
         gm.recompile()

@@ -6,15 +6,17 @@ Before::
 
 After (replace mode; mean mode swaps the gathers for :func:`~asymrnr_fx.ops.merge_tokens`)::
 
-    q_keep, q_assign = asymrnr.select(q, site, "q")        # matching or cache lookup
-    kv_keep, _       = asymrnr.select(v, site, "kv")       # K is pruned with V's matching
+    q_keep, q_assign = asymrnr.select(q, w, site, "q")     # matching or cache lookup
+    kv_keep, _       = asymrnr.select(v, w, site, "kv")    # K is pruned with V's matching
     out_r = sdpa(gather(q, q_keep), gather(k, kv_keep), gather(v, kv_keep),
                  reduce_mask(mask, q_keep, kv_keep), ...)  # scale, dropout, dtype untouched
     out   = gather(out_r, q_assign)                        # restoration
 
 Only the feature(s) the plan ever reduces at this site get their ``select``. ``site`` is the
 string from :func:`asymrnr_fx.runtime.encode_site`: the graph carries no runtime id and no
-step, so it can be shared and shipped.
+step, so it can be shared and shipped. ``w`` is a parameter of the attention module (its
+nearest upstream weight), handed to the op so the runtime can tell at run time which module
+instance is running.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def rewrite_attention(
     features: tuple[str, ...],
     mode: str,
     symmetric: bool = False,
+    anchor: fx.Node | None = None,
 ) -> None:
     """Insert selection, reduction and restoration around ``call.node`` in place."""
     graph, node, a = gm.graph, call.node, dict(call.args)
@@ -53,7 +56,7 @@ def rewrite_attention(
     with graph.inserting_before(node):
         if "q" in features:
             matched_on = a["key"] if symmetric else a["query"]
-            sel = _call(graph, select, (matched_on, site, "q"), meta)
+            sel = _call(graph, select, (matched_on, anchor, site, "q"), meta)
             q_keep = _call(graph, operator.getitem, (sel, 0), meta)
             q_assign = _call(graph, operator.getitem, (sel, 1), meta)
             if symmetric:  # one matching and one ratio for Q, K and V (the SymRnR / ToMe baseline)
@@ -62,7 +65,7 @@ def rewrite_attention(
                 a["value"] = _reduce(graph, reduce, a["value"], q_keep, q_assign, meta)
             a["query"] = _reduce(graph, reduce, a["query"], q_keep, q_assign, meta)
         if "kv" in features:
-            sel = _call(graph, select, (a["value"], site, "kv"), meta)
+            sel = _call(graph, select, (a["value"], anchor, site, "kv"), meta)
             kv_keep = _call(graph, operator.getitem, (sel, 0), meta)
             kv_assign = _call(graph, operator.getitem, (sel, 1), meta)
             a["key"] = _reduce(graph, reduce, a["key"], kv_keep, kv_assign, meta)

@@ -26,10 +26,12 @@ def select_sites(
     """Mark the reports to rewrite (``rewrite``, ``features``, ``ordinal``, ``occurrence``) and return them.
 
     ``prefix`` is the module path of the compiled region (regional compilation); ``shared``
-    says the graph will run for several modules (every block of a class), so the features
-    are those the plan uses at *any* site rather than at this one.
+    says the graph may run for several modules (every block of a class, or a frame resumed
+    after a graph break inside a block), so the features are those the plan uses at *any*
+    site rather than at this one.
     """
     occurrences: Counter[str] = Counter()
+    provisional: dict[str, int] = {}
     chosen = []
     for rep in reports:
         if rep.kind == "cross" and not plan.cross_attention:
@@ -37,7 +39,14 @@ def select_sites(
         eligible = (rep.kind in _VIDEO_KINDS or (rep.kind == "cross" and plan.cross_attention)) and not rep.reason
         if not eligible:
             continue
-        rep.ordinal = runtime.ordinal(prefix + rep.path)
+        # provisional: the runtime numbers sites when they run (a graph's own names may be relative)
+        path = prefix + rep.path
+        rep.ordinal = runtime.site_order.get(path, provisional.setdefault(path, len(runtime.site_order) + len(provisional)))
+        if not shared and plan.num_sites is not None and rep.ordinal >= plan.num_sites:
+            raise ValueError(
+                f"plan {plan.name or ''} has ratios for {plan.num_sites} attention sites, but the model has more "
+                f"(site {rep.ordinal + 1} is {path}); build the plan for this model's number of attention blocks"
+            )
         rep.occurrence = occurrences[rep.path]
         occurrences[rep.path] += 1
         features = _features(plan, rep.ordinal, shared)

@@ -18,6 +18,7 @@ from . import custom_ops as _custom_ops  # noqa: F401  (registers asymrnr::selec
 from .api import AsymRnRModule, generation, inspect, reset, runtime_of, set_step, transform, transform_graph
 from .backend import asymrnr_backend, register
 from .passes import rewrite_graph
+from .deploy import export, load, package
 from .pipelines import apply, remove
 from .plan import Plan, default_plan
 from .report import AsymRnRWarning, Report
@@ -65,6 +66,9 @@ __all__ = [
     "Report",
     "Runtime",
     "apply",
+    "export",
+    "load",
+    "package",
     "asymrnr_backend",
     "calibrate",
     "default_plan",

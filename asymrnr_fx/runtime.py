@@ -331,7 +331,7 @@ def select_active(
     if call is None:
         raise RuntimeError(
             "asymrnr::select ran outside a call of a transformed model. Call the module returned by "
-            "asymrnr_fx.transform() / asymrnr_fx.load() (not the original model), or use "
+            "asymrnr_fx.transform() / asymrnr_fx.load() (not the original model or a bare AOTInductor runner), or use "
             "torch.compile(model, backend='asymrnr')"
         )
     runtime = call.runtime

@@ -241,9 +241,9 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
     if not all(s is not None and len(s) == 4 for s in (q_shape, k_shape, v_shape)):
         rep.reason = "query/key/value are not [batch, heads, tokens, dim] tensors with recorded shapes"
         return rep
-    static = _static(q_shape) and _static(k_shape)
+    static = _static(q_shape[1:]) and _static(k_shape[1:])  # a dynamic batch is fine (export)
     dynamic_reason = "dynamic sequence length; compile with dynamic=False (one graph per input shape)"
-    if not static and not (_static(q_shape[:2]) and _same(q_shape[2], k_shape[2])):
+    if not static and not (_static(q_shape[1:2]) and _same(q_shape[2], k_shape[2])):
         rep.reason = dynamic_reason
         return rep
     rep.q_len, rep.kv_len = (q_shape[2], k_shape[2]) if static else (None, None)

@@ -261,3 +261,22 @@ def test_graph_breaks_inside_blocks_keep_one_site_per_block():
         assert matches == {(f"blocks.{i}", s) for i in range(3) for s in (0, 2)}
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["wan", "hunyuanvideo"])
+def test_regional_compilation_of_other_families_matches_eager(family):
+    """Wan and HunyuanVideo declare ``_repeated_blocks``; one graph per block class serves all blocks.
+    (Inductor whole-model == eager is tested in test_inductor_families; comparing with eager here
+    saves a second inductor compile.)"""
+    model = tiny_transformer(family, layers=2)
+    sites = {"wan": 2, "hunyuanvideo": 4}[family]
+    plan = changing_plan(sites, steps=3, window=2)
+    x = inputs_for(family, 1)
+    eager = solo(asymrnr_fx.transform(model, plan), x)
+    regional = asymrnr_fx.transform(model, plan, compile="regional")
+    outs = solo(regional, x)
+    for a, b in zip(outs, eager):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert regional.runtime.num_sites == sites
+    matches = {(e.site, e.step) for e in regional.runtime.events if e.kind == "match"}
+    assert matches == {(s, step) for s in regional.runtime.site_order for step in (0, 2)}

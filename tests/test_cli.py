@@ -1,13 +1,26 @@
 """The command line: demo and bench in reduced mode, and the method plans they compare."""
+import argparse
 import csv
+import json
 import math
+import sys
 
 import pytest
 import torch
+from PIL import Image
+from safetensors import safe_open
 
 from asymrnr_fx import cli
+from asymrnr_fx.calibration import Calibration
+from asymrnr_fx.commands import demo
 from asymrnr_fx.evaluation.compare import METHODS, method_plan
 from asymrnr_fx.evaluation.metrics import psnr
+from asymrnr_fx.evaluation.targets import (
+    newest_toy_weights,
+    toy_prompts,
+    toy_weights_files,
+)
+from asymrnr_fx.plan import Plan
 
 
 @pytest.mark.parametrize("cost", [0.6, 0.35])
@@ -28,11 +41,81 @@ def test_psnr_against_formula():
     assert psnr(a, b, data_range=2.0) == pytest.approx(10 * math.log10(4 / 0.01), rel=1e-6)
 
 
-def test_demo_quick_writes_gif_and_table(tmp_path, capsys):
-    assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
-    gif, table = tmp_path / "baseline_asymrnr_diff.gif", tmp_path / "table.md"
-    assert gif.stat().st_size > 1000 and "speedup" in table.read_text()
-    assert "prompt accuracy" in capsys.readouterr().out
+def test_demo_quick_writes_gif_and_table(tmp_path, capsys, monkeypatch):
+    # the [demo] extra has no transformers: make any import of it on the demo's path fail
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    assert cli.main(["demo", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    gif, table = tmp_path / "baseline_asymrnr_diff.gif", (tmp_path / "table.md").read_text()
+    assert gif.stat().st_size > 1000 and "speedup" in table
+    with Image.open(gif) as im:  # baseline + 2 AsymRnR rows + their difference rows, 4x upscaled, labelled
+        assert im.n_frames >= 8 and im.height > 5 * 4 * 24
+    for attribute in ("colour", "shape", "direction"):
+        assert f"prompt accuracy: {attribute}" in table
+    assert table.count("/2)") >= 12  # every accuracy cell says out of how many prompts
+    assert "AsymRnR calibrated" in table and "AsymRnR uniform" in table
+    out = capsys.readouterr().out
+    assert "prompt accuracy" in out
+    shipped = demo.plan_path(newest_toy_weights())
+    if shipped.exists():  # the shipped 20-step plan, resampled onto the quick mode's 4 steps
+        assert f"shipped {shipped.name}, resampled from 20 to 4 steps" in out
+
+
+def _weights_metadata(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+@pytest.mark.parametrize("weights", toy_weights_files(), ids=lambda p: p.name)
+def test_shipped_plan_fits_the_shipped_weights(weights):
+    plan_file = demo.plan_path(weights)
+    assert plan_file.exists(), f"no calibrated plan for {weights.name}: run `asymrnr-fx demo --make-plan`"
+    plan = Plan.load(plan_file)
+    sites = _weights_metadata(weights)["transformer_config"]["num_layers"]  # one joint attention per block
+    assert (plan.num_sites, plan.num_steps) == (sites, demo.PLAN_STEPS)
+    assert plan.attention_cost() == pytest.approx(demo.PLAN_BUDGET)
+    assert f"#{demo.weights_digest(weights)}" in plan.name, "plan made for other weights: rerun --make-plan"
+    cal = Calibration.load(demo.calibration_path(weights))
+    assert cal.num_sites == sites and cal.sensitivity is not None
+
+
+def test_calibration_prompts_are_not_the_demo_prompts():
+    assert not set(demo.calibration_prompts()) & set(toy_prompts(12))
+    assert demo.CALIBRATION_SEED != 0
+
+
+def test_resampled_plan_keeps_the_attention_cost():
+    q = torch.tensor([[0.875] * 5 + [0.5] * 5 + [0.1] * 5 + [0.0] * 5] * 3, dtype=torch.float64)
+    plan = Plan.from_table(q, torch.zeros_like(q), cache_window=5)
+    short = demo.resample(plan, 4)
+    assert (short.num_sites, short.num_steps, short.cache_window) == (3, 4, 1)
+    assert short.table("q")[0].tolist() == [0.875, 0.5, 0.1, 0.0]
+    assert short.attention_cost() == pytest.approx(plan.attention_cost())
+
+
+@pytest.fixture(scope="module")
+def toy_bundle():
+    from asymrnr_fx.toy import model as toy_model
+
+    weights = newest_toy_weights()
+    return toy_model.load_toy_model(path=weights), weights
+
+
+def _args(**kw):
+    base = {"plan": None, "q": None, "kv": None, "quick": False, "steps": 20, "seed": 0}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_demo_plan_choices(toy_bundle):
+    model, weights = toy_bundle
+    plan, kind, _ = demo.resolve_plan(_args(), model, weights)  # default: the shipped calibrated plan
+    assert kind == "calibrated" and plan.attention_cost() == pytest.approx(demo.PLAN_BUDGET)
+    plan, kind, source = demo.resolve_plan(_args(plan="calibrated:0.4"), model, weights)  # from the shipped calibration
+    assert kind == "calibrated" and plan.attention_cost() == pytest.approx(0.4) and "calibration" in source
+    for args in (_args(plan="uniform:0.5,0.3"), _args(q=0.5, kv=0.3)):
+        plan, kind, _ = demo.resolve_plan(args, model, weights)
+        assert kind == "uniform" and (plan.ratio(0, 0, "q"), plan.ratio(0, 0, "kv")) == (0.5, 0.3)
+    with pytest.raises(SystemExit, match="attention sites"):
+        demo.resolve_plan(_args(plan="published:cogvideox-2b:base"), model, weights)
 
 
 def test_bench_small_writes_csv_and_plot(tmp_path):

@@ -6,6 +6,7 @@ A :class:`Target` is a model plus how to run one full generation of it. Add an e
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -83,9 +84,31 @@ def cogvideox_shaped_target(steps: int = 10, *, small: bool = False) -> Target:
 
 
 # =========================================================================== the trained toy model
+TOY_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "toy" / "weights"
+
+
+def toy_weights_files() -> list[Path]:
+    """The shipped toy model weights, oldest version first: ``toy_t2v.safetensors`` (v1),
+    ``toy_t2v_v2.safetensors`` ... (files with a second suffix, e.g. ``*.plan.safetensors``,
+    are not weights)."""
+    files = [p for p in TOY_WEIGHTS_DIR.glob("toy_t2v*.safetensors") if p.suffixes == [".safetensors"]]
+    return sorted(files, key=_toy_version)
+
+
+def _toy_version(path: Path) -> int:
+    match = re.fullmatch(r"toy_t2v(?:_v(\d+))?", path.stem)
+    return int(match.group(1) or 1) if match else 0
+
+
+def newest_toy_weights() -> Path | None:
+    """The highest-versioned shipped toy weights file (v2 once shipped, else v1), or None."""
+    files = toy_weights_files()
+    return files[-1] if files else None
+
+
 def toy_available() -> bool:
-    """Whether trained toy weights are shipped (``asymrnr_fx/toy/weights/*.safetensors``)."""
-    return any((Path(__file__).resolve().parents[1] / "toy" / "weights").glob("*.safetensors"))
+    """Whether trained toy weights are shipped (``asymrnr_fx/toy/weights/toy_t2v*.safetensors``)."""
+    return bool(toy_weights_files())
 
 
 def toy_prompts(n: int = 4, heldout: bool = True) -> list[str]:
@@ -97,33 +120,40 @@ def toy_prompts(n: int = 4, heldout: bool = True) -> list[str]:
     return [dataset.caption(*combos[(i * step) % len(combos)]) for i in range(n)]
 
 
-def toy_inputs(prompts: list[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The toy transformer and one call's worth of inputs (noise latents, prompt embeddings, RoPE)."""
-    from ..toy import dataset
+def toy_inputs(
+    prompts: list[str] | None = None, weights: str | Path | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The toy transformer and one call's worth of inputs (noise latents, prompt embeddings, RoPE),
+    at the geometry the loaded model was trained on (its ``spec``: 8 x 24 x 24 for v1, 16 x 32 x 32 for v2).
+    ``weights``: a weights file (default: the one :func:`~asymrnr_fx.toy.model.load_toy_model` loads)."""
     from ..toy import model as toy_model
 
-    model = toy_model.load_toy_model()
+    model = toy_model.load_toy_model(path=weights)
     prompts = prompts or toy_prompts(1)
-    cfg = model.transformer.config
-    shape = (len(prompts), dataset.NUM_FRAMES, cfg.in_channels, dataset.HEIGHT, dataset.WIDTH)
+    cfg, spec = model.transformer.config, model.spec
+    shape = (len(prompts), spec.frames, cfg.in_channels, spec.height, spec.width)
     inputs = {
         "hidden_states": torch.randn(shape, generator=torch.Generator().manual_seed(0)),
         "encoder_hidden_states": toy_model.encode_prompts(model, prompts),
-        "image_rotary_emb": toy_model.rotary_embeddings(cfg, dataset.NUM_FRAMES, dataset.HEIGHT, dataset.WIDTH),
+        "image_rotary_emb": toy_model.rotary_embeddings(cfg, spec.frames, spec.height, spec.width),
     }
     return model.transformer, inputs
 
 
-def toy(steps: int = 20, *, small: bool = False, prompts: Sequence[str] | None = None) -> Target:
+def toy(
+    steps: int = 20, *, small: bool = False, prompts: Sequence[str] | None = None, weights: str | Path | None = None
+) -> Target:
     """The shipped trained toy text-to-video model (:mod:`asymrnr_fx.toy`), CFG 3.
 
     With ``prompts`` every run generates them and ``score`` is their prompt accuracy;
     without, the seed of a run also picks its prompt, cycling over the training captions.
+    ``weights``: a weights file (default: the one :func:`~asymrnr_fx.toy.model.load_toy_model` loads;
+    :func:`newest_toy_weights` for the newest shipped).
     """
     from ..toy import dataset, scorer
     from ..toy import model as toy_model
 
-    bundle = toy_model.load_toy_model()
+    bundle = toy_model.load_toy_model(path=weights)
     fixed = list(prompts) if prompts is not None else None
 
     def run(fn: Callable[..., Any], seed: int) -> torch.Tensor:

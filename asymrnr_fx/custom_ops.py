@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .runtime import select_active
+from .runtime import decode_site, select_active
 
 
 @torch.library.custom_op("asymrnr::select", mutates_args=())
@@ -31,8 +31,13 @@ def select(x: torch.Tensor, anchor: Optional[torch.Tensor], site: str, feature: 
 @select.register_fake
 def _select_fake(x: torch.Tensor, anchor: Optional[torch.Tensor], site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
     bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
-    # a symbolic L (Mochi: data-dependent prompt length) cannot bound the size statically
-    kept = torch.library.get_ctx().new_dynamic_size(min=1, max=length if isinstance(length, int) else None)
+    # The true lower bound (every text token and one dst per stride tile are always kept) keeps
+    # the compiler from guarding on "kept == 1": SDPA's mask-shape check with a [B, 1, 1, L]
+    # key-padding mask and inductor's CPU bmm lowering both ask it, and cannot answer it for an
+    # unbacked size. A symbolic L (Mochi: data-dependent prompt length) gives no static bounds.
+    static = isinstance(length, int)
+    low = min(decode_site(site).min_kept, length) if static else 1
+    kept = torch.library.get_ctx().new_dynamic_size(min=max(low, 1), max=length if static else None)
     return x.new_empty((bsz, heads, kept), dtype=torch.long), x.new_empty((bsz, heads, length), dtype=torch.long)
 
 

@@ -7,8 +7,8 @@ around an attention node; :mod:`asymrnr_fx.runtime` calls :func:`partition`,
 :func:`match` and :func:`select` behind a custom op, because which tokens survive is
 data-dependent and must stay opaque to the compiler.
 
-The algorithm is specified in ``shared/METHOD.md``; :mod:`asymrnr_fx.reference` is an
-independent, slow implementation the tests compare against.
+The method, step by step and mapped to these functions, is described in ``docs/method.md``;
+``tests/reference.py`` is an independent, slow implementation the tests compare against.
 """
 from __future__ import annotations
 
@@ -111,7 +111,8 @@ def best_match(
     and reduced by ``max`` while still in cache (about 1.7x faster than one big GEMM at
     4096 tokens). For the squared euclidean distance ``|a|^2`` is constant per row, so the
     argmax only needs ``2 a.b - |b|^2``; it is added back to the best score afterwards.
-    Scoring all N rows (not only src) spares a gather of the src features.
+    Scoring all N rows (not only src) spares a gather of the src features. On an
+    accelerator the tiles would only add launches: it scores all rows in one GEMM.
     """
     bsz, heads, n, d = x.shape
     flat = x.float().reshape(bsz * heads, n, d).contiguous()  # strided activations make every pass slow
@@ -124,6 +125,8 @@ def best_match(
     bias = xd.square().sum(-1).unsqueeze(1) if euclidean else None
     best = flat.new_empty(bsz * heads, n)
     nearest = torch.empty(bsz * heads, n, dtype=torch.long, device=flat.device)
+    if flat.device.type != "cpu":  # accelerators: one GEMM, no Python loop over chunks
+        chunk = n
     for i in range(0, n, chunk):
         scores = torch.bmm(flat[:, i : i + chunk], rhs)
         if bias is not None:
@@ -175,9 +178,6 @@ def match(
         best, nearest = best.index_select(2, src), nearest.index_select(2, src)
     order = torch.sort(best, dim=-1, descending=True, stable=True).indices
     return Matching(dst=dst, src=src, nearest=nearest, order=order)
-    best, nearest = scores.max(dim=-1)
-    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
-    return Matching(dst=dst, src=src, nearest=nearest, order=order)
 
 
 def select(
@@ -204,7 +204,10 @@ def select(
     kept.index_fill_(-1, m.dst, True)
     kept.scatter_(-1, _lookup(m.src, m.order[..., n_remove:]), True)
     n_kept = n_dst + n_src - n_remove
-    keep_video = kept.nonzero()[:, -1].view(bsz, heads, n_kept)  # row-major: ascending per row
+    # the kept positions, ascending per row: a sort with a known output size needs no host sync
+    # (``nonzero`` would read its size back from the device)
+    positions = torch.arange(num_video, device=device).expand(bsz, heads, num_video)
+    keep_video = torch.where(kept, positions, num_video).sort(dim=-1).values[..., :n_kept]
     slot_of = kept.long().cumsum(-1) - 1  # the slot of every kept position
     removed_dst_pos = _lookup(m.dst, m.nearest.gather(-1, removed))
     slot_of.scatter_(-1, _lookup(m.src, removed), slot_of.gather(-1, removed_dst_pos))
@@ -246,15 +249,45 @@ def reduce_mask(mask: torch.Tensor, q_keep: torch.Tensor | None, kv_keep: torch.
 
     Dimensions the mask broadcasts (size 1) stay broadcast; batch/head dims are expanded
     only when per-head indices require it.
+
+    Under ``torch.compile`` the reduced lengths are the unbacked kept counts of
+    ``asymrnr::select``. A broadcast query or key dim (HunyuanVideo's key-padding mask is
+    ``[B, 1, 1, L]``) would make SDPA's ``check_attn_mask_shape`` evaluate
+    ``mask.size(-2) != q_len`` as ``1 != u0``, which cannot be decided for a count that may
+    be 1 (``GuardOnDataDependentSymNode: Eq(1, u0)``). Where the fake of ``asymrnr::select``
+    bounds the count below by more than 1 (``1 + text length`` at joint sites), the mask
+    stays broadcast. Otherwise (a masked site without text), while tracing the dim is
+    expanded to the reduced length, so its size is the very symbol of the reduced q/k;
+    this compiles, at the cost of SDPA materialising the additive mask at ``[.., n_q, n_kv]``. Eager calls (plain int lengths) never expand: bitwise unchanged.
     """
     idx = q_keep if q_keep is not None else kv_keep
     bsz, heads = idx.shape[0], idx.shape[1]
     while mask.dim() < 4:
         mask = mask.unsqueeze(0)
-    if q_keep is not None and mask.shape[-2] != 1:
+    # decided on the incoming (static) sizes: after a gather they are unbacked symbols
+    q_broadcast, kv_broadcast = mask.shape[-2] == 1, mask.shape[-1] == 1
+    if q_keep is not None and not q_broadcast:
         mask = mask.expand(bsz, heads, *mask.shape[-2:])
         mask = torch.gather(mask, -2, q_keep.unsqueeze(-1).expand(bsz, heads, q_keep.shape[-1], mask.shape[-1]))
-    if kv_keep is not None and mask.shape[-1] != 1:
+    if kv_keep is not None and not kv_broadcast:
         mask = mask.expand(bsz, heads, *mask.shape[-2:])
         mask = torch.gather(mask, -1, kv_keep.unsqueeze(-2).expand(bsz, heads, mask.shape[-2], kv_keep.shape[-1]))
+    # expanded last, after the gathers, so no gather ever runs over an expanded [.., n_q, n_kv] mask
+    if q_keep is not None and q_broadcast and _may_be_one(q_keep.shape[-1]):
+        mask = mask.expand(*mask.shape[:-2], q_keep.shape[-1], mask.shape[-1])
+    if kv_keep is not None and kv_broadcast and _may_be_one(kv_keep.shape[-1]):
+        mask = mask.expand(*mask.shape[:-1], kv_keep.shape[-1])
     return mask
+
+
+def _may_be_one(n: int | torch.SymInt) -> bool:
+    """Whether a traced length might be 1. Always False in eager (plain ints), so eager never expands.
+
+    Under AOT/inductor tracing the length is a ``SymInt``; under Dynamo it is not (Dynamo
+    answers ``isinstance(n, SymInt)`` with False), hence the ``is_compiling`` test.
+    """
+    if not (isinstance(n, torch.SymInt) or torch.compiler.is_compiling()):
+        return False
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    return not statically_known_true(n != 1)

@@ -17,6 +17,7 @@ for the rest of the window.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 import weakref
@@ -44,23 +45,30 @@ class GraphSite:
     grid: tuple[int, int, int]
     text_len: int
     text_first: bool
+    stride: tuple[int, int, int] = (1, 1, 1)  # the plan's; bounds the kept count from below
+
+    @property
+    def min_kept(self) -> int:
+        """Tokens always kept: every text token and one dst per full stride tile."""
+        return self.text_len + math.prod(g // s for g, s in zip(self.grid, self.stride))
 
 
 def encode_site(site: GraphSite) -> str:
     """A stable, content-derived string for the op's ``site`` argument (survives export and other processes)."""
-    f, h, w = site.grid
     side = "first" if site.text_first else "last"
-    return f"{site.path}#{site.occurrence};{site.kind};{f}x{h}x{w};{site.text_len};{side}"
+    grid, stride = ("x".join(map(str, t)) for t in (site.grid, site.stride))
+    return f"{site.path}#{site.occurrence};{site.kind};{grid};{site.text_len};{side};{stride}"
 
 
 def decode_site(text: str) -> GraphSite:
     try:
-        head, kind, grid, text_len, side = text.rsplit(";", 4)
+        head, kind, grid, text_len, side, stride = text.rsplit(";", 5)
         path, occurrence = head.rsplit("#", 1)
         f, h, w = (int(v) for v in grid.split("x"))
+        sf, sh, sw = (int(v) for v in stride.split("x"))
         if side not in ("first", "last"):
             raise ValueError(side)
-        return GraphSite(path, int(occurrence), kind, (f, h, w), int(text_len), side == "first")
+        return GraphSite(path, int(occurrence), kind, (f, h, w), int(text_len), side == "first", (sf, sh, sw))
     except ValueError as e:
         raise ValueError(f"malformed asymrnr site string {text!r}") from e
 

@@ -71,7 +71,9 @@ def rewrite_graph(
         for call, rep in zip(calls, reports):  # classify_attention keeps the order of the calls
             if not rep.rewrite:
                 continue
-            site = GraphSite(rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first")
+            site = GraphSite(
+                rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first", plan.stride
+            )
             rewrite_attention(
                 gm, call, site=encode_site(site), features=rep.features, mode=plan.mode, symmetric=plan.symmetric,
                 anchor=nearest_parameter(call.query),

@@ -69,3 +69,17 @@ def test_inductor_compiles_one_graph_equal_to_eager(family, monkeypatch):
     for o, e in zip(outs, expected):
         assert o.shape == e.shape and torch.isfinite(o).all()
         torch.testing.assert_close(o, e, atol=1e-4, rtol=1e-4)
+
+
+def test_native_math_attention_backend_compiles_reduced():
+    """diffusers' ``_native_math`` backend: inductor's bmm lowering used to guard on the kept count being 1."""
+    model = tiny_transformer("wan")
+    model.set_attention_backend("_native_math")
+    plan = nonzero_plan(num_sites("wan"))
+    inputs = transformer_inputs("wan")
+    eager = run_steps(asymrnr_fx.transform(model, plan), inputs)
+    fast = asymrnr_fx.transform(model, plan, compile=True)
+    compiled = run_steps(fast, inputs)
+    assert fast.report.rewritten and fast.runtime.counts["match"] > 0
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -65,7 +65,14 @@ def asymrnr_backend(
             warn_nothing_rewritten(report, dynamic=dynamic)
     compiled = gm.forward if not opts.get("compile", True) else _inductor(gm, example_inputs, report, opts, mode)
     if not report.rewritten:
-        return compiled
+        if bound is None:
+            return compiled
+
+        def counted(*args: Any) -> Any:  # so a call that ran no graph at all can be told apart
+            bound.counts["graph_call"] += 1
+            return compiled(*args)
+
+        return counted
     timestep = find_timestep(gm)
     placeholders = list(gm.graph.find_nodes(op="placeholder"))
     return _GraphRunner(
@@ -92,7 +99,9 @@ class _GraphRunner:
         return self.compiled(*args)
 
     def run(self, args: tuple) -> Any:
-        if current_call() is not None:
+        call = current_call()
+        if call is not None:
+            call.runtime.counts["graph_call"] += 1
             return self._invoke(args)
         runtime = self.bound() if self.bound is not None else None
         if runtime is None:

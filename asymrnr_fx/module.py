@@ -126,7 +126,7 @@ class AsymRnRModule(nn.Module):
         args, kwargs = named_call(self.model, args, kwargs)
         self.runtime.call_inputs = video_inputs(args, kwargs)
         runtime = self.runtime
-        selects = runtime.counts["select"]
+        graphs = runtime.counts["graph_call"]
         with runtime.call(call_timestep(kwargs)):
             if self._shapes is None:  # regional: the model runs eagerly, its blocks compiled
                 out = self.model(*args, **kwargs)
@@ -136,9 +136,9 @@ class AsymRnRModule(nn.Module):
             self._checked = True
             runtime.check_site_count()
             if runtime.reports and not any(r.rewritten for r in runtime.reports) and not runtime.warned:
-                warn_nothing_rewritten(runtime.reports[-1])
-        if runtime.counts["select"] == selects:
-            self._check_fallback()
+                warn_nothing_rewritten(runtime.reports[-1], hooks=integrations.hooks_of(self.model))
+        if runtime.counts["graph_call"] == graphs and self._shapes is not None:
+            self._check_fallback()  # no compiled graph ran: Dynamo ran the model itself
         return out
 
     def _check_fallback(self) -> None:
@@ -147,9 +147,9 @@ class AsymRnRModule(nn.Module):
             return
         self._warned_fallback = True
         warnings.warn(
-            "asymrnr_fx: this call ran no AsymRnR site although the model has rewritten sites: Dynamo ran the "
-            "unreduced model (its recompile limit, a guard that changes every call such as a hook's int "
-            "argument, or a graph break at the attention). Reduction is off for such calls; see "
+            "asymrnr_fx: this call ran none of the compiled graphs although the model has rewritten sites: "
+            "Dynamo ran the unreduced model (its recompile limit, hit by a guard that changes every call such "
+            "as a hook's int argument or changing LoRA scales). Reduction is off for such calls; see "
             "TORCH_LOGS=recompiles for the cause.",
             AsymRnRWarning, stacklevel=3,
         )

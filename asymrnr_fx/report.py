@@ -71,7 +71,7 @@ class Report:
         return "\n".join(head + lines)
 
 
-def warn_nothing_rewritten(report: GraphReport, dynamic: bool = False) -> None:
+def warn_nothing_rewritten(report: GraphReport, dynamic: bool = False, hooks: list[str] | None = None) -> None:
     if dynamic and not report.rewritten:
         msg = (
             "asymrnr_fx rewrote nothing: Dynamo captured this graph with symbolic (dynamic) shapes, and AsymRnR "
@@ -79,6 +79,13 @@ def warn_nothing_rewritten(report: GraphReport, dynamic: bool = False) -> None:
             "with the default dynamic=None after a second input shape (automatic dynamic shapes). Use "
             "asymrnr_fx.transform(model, plan, compile=True) (one graph per shape), or torch.compile(..., "
             "dynamic=False)"
+        )
+    elif not report.sites and hooks:
+        msg = (
+            "asymrnr_fx rewrote nothing: no scaled_dot_product_attention call reached a compiled graph. The model "
+            f"carries diffusers hooks ({', '.join(hooks)}); hooks that run their blocks outside the compiled graph "
+            "(compiler.disable, e.g. MagCache and leaf-level group offloading) hide the attention from the pass. "
+            "Remove the hook, or apply it after asymrnr_fx.transform(model, plan, compile='regional')"
         )
     elif not report.sites:
         msg = (

@@ -41,3 +41,34 @@ def test_first_block_cache_composes_in_either_order(order):
     runs = {(e.site, e.step) for e in rt.events}
     assert {("blocks.0.attn1", s) for s in range(5)} <= runs  # the computed block stays reduced
     assert not any(site != "blocks.0.attn1" and step > 0 for site, step in runs)  # the hook still skips
+
+
+def test_pyramid_attention_broadcast_skips_and_the_rest_stays_reduced():
+    import warnings
+
+    from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+
+    model = tiny_transformer("wan", layers=2)
+    fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2))
+    now = {"t": 900.0}
+    apply_pyramid_attention_broadcast(model, PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 950),
+        current_timestep_callback=lambda: now["t"]))
+    x = transformer_inputs("wan")
+    with torch.no_grad(), asymrnr_fx.generation(fast), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)  # a skipped attention is no fallback
+        for i, t in enumerate(TIMESTEPS):
+            now["t"] = t
+            fast(**step_inputs(x, t, i))
+    runs = {(e.site, e.step) for e in fast.runtime.events}
+    assert runs == {(f"blocks.{b}.attn1", s) for b in (0, 1) for s in (0, 2, 4)}  # PAB reuses attention at 1, 3
+
+
+def test_a_hook_that_hides_the_attention_is_named_in_the_warning():
+    from diffusers.hooks import MagCacheConfig, apply_mag_cache
+
+    model = tiny_transformer("wan", layers=2)
+    fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
+    apply_mag_cache(model, MagCacheConfig(threshold=0.5, num_inference_steps=5, retention_ratio=0.0, mag_ratios=[1.0] * 5))
+    with torch.no_grad(), pytest.warns(asymrnr_fx.AsymRnRWarning, match="mag_cache"):
+        fast(**transformer_inputs("wan"))

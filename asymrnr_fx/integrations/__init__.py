@@ -16,7 +16,7 @@ from torch import nn
 from . import diffusers
 from .diffusers import TRANSFORMER_COMPONENTS, GridFn
 
-__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "dynamo_config_for", "grid_fn_for", "repeated_blocks", "tracing"]
+__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "tracing"]
 
 
 def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | None:
@@ -32,6 +32,11 @@ def dynamo_config_for(model: nn.Module) -> dict[str, Any]:
 def tracing(model: nn.Module) -> contextlib.AbstractContextManager:
     """The Dynamo settings ``model`` needs to be captured as one graph, as a context manager."""
     return diffusers.tracing(model)
+
+
+def hooks_of(model: nn.Module) -> list[str]:
+    """Names of the diffusers hooks registered anywhere in ``model`` (cache, offload, ... hooks)."""
+    return diffusers.hooks_of(model)
 
 
 def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -174,6 +174,15 @@ def tracing(model: nn.Module) -> contextlib.AbstractContextManager:
     return torch._dynamo.config.patch(**cfg) if cfg else contextlib.nullcontext()
 
 
+def hooks_of(model: nn.Module) -> list[str]:
+    """Names of the diffusers hooks (``module._diffusers_hook`` registries) in ``model``, sorted."""
+    names = set()
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        names.update(getattr(registry, "hooks", {}) or {})
+    return sorted(names)
+
+
 # --------------------------------------------------------------------------- regional compilation
 def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The blocks regional compilation compiles, with their module paths, in model order.

@@ -1,4 +1,4 @@
-"""Coverage of diffusers' video DiTs (asymrnr_fx/evaluation/coverage.py), eager part, on a rotating subset.
+"""Coverage of diffusers' video DiTs (asymrnr_fx/evaluation/coverage/), eager part, on a rotating subset.
 
 Every run checks CogVideoX plus 4 other classes chosen by the day of the year, so CI covers
 every ``*Transformer3DModel`` class in the installed diffusers over a few weeks while each
@@ -42,7 +42,7 @@ def test_every_video_dit_class_has_a_tiny_config():
     names = coverage.video_dit_classes()
     assert len(names) >= 20 and set(coverage.README_FAMILIES) <= set(names)
     missing = [n for n in names if n not in coverage.cases()]
-    assert not missing, f"add a tiny config to asymrnr_fx/evaluation/coverage.py for {missing}"
+    assert not missing, f"add a tiny config to asymrnr_fx/evaluation/coverage/ for {missing}"
 
 
 def test_rotating_subset_covers_every_class():
@@ -59,10 +59,8 @@ def test_rotating_subset_covers_every_class():
 #: Classes the sweep finds silently wrong today, with the library fix (docs/coverage.md, "Root causes").
 #: Strict xfail: the test checks the detector still sees it, and fails once the library is fixed, so
 #: the entry is removed then.
-KNOWN_SILENTLY_WRONG = {
-    "Kandinsky5Transformer3DModel": "channels-last latents read as [B, C, F, H, W]: needs a GRID_FNS entry "
-    "in asymrnr_fx/integrations/diffusers.py",
-}
+#: Classes known to be reduced on the wrong tokens today (strict: a fix must remove its entry).
+KNOWN_SILENTLY_WRONG: dict[str, str] = {}
 
 
 def test_config_patch_reads_every_convention():

@@ -116,7 +116,7 @@ def test_package_carries_ops_and_plan(cogvideox):
     kind, record = deploy.read_record(cogvideox.package)
     assert kind == "aoti" and record[deploy.FORMAT_KEY] == str(deploy.FORMAT_VERSION)
     call = json.loads(record[deploy.CALL_KEY])
-    assert call["timestep"] == "timestep" and call["sites"] == ["transformer_blocks.0.attn1#0;joint;4x4x4;8;first"]
+    assert call["timestep"] == "timestep" and call["sites"] == ["transformer_blocks.0.attn1#0;joint;4x4x4;8;first;2x2x2"]
     assert record[deploy.OP_SCHEMA_KEY] == str(torch.ops.asymrnr.select.default._schema)
     names = [a.name for a in torch.ops.asymrnr.select.default._schema.arguments]
     selects = [dict(zip(names, n.args)) for n in cogvideox.ep.graph.nodes if n.target is torch.ops.asymrnr.select.default]

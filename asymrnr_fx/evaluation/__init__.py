@@ -8,6 +8,8 @@ The layer above calibration and the test models (it may import the core,
 * :mod:`.bench`    speed helpers: interleaved step timings, attention share, ideal speedup
 * :mod:`.metrics`  PSNR, SSIM (scikit-image), peak memory
 * :mod:`.media`    side-by-side GIFs
+* :mod:`.coverage` does AsymRnR work, unchanged, on every video DiT class in diffusers (a package:
+  tiny configs, :func:`~.coverage.check`, the sweep and ``docs/coverage.md``)
 
 Nothing is imported eagerly here: the submodules pull in optional dependencies.
 """

@@ -116,16 +116,25 @@ def grid_ltx(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
 
 
 def grid_generic(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
-    """Best effort for other diffusers video transformers: 5-D latents, layout told by ``in_channels``."""
+    """Other diffusers video transformers: 5-D latents, the layout told by the channel count.
+
+    Models configured with ``in_visual_dim`` (Kandinsky 5 and 6) take channels-last latents
+    ``[B, F, H, W, C]``, decided by the convention, not the shape: with 16 channels and a 16-wide
+    latent the shape alone is ambiguous. Otherwise the axis holding ``in_channels`` is the
+    channel axis: ``[B, C, F, H, W]`` (the common layout) or ``[B, F, C, H, W]`` (CogVideoX-like).
+    """
     x = _latents(model, args, kwargs)
     if x is None or x.dim() != 5:
         return None
     pt, ph, pw = _patch(model)
     c = _config(model, "in_channels")
-    if c is not None and x.shape[2] == c and x.shape[1] != c:  # [B, F, C, H, W]
-        f, h, w = x.shape[1], x.shape[3], x.shape[4]
-    else:  # [B, C, F, H, W], the common layout
-        f, h, w = x.shape[2], x.shape[3], x.shape[4]
+    shape = tuple(x.shape)
+    if _config(model, "in_visual_dim") is not None:  # [B, F, H, W, C]
+        f, h, w = shape[1], shape[2], shape[3]
+    elif c is not None and shape[2] == c and shape[1] != c:  # [B, F, C, H, W]
+        f, h, w = shape[1], shape[3], shape[4]
+    else:  # [B, C, F, H, W]
+        f, h, w = shape[2], shape[3], shape[4]
     return (f // pt, h // ph, w // pw)
 
 
@@ -136,6 +145,7 @@ GRID_FNS: dict[str, GridFn] = {
     "WanTransformer3DModel": grid_channels_first,
     "MochiTransformer3DModel": grid_channels_first,
     "LTXVideoTransformer3DModel": grid_ltx,
+    "LTX2VideoTransformer3DModel": grid_ltx,
 }
 
 #: Dynamo settings per model class. Mochi selects each sample's valid prompt tokens with

@@ -115,7 +115,7 @@ class AsymRnRModule(nn.Module):
         self.__dict__["_shapes"] = None
         self.__dict__["_regions"] = []
         if compile == "regional":
-            self.__dict__["_regions"] = _compile_regions(model, make(region=True))
+            self.__dict__["_regions"] = _compile_regions(model, make(region=True), self.runtime)
         else:
             self.__dict__["_shapes"] = ShapeCache(make(), f"transformed {type(model).__name__}")
         self._checked = False
@@ -198,7 +198,9 @@ def _cache_context(module: AsymRnRModule, name: str, kwargs: dict) -> Iterator[N
         state.context = previous
 
 
-def _compile_regions(model: nn.Module, make: Callable[[], Callable[..., Any]]) -> list[tuple[nn.Module, Any]]:
+def _compile_regions(
+    model: nn.Module, make: Callable[[], Callable[..., Any]], runtime: Runtime
+) -> list[tuple[nn.Module, Any]]:
     """Compile the repeated blocks of ``model``: one compiled graph per block class and input shape.
 
     Each block's ``forward`` is replaced (in place, undone by ``untransform``) by a wrapper that
@@ -219,22 +221,24 @@ def _compile_regions(model: nn.Module, make: Callable[[], Callable[..., Any]]) -
         if cache is None:
             cache = caches[cls] = ShapeCache(make, f"regional {cls.__name__}")
         patched.append((block, block.__dict__.get("forward")))
-        block.forward = _region_forward(block, path, cache)
+        block.forward = _region_forward(block, path, cache, runtime)
     return patched
 
 
-def _region_forward(block: nn.Module, path: str, cache: ShapeCache) -> Callable[..., Any]:
+def _region_forward(block: nn.Module, path: str, cache: ShapeCache, runtime: Runtime) -> Callable[..., Any]:
+    """The patched ``forward`` of one block: inside its transformed model's call, the block's compiled,
+    reduced graph; anywhere else (the original model called or compiled directly), the original forward."""
     ref = weakref.ref(block)
+    runtime_ref = weakref.ref(runtime)
     prefix = path + "."
     forward_fn = type(block).forward
 
     def forward(*args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():  # someone else compiles the whole original model: be the original
+            return forward_fn(ref(), *args, **kwargs)
         call = current_call()
-        if call is None:
-            raise RuntimeError(
-                f"{path} is compiled for AsymRnR (compile='regional'): call the model returned by "
-                "asymrnr_fx.transform() (it tracks the step), not the original model"
-            )
+        if call is None or call.runtime is not runtime_ref():  # the original model, called directly: unreduced
+            return forward_fn(ref(), *args, **kwargs)
         # the first block often gets a strided slice, the rest a fresh tensor: one layout, one graph
         args = tuple(dense(a) for a in args)
         kwargs = {k: dense(v) for k, v in kwargs.items()}

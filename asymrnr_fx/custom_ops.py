@@ -8,7 +8,7 @@ chain then compiles once and the count may change on every call without recompil
 Its arguments are the tensor to match on, a parameter of the attention module (it tells the
 running module instance apart at run time), a site string (module path relative to the
 compiled region plus the site's grid and text layout, see
-:func:`asymrnr_fx.runtime.encode_site`) and the feature. No runtime id or step is passed:
+:func:`asymrnr_fx.sites.encode_site`) and the feature. No runtime id or step is passed:
 the op reads the active call (runtime, generation state, region prefix) from a context
 variable set outside the graph, so graphs are shareable across blocks, models, processes.
 """
@@ -18,7 +18,8 @@ from typing import Optional
 
 import torch
 
-from .runtime import decode_site, select_active
+from .runtime import select_active
+from .sites import decode_site
 
 
 @torch.library.custom_op("asymrnr::select", mutates_args=())

@@ -7,7 +7,7 @@
 
 What the graph carries: every rewritten attention site is an ``asymrnr::select`` node whose
 arguments are the tensor to match on and a content-derived site string (module path, kind,
-grid, text layout; see :func:`asymrnr_fx.runtime.encode_site`). What travels beside the graph
+grid, text layout; see :func:`asymrnr_fx.sites.encode_site`). What travels beside the graph
 is one record of strings (:data:`FORMAT_KEY`, :data:`PLAN_KEY`, :data:`PLAN_DIGEST_KEY`,
 :data:`CALL_KEY`, :data:`OP_SCHEMA_KEY`): the format version, the plan (safetensors bytes,
 base64), its SHA-256, how to find the timestep argument (and the site strings), and the

@@ -56,7 +56,7 @@ def rewrite_graph(
     the block being captured, and whether the graph serves every block of its class).
     """
     from ..report import GraphReport
-    from ..runtime import GraphSite, encode_site
+    from ..sites import GraphSite, encode_site
 
     calls = find_attention(gm)
     timestep = find_timestep(gm)

@@ -13,7 +13,7 @@ After (replace mode; mean mode swaps the gathers for :func:`~asymrnr_fx.ops.merg
     out   = gather(out_r, q_assign)                        # restoration
 
 Only the feature(s) the plan ever reduces at this site get their ``select``. ``site`` is the
-string from :func:`asymrnr_fx.runtime.encode_site`: the graph carries no runtime id and no
+string from :func:`asymrnr_fx.sites.encode_site`: the graph carries no runtime id and no
 step, so it can be shared and shipped. ``w`` is a parameter of the attention module (its
 nearest upstream weight), handed to the op so the runtime can tell at run time which module
 instance is running.

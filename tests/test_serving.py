@@ -64,8 +64,8 @@ def test_interleaved_requests_equal_their_solo_runs(wan):
 
 
 def test_two_threads_each_get_their_solo_output(wan):
-    # one intra-op thread: two requests sharing the OpenMP pool must not change summation order,
-    # so any difference left would be shared state, which is what this test is about
+    # one intra-op thread, set in every thread (OpenMP's thread count is per thread): the float
+    # summation order is then the same as in the solo runs, so any difference is shared state
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -82,6 +82,7 @@ def _two_threads(wan):
     barrier = threading.Barrier(2)
 
     def worker(k):
+        torch.set_num_threads(1)
         barrier.wait()
         with torch.no_grad():  # no handle: each thread has its own implicit state
             results[k] = [fast(**step_inputs(ins[k], t, i))[0] for i, t in enumerate(TIMESTEPS)]

@@ -64,28 +64,28 @@ def test_interleaved_requests_equal_their_solo_runs(wan):
 
 
 def test_two_threads_each_get_their_solo_output(wan):
-    # one intra-op thread, set in every thread (OpenMP's thread count is per thread): the float
-    # summation order is then the same as in the solo runs, so any difference is shared state
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _two_threads(wan)
-    finally:
-        torch.set_num_threads(threads)
+    """Two threads generating on one model: each gets its solo output and its solo matchings.
 
-
-def _two_threads(wan):
+    Outputs are compared to 1e-4, not bitwise: in the full suite, worker threads run kernels with
+    their own thread-local settings (OpenMP's thread count is per thread), which can move the last
+    bits. Shared state shows far above that: the unprotected runs of the issue were 2-4% off.
+    Interleaved requests in one thread are checked bitwise above."""
     fast = asymrnr_fx.transform(wan, changing_plan(2, steps=3, window=2))
     ins = [inputs_for("wan", s) for s in (3, 4)]
-    expected = [solo(fast, x) for x in ins]
+    handles = [asymrnr_fx.generation(fast) for _ in ins]
+    expected = []
+    for g, x in zip(handles, ins):
+        with torch.no_grad(), g:
+            expected.append([fast(**step_inputs(x, t, i))[0] for i, t in enumerate(TIMESTEPS)])
     results: dict[int, list] = {}
+    states: dict[int, object] = {}
     barrier = threading.Barrier(2)
 
     def worker(k):
-        torch.set_num_threads(1)
         barrier.wait()
         with torch.no_grad():  # no handle: each thread has its own implicit state
             results[k] = [fast(**step_inputs(ins[k], t, i))[0] for i, t in enumerate(TIMESTEPS)]
+        states[k] = fast.runtime.default_state()
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
     for th in threads:
@@ -93,8 +93,12 @@ def _two_threads(wan):
     for th in threads:
         th.join()
     for k in (0, 1):
+        solo_state = handles[k].state_for(fast.runtime)
+        assert states[k] is not solo_state and states[0] is not states[1]
+        assert states[k].step == solo_state.step == 2 and set(states[k].cache) == set(solo_state.cache)
+        assert [e.window for e in states[k].cache.values()] == [e.window for e in solo_state.cache.values()]
         for x, y in zip(results[k], expected[k]):
-            assert torch.equal(x, y)
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
 def test_two_models_one_plan_object_never_share_a_clock(cog):

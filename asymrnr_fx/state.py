@@ -198,7 +198,7 @@ class Generation:
     def set_step(self, step: int) -> None:
         """Pin the step for every model this handle covers (state is created if needed)."""
         for runtime in list(self._runtimes):
-            self.state_for(runtime).set_step(step)
+            self.state_for(runtime)  # create the states of covered models not called yet
         for state in self.states():
             state.set_step(step)
 

@@ -80,8 +80,21 @@ PRESETS: dict[str, dict] = {
     "v2": dict(version=2, stages="4:4000,8:1000,16:750", batch_size=8, lr=1e-3, warmup=200, ema=0.998,
                cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(WEIGHTS_FILE_V2),
                evals_per_stage=2, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20),
+    # Second phase of the second model: phase one ("v2", stopped after its 8-frame stage, kept as
+    # checkpoints/v2_phase1.pt) drew every shape as a blob whose *area* followed the shape word
+    # but not its outline. Outlines are drawn at low noise, which the shift-3 noise levels of
+    # phase one visit rarely (18% of steps at sigma < 0.4): this phase starts from phase one's
+    # EMA weights with a fresh optimizer, uniform noise levels (40% at sigma < 0.4) and 5000
+    # more 4-frame steps, then the 16-frame stage (2048 tokens). ~46 + ~46 min, one thread.
+    "v2-finish": dict(version=2, stages="4:5000,16:750", batch_size=8, lr=5e-4, warmup=100, ema=0.998,
+                      cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(WEIGHTS_FILE_V2),
+                      evals_per_stage=2, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20,
+                      sigma_shift=1.0, init_from="v2_phase1.pt"),
 }
-HYPER = tuple(PRESETS["v2"]) + ("seed", "preset", "log_every")  # restored by --resume
+for _preset in PRESETS.values():  # phase-one defaults for the keys that came later
+    _preset.setdefault("sigma_shift", SCHEDULER_CONFIG["shift"])
+    _preset.setdefault("init_from", None)
+HYPER = tuple(PRESETS["v2-finish"]) + ("seed", "preset", "log_every")  # restored by --resume
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cond-dropout", type=float, default=None)
     p.add_argument("--fg-weight", type=float, default=None, help="extra loss weight on object pixels")
     p.add_argument("--shape-weight", type=float, default=None, help="extra loss weight where the shapes disagree")
+    p.add_argument("--sigma-shift", type=float, default=None, help="noise-level shift of training (3 = scheduler's)")
+    p.add_argument("--init-from", default=None, help="start from this checkpoint's EMA weights (name in --checkpoint-dir or path)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     p.add_argument("--out", default=None, help="weights file written when training finishes")
     p.add_argument("--evals-per-stage", type=int, default=None, help="held-out evaluations per stage (CSV)")
@@ -279,7 +294,7 @@ def train(args: argparse.Namespace) -> None:
     ckpt = None
     if args.resume:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        for key, value in ckpt["hyper"].items():
+        for key, value in {"sigma_shift": SCHEDULER_CONFIG["shift"], "init_from": None, **ckpt["hyper"]}.items():
             if getattr(args, key) != value:
                 print(f"resume: using the checkpoint's {key}={value!r} (command line had {getattr(args, key)!r})")
             setattr(args, key, value)
@@ -315,8 +330,18 @@ def train(args: argparse.Namespace) -> None:
         _truncate_csv(log_csv, step)
         print(f"resumed from {ckpt_path} at step {step}/{total} ({elapsed0 / 60:.1f} min trained)")
         del ckpt
-    elif log_csv.exists():
-        log_csv.unlink()  # a fresh run starts a fresh log
+    else:
+        if log_csv.exists():
+            log_csv.unlink()  # a fresh run starts a fresh log
+        if args.init_from:
+            init_path = Path(args.init_from)
+            init_path = init_path if init_path.is_absolute() else Path(args.checkpoint_dir) / init_path
+            init = torch.load(init_path, map_location="cpu", weights_only=True)
+            for m in (model, ema_model):
+                m.transformer.load_state_dict(init["ema_transformer"])
+                m.text_encoder.load_state_dict(init["ema_text_encoder"])
+            print(f"initialised from the EMA weights of {init_path} (step {init['step']})", flush=True)
+            del init
 
     n_params = sum(p.numel() for p in params)
     print(f"preset {args.preset} seed {args.seed}: {n_params / 1e6:.2f}M parameters, stages "
@@ -363,7 +388,7 @@ def train(args: argparse.Namespace) -> None:
         ids[drop] = null_ids
 
         noise = torch.randn(x0.shape, generator=gen)
-        sigma = sample_sigmas(len(attrs), gen)
+        sigma = sample_sigmas(len(attrs), gen, shift=args.sigma_shift)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         target = noise - x0  # velocity: d x_t / d sigma

@@ -130,8 +130,15 @@ def _inductor(gm: fx.GraphModule, example_inputs: Sequence[Any], report: Any, op
 
     if report.rewritten:
         _allow_data_dependent_sizes(example_inputs)
+    from torch._inductor import config as inductor_config
+
+    from . import ops
+
     patches = dict(list_mode_options(mode)) if mode else {}
     patches.update(opts.get("inductor") or {})
+    if report.rewritten:  # so AOTAutograd's cache does not bypass the rewritten graph (warm starts)
+        marked = dict(patches.get("unsafe_marked_cacheable_functions") or inductor_config.unsafe_marked_cacheable_functions)
+        patches["unsafe_marked_cacheable_functions"] = {**marked, **ops.graph_function_cache_keys()}
     return compile_fx(gm, example_inputs, config_patches=patches)
 
 

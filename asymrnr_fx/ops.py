@@ -291,3 +291,36 @@ def _may_be_one(n: int | torch.SymInt) -> bool:
     from torch.fx.experimental.symbolic_shapes import statically_known_true
 
     return not statically_known_true(n != 1)
+
+
+# The functions the rewrite pass inserts into graphs as ``call_function`` nodes.
+GRAPH_FUNCTIONS = (gather_tokens, merge_tokens, restore_tokens, reduce_mask)
+
+
+def graph_function_cache_keys() -> dict[str, str]:
+    """``{"asymrnr_fx.ops.gather_tokens": <hash>, ...}`` for inductor's ``unsafe_marked_cacheable_functions``.
+
+    Why: AOTAutograd's cache bypasses any graph that calls a function it does not know, so a
+    warm restart of a rewritten model re-traced and re-lowered the whole graph (a 6-block
+    model: 7.4 s warm against plain inductor's 4.4 s). Marking our graph functions cacheable
+    brings the warm start back to a cache hit; the key is a hash of this module's and the
+    custom op's source, so a changed implementation can never be served from a stale entry.
+    """
+    return {f"{fn.__module__}.{fn.__name__}": _source_hash() for fn in GRAPH_FUNCTIONS}
+
+
+def _source_hash() -> str:
+    global _SOURCE_HASH
+    if _SOURCE_HASH is None:
+        import hashlib
+        from pathlib import Path
+
+        here = Path(__file__).resolve().parent
+        digest = hashlib.sha256()
+        for name in ("ops.py", "custom_ops.py"):
+            digest.update((here / name).read_bytes())
+        _SOURCE_HASH = digest.hexdigest()[:16]
+    return _SOURCE_HASH
+
+
+_SOURCE_HASH: str | None = None

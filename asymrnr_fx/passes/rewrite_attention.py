@@ -77,6 +77,8 @@ def rewrite_attention(
     if q_assign is not None:
         with graph.inserting_after(node):
             restored = _call(graph, ops.restore_tokens, (node, q_assign), meta)
+        if "example_value" in meta:  # restored = the original output's shape; AOTAutograd's cache
+            restored.meta["example_value"] = meta["example_value"]  # checks method calls on it by this
         node.replace_all_uses_with(restored, delete_user_cb=lambda user: user is not restored)
 
 

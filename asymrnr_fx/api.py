@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from . import integrations
+from . import compose, integrations
 from .backend import analysis_backend
 from .calls import call_timestep, fresh_entry, named_call
 from .module import AsymRnRModule, GridFn, Options, undo_previous_regions
@@ -68,6 +68,8 @@ def transform(
         model = model.untransform()
     else:
         undo_previous_regions(model)
+    compose.check(model, opts.compile)  # refuse hooks that would silently turn the reduction off
+    compose.warn_backends(model)
     if plan is None and runtime is not None:
         return AsymRnRModule(model, runtime.plan, opts, runtime)
     return AsymRnRModule(model, coerce_plan(plan), opts, runtime)
@@ -126,6 +128,7 @@ def inspect(
                 model(*args, **kwargs)
         return model.report
     plan = coerce_plan(plan)
+    compose.warn_backends(model)  # sites a non-SDPA attention backend keeps intact never reach the graph
     runtime = Runtime(plan)
     grid_fn = grid_fn if grid_fn is not None else integrations.grid_fn_for(model)
     if grid_fn is not None:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from . import integrations
+from . import compose, integrations
 from .backend import asymrnr_backend
 from .calls import ShapeCache, call_timestep, dense, fresh_entry, named_call, shape_key, video_inputs
 from .plan import Plan
@@ -121,6 +121,7 @@ class AsymRnRModule(nn.Module):
         self._checked = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        compose.check_call(self.model)  # a hook or backend changed after transform(): refuse or report first
         if self.grid_fn is not None:
             self.runtime.grid_hint = self.grid_fn(self.model, args, kwargs)
         args, kwargs = named_call(self.model, args, kwargs)

@@ -1,6 +1,8 @@
 """AsymRnR with diffusers' step caches: the hook keeps skipping, the reduction stays on where blocks run."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -64,11 +66,197 @@ def test_pyramid_attention_broadcast_skips_and_the_rest_stays_reduced():
     assert runs == {(f"blocks.{b}.attn1", s) for b in (0, 1) for s in (0, 2, 4)}  # PAB reuses attention at 1, 3
 
 
-def test_a_hook_that_hides_the_attention_is_named_in_the_warning():
+# --------------------------------------------------------------------------- FasterCache, TaylorSeer, MagCache
+FAMILY_BLOCKS = {"wan": "blocks.{}.attn1", "cogvideox": "transformer_blocks.{}.attn1"}
+STEPS = (900.0, 800.0, 700.0, 600.0, 500.0, 400.0)
+
+
+def _with_hook(family: str, order: str, apply_hook, layers: int = 3):
+    """A tiny model with the hook applied before or after ``transform`` (plan q=0.5, kv=0.3, window 2)."""
+    model = tiny_transformer(family, layers=layers)
+    plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2)
+    if order == "hook first":
+        apply_hook(model)
+    fast = asymrnr_fx.transform(model, plan)
+    if order == "asymrnr first":
+        apply_hook(model)
+    return model, fast
+
+
+def _faster_cache(family: str, now: dict):
+    from diffusers.hooks import FasterCacheConfig, apply_faster_cache
+
+    config = FasterCacheConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 950),
+        unconditional_batch_skip_range=2, unconditional_batch_timestep_skip_range=(-1, 950),
+        current_timestep_callback=lambda: now["t"], attention_weight_callback=lambda _: 0.5,
+        tensor_format="BFCHW" if family == "cogvideox" else "BCFHW",
+    )
+    return lambda model: apply_faster_cache(model, config)
+
+
+def _cfg_inputs(family: str) -> dict:
+    """Unconditional and conditional batch concatenated, as FasterCache's denoiser hook expects."""
+    x = transformer_inputs(family)
+    return {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in x.items()}
+
+
+def _events(fast, family: str, now: dict | None = None) -> dict:
+    """(site, step, feature) -> match/reuse over six steps; ``now`` feeds the hook's timestep callback."""
+    now = now if now is not None else {}
+    x = _cfg_inputs(family)
+    with torch.no_grad(), asymrnr_fx.generation(fast), fast.cache_context("cond"), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)  # composing means no fallback anywhere
+        for i, t in enumerate(STEPS):
+            now["t"] = t
+            fast(**step_inputs(x, t, i))
+    return {(e.site, e.step, e.feature): e.kind for e in fast.runtime.events}
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("order", ["hook first", "asymrnr first"])
+def test_faster_cache_composes_in_either_order(family, order):
+    blocks = [FAMILY_BLOCKS[family].format(i) for i in range(3)]
+    _, plain = _with_hook(family, "none", lambda m: None)
+    alone = _events(plain, family)
+    now = {"t": STEPS[0]}
+    model, fast = _with_hook(family, order, _faster_cache(family, now))
+    assert {"faster_cache_block", "faster_cache_denoiser"} <= set(asymrnr_fx.integrations.hooks_of(model))
+    both = _events(fast, family, now)
+    assert list(fast.runtime.site_order) == blocks  # one plan row per block, not hook-relative names
+    # FasterCache computes attention at even iterations and approximates it at odd ones (its skip range 2):
+    # the reduction runs at every block on exactly the computed steps, steps advance, the hook keeps skipping
+    assert {(site, step) for site, step, _ in both} == {(b, s) for b in blocks for s in (0, 2, 4)}
+    # each computed step is the first of its cache window, so it matches, as it does without the hook
+    assert both == {k: v for k, v in alone.items() if k[1] in (0, 2, 4)}
+    assert set(both.values()) == {"match"}
+
+
+def _taylorseer(family: str):
+    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+    # diffusers' default patterns ("^blocks.*attn") never fullmatch attn1/attn2: name the modules explicitly
+    pattern = FAMILY_BLOCKS[family].replace(".", r"\.").replace("{}", r"\d+")
+    config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=2, cache_identifiers=[pattern],
+                                   taylor_factors_dtype=torch.float32)
+    return lambda model: apply_taylorseer_cache(model, config)
+
+
+def _mag_cache(family: str):
     from diffusers.hooks import MagCacheConfig, apply_mag_cache
 
-    model = tiny_transformer("wan", layers=2)
+    config = MagCacheConfig(threshold=0.5, num_inference_steps=6, retention_ratio=0.0, mag_ratios=[1.0] * 6)
+    return lambda model: apply_mag_cache(model, config)
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("hook,name", [(_taylorseer, "TaylorSeer"), (_mag_cache, "MagCache")])
+def test_hooks_that_would_lose_the_reduction_are_refused_in_either_order(family, hook, name):
+    model = tiny_transformer(family, layers=2)
+    hook(family)(model)
+    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=f"does not compose with {name}.*FirstBlockCache"):
+        asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))  # hook first: transform refuses
+    model = tiny_transformer(family, layers=2)
     fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
-    apply_mag_cache(model, MagCacheConfig(threshold=0.5, num_inference_steps=5, retention_ratio=0.0, mag_ratios=[1.0] * 5))
-    with torch.no_grad(), pytest.warns(asymrnr_fx.AsymRnRWarning, match="mag_cache"):
+    hook(family)(model)  # asymrnr first: the next call refuses, before anything runs unreduced
+    with torch.no_grad(), model.cache_context("cond"), pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=name):
+        fast(**transformer_inputs(family))
+    assert not fast.runtime.reports  # nothing was captured or run
+
+
+def test_apply_refuses_a_pipeline_whose_transformer_carries_a_refused_hook():
+    from asymrnr_fx.testing import tiny_pipeline
+
+    pipe = tiny_pipeline("wan").pipe
+    _mag_cache("wan")(pipe.transformer)
+    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="MagCache"):
+        asymrnr_fx.apply(pipe, asymrnr_fx.Plan.uniform(0.5, 0.3))
+
+
+# --------------------------------------------------------------------------- offloading
+def test_group_offloading_is_refused_at_both_levels():
+    pytest.importorskip("accelerate", reason="diffusers' group offloading imports accelerate")
+    for level in ("block_level", "leaf_level"):
+        model = tiny_transformer("wan", layers=2)
+        extra = {"num_blocks_per_group": 1} if level == "block_level" else {}
+        model.enable_group_offload(torch.device("cpu"), offload_device=torch.device("cpu"), offload_type=level, **extra)
+        with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=f"group offloading \\({level}\\)"):
+            asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
+
+
+def test_accelerate_cpu_offload_is_refused():
+    accelerate = pytest.importorskip("accelerate")
+    model = tiny_transformer("wan", layers=2)
+    accelerate.cpu_offload(model, execution_device=torch.device("cpu"))
+    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="cpu_offload"):
+        asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
+
+
+def test_offloading_detection_reads_the_hook_registries():
+    """Without accelerate installed, group offloading cannot run: check the detection on the registry it writes."""
+    from types import SimpleNamespace
+
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    model = tiny_transformer("wan", layers=2)
+    hook = ModelHook()
+    hook.config = SimpleNamespace(offload_type=SimpleNamespace(value="leaf_level"))
+    HookRegistry.check_if_exists_or_initialize(model.blocks[0].attn1.to_q).register_hook(hook, "group_offloading")
+    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=r"group offloading \(leaf_level\) \(on blocks.0.attn1.to_q\)"):
+        asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
+    model = tiny_transformer("wan", layers=2)
+    model.blocks[0]._hf_hook = type("AlignDevicesHook", (), {"offload": True})()  # what cpu_offload attaches
+    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="accelerate cpu_offload"):
+        asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
+
+
+# --------------------------------------------------------------------------- attention backends
+@pytest.fixture
+def restore_attention_backend():
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    active = _AttentionBackendRegistry._active_backend
+    yield
+    _AttentionBackendRegistry.set_active_backend(active)  # set_attention_backend also sets a process-wide default
+
+
+@pytest.mark.parametrize("order", ["backend first", "asymrnr first"])
+def test_flex_backend_sites_are_reported_by_name(order, restore_attention_backend):
+    model = tiny_transformer("wan", layers=2)
+    plan = asymrnr_fx.Plan.uniform(0.5, 0.3)
+    if order == "backend first":
+        model.set_attention_backend("flex")
+        with pytest.warns(asymrnr_fx.AsymRnRWarning, match=r"blocks.0.attn1: left intact: attention backend 'flex' is not SDPA.*set_attention_backend\('native'\)"):
+            fast = asymrnr_fx.transform(model, plan)
+    else:
+        fast = asymrnr_fx.transform(model, plan)
+        model.set_attention_backend("flex")
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         fast(**transformer_inputs("wan"))
+        fast(**transformer_inputs("wan"))
+    flex = [w for w in caught if "attention backend 'flex'" in str(w.message)]
+    assert len(flex) == (0 if order == "backend first" else 1)  # once per model and set of sites
+    assert not fast.runtime.events  # nothing reduced, and said so
+    with pytest.warns(asymrnr_fx.AsymRnRWarning, match="blocks.1.attn1: left intact: attention backend 'flex'"):
+        asymrnr_fx.inspect(tiny_transformer("wan", layers=2), **transformer_inputs("wan"))  # active backend is flex
+
+
+@pytest.mark.parametrize("backend", ["native", "_native_math"])
+def test_sdpa_backends_stay_rewritten(backend, restore_attention_backend):
+    model = tiny_transformer("wan", layers=2)
+    model.set_attention_backend(backend)
+    fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        fast(**transformer_inputs("wan"))
+    assert list(fast.runtime.site_order) == ["blocks.0.attn1", "blocks.1.attn1"]
+
+
+def test_regional_compilation_refuses_blocks_that_already_carry_a_hook():
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    model = tiny_transformer("wan", layers=2)
+    apply_first_block_cache(model, FirstBlockCacheConfig(threshold=0.0))
+    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="fbc_block_hook, fbc_leader_block_hook.*compile=True"):
+        asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3), compile="regional")  # would drop the hook

@@ -84,11 +84,11 @@ PRESETS: dict[str, dict] = {
     # checkpoints/v2_phase1.pt) drew every shape as a blob whose *area* followed the shape word
     # but not its outline. Outlines are drawn at low noise, which the shift-3 noise levels of
     # phase one visit rarely (18% of steps at sigma < 0.4): this phase starts from phase one's
-    # EMA weights with a fresh optimizer, uniform noise levels (40% at sigma < 0.4) and 5000
-    # more 4-frame steps, then the 16-frame stage (2048 tokens). ~46 + ~46 min, one thread.
-    "v2-finish": dict(version=2, stages="4:5000,16:750", batch_size=8, lr=5e-4, warmup=100, ema=0.998,
+    # EMA weights with a fresh optimizer, uniform noise levels (40% at sigma < 0.4) and 2500
+    # more 4-frame steps, then 500 of the 16-frame stage (2048 tokens). ~23 + ~31 min, one thread.
+    "v2-finish": dict(version=2, stages="4:2500,16:500", batch_size=8, lr=5e-4, warmup=100, ema=0.998,
                       cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(WEIGHTS_FILE_V2),
-                      evals_per_stage=2, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20,
+                      evals_per_stage=1, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20,
                       sigma_shift=1.0, init_from="v2_phase1.pt"),
 }
 for _preset in PRESETS.values():  # phase-one defaults for the keys that came later

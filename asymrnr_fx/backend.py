@@ -56,9 +56,11 @@ def asymrnr_backend(
     prefix = call.prefix if call is not None and call.runtime is runtime else ""
     report = rewrite_graph(gm, runtime.plan, runtime, grid=opts.get("grid"), prefix=prefix, shared=bool(opts.get("region")))
     runtime.reports.append(report)
-    if not report.rewritten and (report.sites or bound is None):
-        # a graph without attention (a piece before a graph break) is judged with the whole call,
-        # after it ran (AsymRnRModule); one with attention that was not rewritten is said now
+    video_sites = [s for s in report.sites if not s.extra.get("prompt_only")]
+    if not report.rewritten and (video_sites or bound is None):
+        # a graph without video attention (a piece before a graph break, a text refiner) is judged
+        # with the whole call, after it ran (AsymRnRModule); one with video attention that was not
+        # rewritten is said now
         dynamic = bool(report.sites) and _has_symbolic_inputs(example_inputs)
         if dynamic or not any(r.rewritten for r in runtime.reports):
             runtime.warned = True

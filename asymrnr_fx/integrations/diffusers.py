@@ -138,6 +138,103 @@ def grid_generic(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
     return (f // pt, h // ph, w // pw)
 
 
+class GridHint(tuple):
+    """A grid ``(F, H, W)`` that also says where the other (context) tokens sit in a joint sequence.
+
+    Why: a packed sequence assembled by index scatter (MiniMax-H3) has no ``cat`` from which
+    :mod:`~asymrnr_fx.passes.classify_attention` can read the side of the text; the model's own
+    arguments say it. ``text_position`` is ``"first"`` (video is the tail block), ``"last"``, or None
+    (unknown: the pass reads it off the graph). It is an ordinary tuple everywhere else.
+    """
+
+    text_position: str | None
+
+    def __new__(cls, grid: Grid, text_position: str | None = None) -> "GridHint":
+        obj = super().__new__(cls, (int(grid[0]), int(grid[1]), int(grid[2])))
+        obj.text_position = text_position
+        return obj
+
+
+def _same_grid(grids: list[Grid]) -> Grid | None:
+    """The one grid all samples share, or None: one grid per call is all the pass can reduce on."""
+    return grids[0] if grids and all(g == grids[0] for g in grids) else None
+
+
+def grid_joyimage_edit_plus(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """JoyImage-Edit-Plus takes pre-patchified tokens ``[B, N, C, p_t, p_h, p_w]`` and each sample's
+    component token grids in ``shape_list``: the target first, then any reference images.
+
+    The grid is the target's ``shape_list[i][0]``, but only when the target is the whole image block
+    (one component per sample, no padding): reference or padding tokens packed after the target inside
+    the same block would be taken as video by a grid of ``N`` tokens, and the pass has no video span
+    (offset + length) to exclude them. Then None: the site is left intact.
+    """
+    bound = _arguments(model, args, kwargs)
+    x, shapes = bound.get("hidden_states"), bound.get("shape_list")
+    if not isinstance(x, torch.Tensor) or x.dim() != 6 or not isinstance(shapes, (list, tuple)):
+        return None
+    if len(shapes) != x.shape[0] or any(not isinstance(s, (list, tuple)) or len(s) != 1 for s in shapes):
+        return None  # reference images packed after the target (or a malformed shape_list)
+    try:
+        grid = _same_grid([tuple(int(v) for v in s[0]) for s in shapes])
+    except (TypeError, ValueError):
+        return None
+    if grid is None or len(grid) != 3 or grid[0] * grid[1] * grid[2] != x.shape[1]:
+        return None  # samples differ, or padding tokens follow the target
+    return grid
+
+
+def grid_wan_animate2(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """Wan-Animate 2 takes a list of per-sample latents ``[C, F, H, W]``, patched by the config's
+    ``patch_size`` (a Conv3d with stride = kernel). All samples must share one grid, and it must
+    give ``seq_len`` tokens (the model's own check), else None."""
+    bound = _arguments(model, args, kwargs)
+    xs = bound.get("hidden_states")
+    if not isinstance(xs, (list, tuple)) or not xs or not all(isinstance(u, torch.Tensor) and u.dim() == 4 for u in xs):
+        return None
+    pt, ph, pw = _patch(model)
+    grid = _same_grid([(u.shape[1] // pt, u.shape[2] // ph, u.shape[3] // pw) for u in xs])
+    seq_len = bound.get("seq_len")
+    if grid is None or (isinstance(seq_len, int) and grid[0] * grid[1] * grid[2] != seq_len):
+        return None
+    return grid
+
+
+def grid_minimax_h3(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """MiniMax-H3 packs ``[text, audio, video]`` rows into one sequence by ``index_copy``: the video
+    rows arrive pre-patchified (``[B, N, C * p_t * p_h * p_w]``) and the grid is only in the
+    ``(t, h, w)`` ``position_ids`` of the video rows.
+
+    Read, checked, never guessed: the video rows must be the tail block of the sequence
+    (``video_indices == [S - N, S)``; then every other row is context before the video:
+    ``text_position="first"``), and their positions must be exactly the row-major grid
+    ``(t0 + f, h0 + h, w0 + w)`` of ``F x H x W = N`` tokens. Anything else (conditioning rows at other
+    positions, video rows interleaved with audio) returns None and the site is left intact.
+    Costs one host read per call (the check of the index and position tensors).
+    """
+    bound = _arguments(model, args, kwargs)
+    x, pos, idx = bound.get("hidden_states"), bound.get("position_ids"), bound.get("video_indices")
+    if not all(isinstance(t, torch.Tensor) for t in (x, pos, idx)) or x.dim() != 3 or pos.dim() != 2 or idx.dim() != 1:
+        return None
+    n, seq = x.shape[1], pos.shape[0]
+    pt, ph, pw = _patch(model)
+    c = _config(model, "in_channels")
+    if n == 0 or idx.numel() != n or pos.shape[1] != 3 or n > seq or (c is not None and x.shape[2] != c * pt * ph * pw):
+        return None
+    with torch.no_grad():
+        tail = torch.arange(seq - n, seq, device=idx.device, dtype=idx.dtype)
+        rows = pos.index_select(0, idx.long()).round().long()
+        lo = rows.amin(0)
+        f, h, w = (int(v) + 1 for v in (rows.amax(0) - lo).tolist())
+        if f * h * w != n or not torch.equal(idx, tail):
+            return None
+        axes = [torch.arange(s, device=rows.device) for s in (f, h, w)]
+        want = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(n, 3) + lo
+        if not torch.equal(rows, want) or not torch.equal(pos.index_select(0, idx.long()), want.to(pos.dtype)):
+            return None
+    return GridHint((f, h, w), text_position="first" if n < seq else None)
+
+
 #: Model class name -> grid function. Names, not classes, so importing this module never imports diffusers.
 GRID_FNS: dict[str, GridFn] = {
     "CogVideoXTransformer3DModel": grid_cogvideox,
@@ -146,6 +243,9 @@ GRID_FNS: dict[str, GridFn] = {
     "MochiTransformer3DModel": grid_channels_first,
     "LTXVideoTransformer3DModel": grid_ltx,
     "LTX2VideoTransformer3DModel": grid_ltx,
+    "JoyImageEditPlusTransformer3DModel": grid_joyimage_edit_plus,
+    "WanAnimate2Transformer3DModel": grid_wan_animate2,
+    "MiniMaxH3Transformer3DModel": grid_minimax_h3,
 }
 
 #: Dynamo settings per model class. Mochi selects each sample's valid prompt tokens with
@@ -185,11 +285,15 @@ def tracing(model: nn.Module) -> contextlib.AbstractContextManager:
 
 
 def hooks_of(model: nn.Module) -> list[str]:
-    """Names of the diffusers hooks (``module._diffusers_hook`` registries) in ``model``, sorted."""
+    """Names of the hooks in ``model``, sorted: diffusers' (``module._diffusers_hook`` registries) and
+    accelerate's (``module._hf_hook``, as ``accelerate:<class>``), so a warning can name an offloading hook too."""
     names = set()
     for module in model.modules():
         registry = getattr(module, "_diffusers_hook", None)
         names.update(getattr(registry, "hooks", {}) or {})
+        hf = getattr(module, "_hf_hook", None)
+        if hf is not None:
+            names.update(f"accelerate:{type(h).__name__}" for h in (getattr(hf, "hooks", None) or (hf,)))
     return sorted(names)
 
 

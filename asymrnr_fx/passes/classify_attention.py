@@ -9,12 +9,13 @@ Where text sits in a joint sequence is read off the graph: the ``cat`` that buil
 sequence has one piece as long as the video. Only self and joint sites (and cross, if the
 plan opts in) become rewrite candidates; the rest are reported with the reason.
 
-Masks: a site with an attention mask is a candidate only when the mask is the same for
-every query (a key-padding mask: its query dim broadcasts, e.g. ``[B, 1, 1, L]``, or it is
-built by expanding/repeating one, or every row of a real example value is the same; an
-all-true mask qualifies). Reduced queries take the output of their dst query, which is only
-right when both saw the same keys. Any other mask (causal, diagonal, a per-query bias)
-leaves the site intact, with ``"mask varies per query: ..."`` as the reason.
+Masks (analysed in :mod:`.attention_masks`): a site with an attention mask is a candidate only
+when the mask is the same for every *video* query: for every query (a key-padding mask such as
+``[B, 1, 1, L]``, an expanded one, an all-true one), or, at joint sites, for the video rows
+only (HunyuanVideo 1.5's ``a & a.mT``, whose padded text rows differ; text queries are never
+reduced). Reduced queries take the output of their dst query, which is only right when both
+saw the same keys. Any other mask (causal, diagonal, a per-query bias) leaves the site intact,
+with ``"mask varies per query: ..."`` as the reason.
 
 An explicit grid (``source == "given"``) whose video token count is the prompt's length,
 while the text part a joint attention would get is not, is an error: the pass would take
@@ -22,7 +23,6 @@ the prompt as the video and reduce it.
 """
 from __future__ import annotations
 
-import operator
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from .attention_masks import _same, mask_query_variation, video_rows_variation
 from .find_attention import AttentionCall, node_shape, node_value
 from .infer_grid import GridCandidate
 
@@ -71,18 +72,6 @@ def _static(shape: tuple | None) -> bool:
     return shape is not None and all(isinstance(d, int) for d in shape)
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Sizes equal without guarding: symbolic sizes (e.g. Mochi's data-dependent prompt length) compare by expression."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a == b
-    ea = a.node.expr if isinstance(a, torch.SymInt) else a
-    eb = b.node.expr if isinstance(b, torch.SymInt) else b
-    try:
-        return bool(ea == eb)
-    except Exception:  # noqa: BLE001 - an undecidable comparison is "not the same"
-        return False
-
-
 def text_position(q: fx.Node, num_video: int, length: Any, max_nodes: int = 400) -> str | None:
     """``"first"``/``"last"`` from the nearest upstream ``cat`` that joined text and video."""
     seen, todo = {q}, deque([q])
@@ -108,127 +97,39 @@ def text_position(q: fx.Node, num_video: int, length: Any, max_nodes: int = 400)
     return None
 
 
-# --------------------------------------------------------------------------- masks
-# Ops whose output row r (along the query dim, -2) depends only on row r of each tensor
-# input, with inputs aligned from the right: elementwise ops, dtype casts, copies.
-_ROWWISE_NAMES = frozenset(
-    "to type bool float half bfloat16 double int long contiguous clone detach logical_not bitwise_not neg "
-    "__invert__ __neg__ __and__ __or__ __xor__ __add__ __sub__ __mul__ __truediv__ add sub mul div "
-    "masked_fill where logical_and logical_or logical_xor bitwise_and bitwise_or eq ne lt le gt ge "
-    "maximum minimum clamp _to_copy alias".split()
-)
-# Ops that tile their input (right-aligned): equal rows stay equal.
-_TILE_NAMES = frozenset("expand expand_as broadcast_to repeat".split())
-# Factories: every element the same value (e.g. an all-true mask).
-_CONSTANT_NAMES = frozenset("ones zeros full ones_like zeros_like full_like new_ones new_zeros new_full".split())
-_OPERATORS = {operator.invert: "__invert__", operator.neg: "__neg__", operator.and_: "__and__",
-              operator.or_: "__or__", operator.xor: "__xor__", operator.add: "__add__", operator.sub: "__sub__",
-              operator.mul: "__mul__", operator.truediv: "__truediv__"}
-
-
-def _op_name(node: fx.Node) -> str:
-    """``masked_fill`` for ``torch.masked_fill``, ``x.masked_fill_``, ``aten.masked_fill.Scalar`` alike."""
-    target = node.target
-    if node.op == "call_method":
-        name = str(target)
-    else:
-        try:
-            name = _OPERATORS.get(target, "")
-        except TypeError:  # an unhashable target
-            name = ""
-        name = name or getattr(target, "_opname", None) or getattr(target, "__name__", None) or str(target)
-    return name[:-1] if name.endswith("_") and not name.endswith("__") else name  # in-place variant
-
-
-def _is_real(value: torch.Tensor) -> bool:
-    """A tensor with data (not a fake/meta example value)."""
-    return type(value) in (torch.Tensor, torch.nn.Parameter) and value.device.type != "meta"
-
-
-def _is_scalar(node: fx.Node) -> bool:
-    """A node that stands for a number (e.g. a symbolic size), not a tensor."""
-    return isinstance(node_value(node), (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool))
-
-
-def _real_value(node: Any) -> torch.Tensor | None:
-    """The actual values behind a node, where the graph has them: a real example value, a
-    fake tensor's recorded constant, or a ``get_attr`` constant."""
-    if isinstance(node, torch.Tensor):
-        return node
-    if not isinstance(node, fx.Node):
-        return None
-    if node.op == "get_attr":
-        obj: Any = node.graph.owning_module
-        for part in str(node.target).split("."):
-            obj = getattr(obj, part, None)
-        if isinstance(obj, torch.Tensor) and _is_real(obj):
-            return obj
-    val = node_value(node)
-    if not isinstance(val, torch.Tensor):
-        return None
-    if _is_real(val):
-        return val
-    constant = getattr(val, "constant", None)  # fake tensors of small literals keep their values
-    return constant if isinstance(constant, torch.Tensor) and _is_real(constant) else None
-
-
-def _row_difference(mask: torch.Tensor) -> str:
-    """'' when every query row of ``mask`` is the same, else which row differs from row 0."""
-    if mask.dim() < 2 or mask.shape[-2] <= 1:
-        return ""
-    rows = mask.reshape(-1, *mask.shape[-2:])
-    differs = (rows != rows[:, :1, :]).any(-1).any(0)
-    if not bool(differs.any()):
-        return ""
-    return f"row {int(differs.nonzero()[0])} of the {list(mask.shape)} mask differs from row 0"
-
-
-def mask_query_variation(mask: Any, max_nodes: int = 64) -> str:
-    """'' when ``mask`` (an ``attn_mask`` argument) is provably the same for every query, else why not."""
-    seen: set[fx.Node] = set()
-
-    def why(node: Any) -> str:
-        value = node_value(node) if isinstance(node, fx.Node) else node
-        if isinstance(value, torch.Tensor) and (value.dim() < 2 or _same(value.shape[-2], 1)):
-            return ""  # broadcasts over the queries: a key-padding mask
-        real = _real_value(node)
-        if real is not None:
-            return _row_difference(real)
-        if not isinstance(node, fx.Node):
-            return f"a {type(node).__name__} mask"
-        shape = list(value.shape) if isinstance(value, torch.Tensor) else "?"
-        if node in seen or len(seen) >= max_nodes:
-            return f"cannot show that the {shape} mask {node.name} is the same for every query"
-        seen.add(node)
-        name = _op_name(node) if node.op in ("call_function", "call_method") else ""
-        if name in _CONSTANT_NAMES:
-            return ""
-        inputs = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node) and not _is_scalar(a)]
-        if name in _TILE_NAMES:
-            inputs = inputs[:1]  # the tiled tensor; expand_as's other argument only gives the shape
-        if inputs and (name in _TILE_NAMES or name in _ROWWISE_NAMES):
-            for parent in inputs:
-                reason = why(parent)
-                if reason:
-                    return reason
-            return ""
-        if name:
-            return f"the {shape} mask comes from {name}() and is not shown to be the same for every query"
-        return f"the {shape} mask is the graph {node.op} {node.target}, whose rows cannot be checked"
-
-    return why(mask)
+def _text_side(call: AttentionCall, cand: GridCandidate, num_video: int, length: Any) -> str | None:
+    """The side of the text: read off the graph's ``cat``, else what the integration's grid says
+    (``text_position`` of a hint read from the model's own arguments, e.g. MiniMax-H3's index
+    scatter, which leaves no ``cat`` to read)."""
+    return text_position(call.query, num_video, length) or getattr(cand, "text_position", None)
 
 
 def _classify_one(call: AttentionCall, cand: GridCandidate | None, text_pos: str, no_grid: str = "") -> SiteReport:
     rep = _classify_shapes(call, cand, text_pos, no_grid)
     if rep.kind != "other" and not rep.reason and call.args.get("attn_mask") is not None:
         varies = mask_query_variation(call.args["attn_mask"])
+        span = _video_span(rep, cand)
+        if varies and span is not None and not video_rows_variation(call.args["attn_mask"], *span):
+            varies = ""  # only the video queries are reduced, and their rows are the same
+            rep.extra["mask"] = f"video query rows {span[0]}..{span[1] - 1} equal (text rows differ)"
         if varies:
             rep.reason = (
                 f"mask varies per query: {varies}; only masks that are the same for every query "
                 "(key padding, e.g. [B, 1, 1, L], or all true) can be reduced"
             )
     return rep
+
+
+def _video_span(rep: SiteReport, cand: GridCandidate | None) -> tuple[int, int] | None:
+    """Rows ``[lo, hi)`` of the video queries in the query sequence, where they are plain ints."""
+    if cand is None:
+        return None
+    n = cand.num_tokens
+    if rep.kind in ("self", "cross") or (rep.kind == "joint" and rep.text_position == "last"):
+        return 0, n
+    if rep.kind == "joint" and rep.text_position == "first" and isinstance(rep.text_len, int) and rep.text_len:
+        return rep.text_len, rep.text_len + n
+    return None
 
 
 def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: str, no_grid: str) -> SiteReport:
@@ -265,7 +166,7 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
     if not static:
         # Video tokens joined with a data-dependent number of text tokens (Mochi keeps only the
         # valid prompt tokens per sample); the runtime reads the text length off each call.
-        pos = text_pos if text_pos != "auto" else text_position(call.query, n, q_shape[2])
+        pos = text_pos if text_pos != "auto" else _text_side(call, cand, n, q_shape[2])
         if pos is None:
             rep.reason = dynamic_reason
             return rep
@@ -277,7 +178,7 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
         rep.kind = "self"
     elif lq == lkv and lq > n:
         rep.text_len = lq - n
-        pos = text_pos if text_pos != "auto" else text_position(call.query, n, lq)
+        pos = text_pos if text_pos != "auto" else _text_side(call, cand, n, lq)
         if pos is None:
             rep.text_len = 0
             rep.reason = (
@@ -333,7 +234,29 @@ def _check_given_grid(calls: list[AttentionCall], reports: list[SiteReport], can
                 )
 
 
+def _mark_prompt_only(calls: list[AttentionCall], reports: list[SiteReport]) -> list[SiteReport]:
+    """Tag "other" sites that attend over the prompt tokens alone (a text refiner): the grid
+    says nothing about them, so a graph holding only such sites (a piece before a graph break)
+    is no evidence that an explicit grid is wrong (:func:`..manager._check_explicit_grid`)."""
+    prompts = prompt_lengths(calls[0].node.graph) if calls else []
+    for rep in reports:
+        hit = next((p for p in prompts if rep.kind == "other" and rep.q_len == rep.kv_len == p[1]), None)
+        if hit is None:
+            continue
+        rep.extra["prompt_only"] = hit[0]
+        if "grid" in rep.reason:  # the grid mismatch is not why: this attention never sees the video
+            rep.reason = f"attention over the prompt alone ({hit[0]}: {hit[1]} tokens), not over the video"
+    return reports
+
+
 def classify_attention(
+    calls: list[AttentionCall], candidates: list[GridCandidate], text_pos: str = "auto"
+) -> tuple[list[SiteReport], GridCandidate | None]:
+    reports, chosen = _classify_attention(calls, candidates, text_pos)
+    return _mark_prompt_only(calls, reports), chosen
+
+
+def _classify_attention(
     calls: list[AttentionCall], candidates: list[GridCandidate], text_pos: str = "auto"
 ) -> tuple[list[SiteReport], GridCandidate | None]:
     """Classify every call under the grid candidate that explains the most video sites.

@@ -20,9 +20,24 @@ TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma", "sigmas")
 _TIMESTEP_NAME = re.compile(r"(^|_)(" + "|".join(TIMESTEP_NAMES) + r")(_|$)", re.IGNORECASE)
 
 
+def _bare_name(target: str) -> str:
+    """``timestep`` for Dynamo's ``L_timestep_`` / ``L_kwargs_timestep_`` / ``L_args_timestep_``."""
+    return re.sub(r"^L_(kwargs_|args_)?|_$", "", target)
+
+
 def find_timestep(gm: fx.GraphModule) -> fx.Node | None:
-    """The first tensor placeholder named like a timestep, or None (then steps are set explicitly)."""
+    """The tensor placeholder that carries the denoising time, or None (then steps are set explicitly).
+
+    An input named exactly like a timestep (``timestep``, ``t``, ...) wins over one that only
+    contains the word: MiniMax-H3 takes ``timestep`` (the noise levels) and ``timestep_indices``
+    (a per-row index into them), and only the first moves from step to step.
+    """
+    loose = None
     for node in user_inputs(gm):
-        if _TIMESTEP_NAME.search(str(node.target)) and isinstance(node_value(node), torch.Tensor):
+        target = str(node.target)
+        if not _TIMESTEP_NAME.search(target) or not isinstance(node_value(node), torch.Tensor):
+            continue
+        if _bare_name(target).lower() in TIMESTEP_NAMES:
             return node
-    return None
+        loose = loose or node
+    return loose

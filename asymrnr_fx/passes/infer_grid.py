@@ -29,6 +29,7 @@ class GridCandidate:
     grid: tuple[int, int, int]
     source: str
     trusted: bool = False  # given by the user or read from the model's config: not second-guessed
+    text_position: str | None = None  # set by a hint that knows where the prompt sits (no cat shows it)
 
     @property
     def num_tokens(self) -> int:
@@ -61,7 +62,8 @@ def infer_grids(
         return [GridCandidate(tuple(explicit), "given", trusted=True)]
     out = []
     if hint is not None:
-        out.append(GridCandidate(tuple(hint), "model config and inputs", trusted=True))
+        out.append(GridCandidate(tuple(hint), "model config and inputs", trusted=True,
+                                 text_position=getattr(hint, "text_position", None)))
     own = _video_inputs(gm)
     for name, shape in own + [c for c in call_inputs if c not in own]:
         layouts = {"[B, C, F, H, W]": shape[2:], "[B, F, C, H, W]": (shape[1], shape[3], shape[4])}

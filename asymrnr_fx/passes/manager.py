@@ -91,10 +91,17 @@ def rewrite_graph(
 
 
 def _check_explicit_grid(explicit: tuple[int, int, int] | None, reports: list, any_calls: bool) -> None:
+    """Raise when an explicit grid explains no attention call of this graph.
+
+    Sites over the prompt alone (text refiners, tagged ``prompt_only`` by classify_attention) do
+    not count: a graph holding only those is a piece of the model call before a graph break
+    (HunyuanVideo 1.5, Framepack), and the video attention runs in another graph.
+    """
     if explicit is None or not any_calls:
         return
     n = explicit[0] * explicit[1] * explicit[2]
-    if not any(r.kind == "joint" or n in (r.q_len, r.kv_len) for r in reports):
+    reports = [r for r in reports if not r.extra.get("prompt_only")]
+    if reports and not any(r.kind == "joint" or n in (r.q_len, r.kv_len) for r in reports):
         lengths = sorted({r.q_len for r in reports if r.q_len is not None})
         raise ValueError(
             f"grid {explicit} gives {n} video tokens, but the attention sites have sequence lengths {lengths}; "

@@ -137,35 +137,35 @@ ROOT_CAUSES: dict[str, str] = {
         "and `passes/rewrite_attention.py` / `ops.py` KV reduction on the key/value heads when "
         "`enable_gqa=True`; its timestep argument is `vision_timesteps` (add to `find_timestep.TIMESTEP_NAMES`)."),
     "HunyuanVideo15Transformer3DModel": (
-        "Three things. (1) The joint mask is `m & m.transpose(-1, -2)` of a key-padding mask `m`, which "
-        "`classify_attention` reports as 'mask varies per query'; every video row of it is the same (all video "
-        "tokens are valid), which is all the rewrite needs. Fix: the mask analysis in "
-        "`passes/classify_attention.py` should accept a mask whose *video* query rows are equal (recognise "
-        "`a & a.mT` of a broadcast key-padding mask, or compare the example value's video rows only). "
-        "(2) The forward breaks the graph twice: `if torch.all(image_embeds == 0)` (a data-dependent branch, "
-        "unavoidable) and boolean-mask indexing of the text tokens (`image[image_mask]`; add "
-        "`capture_dynamic_output_shape_ops` for the class to `integrations/diffusers.py` `DYNAMO_CONFIG`, as "
-        "for Mochi). The blocks still land in one fragment graph, which the pass handles. (3) Because of the "
-        "breaks, an explicit `grid=` raises on the text-refiner fragment graph "
-        "('grid gives 32 video tokens, but the sites have lengths [6]'): `passes/manager.py` "
-        "`_check_explicit_grid` should only raise when no graph of the call has a site of the grid's length "
-        "(or only for the graph that carries the timestep)."),
+        "(1) Fixed: the joint mask is `a & a.transpose(2, 3)` of a key-padding mask `a` padded with `True` over "
+        "the video positions; its padded text rows differ, every video row is the same. "
+        "`passes/attention_masks.py` `video_rows_variation` proves that from the graph (transpose of a mask "
+        "constant along its keys over the video span: view / repeat / `F.pad(value=True)`), and "
+        "`passes/classify_attention.py` accepts such a mask (text queries are never reduced). (2) The forward "
+        "breaks the graph at `if torch.all(image_embeds == 0)` (a data-dependent branch, unavoidable) and at "
+        "boolean-mask indexing (`image[image_mask]`). `capture_dynamic_output_shape_ops` is deliberately not "
+        "set: it makes the text length data-dependent, and the pad that puts `True` over the video then has "
+        "the unprovable width `u3 + u4 + u5 - u6 - u7 - u8 + 32`, so the mask could no longer be shown safe. "
+        "The blocks land in one fragment graph; the runtime still keys each block by its own module path "
+        "(`transformer_blocks.0.attn`, `transformer_blocks.1.attn`). (3) Fixed: `grid=` no longer raises on "
+        "the text-refiner graph (`passes/manager.py` `_check_explicit_grid` ignores sites over the prompt "
+        "alone). (4) Fixed: `backend.py` judges a graph whose sites are all over the prompt alone "
+        "(`SiteReport.extra['prompt_only']`) with the whole call, as it does graphs without attention, "
+        "instead of warning 'rewrote none' before the block graph is captured."),
     "HunyuanVideoFramepackTransformer3DModel": (
         "Packed sequence: `[4x history, 2x history, clean latents, video, text]` (77 tokens here: 21 history, "
         "32 video, 24 text). The video block sits in the middle, so neither `text_position='first'` nor "
         "`'last'` is right: the probe finds video token (0, 0, 0) at row 21 where either setting assumes row 0 "
         "or 45 (forcing one would be silently wrong). A `Tensor.item()` on the prompt length also breaks the "
-        "graph, and `grid=` then raises on the fragment as for HunyuanVideo 1.5. Fix: a video *span* (start "
-        "offset + grid, context tokens on both sides) in `passes/classify_attention.py` (read from the nested "
-        "`cat`s) and `passes/rewrite_attention.py`; a Framepack grid function in `integrations/diffusers.py` "
-        "(grid of `hidden_states` only); `capture_scalar_outputs` in `DYNAMO_CONFIG`; the fragment fix in "
-        "`passes/manager.py`."),
+        "graph (the `grid=` error on the refiner fragment is fixed, see HunyuanVideo 1.5). Fix: a video *span* "
+        "(start offset + grid, context tokens on both sides) in `passes/classify_attention.py` (read from the "
+        "nested `cat`s) and `passes/rewrite_attention.py`; a Framepack grid function in "
+        "`integrations/diffusers.py` (grid of `hidden_states` only); `capture_scalar_outputs` in `DYNAMO_CONFIG`."),
     "JoyImageEditPlusTransformer3DModel": (
-        "Takes pre-patchified tokens `[B, tokens, C, p_t, p_h, p_w]` and the token grids in `shape_list`, so "
-        "there is no 5-D latent to read a grid from; `grid=` works. Fix: a grid function in "
-        "`integrations/diffusers.py` `GRID_FNS` returning `shape_list[0][0]` (the target). With reference "
-        "images in `shape_list` the target is followed by the references' tokens inside the same tensor, which "
-        "also needs the video-span change described for Framepack."),
+        "Fixed: takes pre-patchified tokens `[B, tokens, C, p_t, p_h, p_w]` and the token grids in "
+        "`shape_list`; `integrations/diffusers.py` `grid_joyimage_edit_plus` returns the target's "
+        "`shape_list[i][0]`. With reference images (or padding) after the target inside the same block it "
+        "returns None and the site is left intact: that needs the video-span change described for Framepack."),
     "Kandinsky5Transformer3DModel": (
         "Fixed: latents are channels-last `[B, F, H, W, C]`; `integrations/diffusers.py` `grid_generic` now "
         "reads that layout for models configured with `in_visual_dim` (Kandinsky's name for the channels). "
@@ -192,21 +192,28 @@ ROOT_CAUSES: dict[str, str] = {
         "position."),
     "MiniMaxH3Transformer3DModel": (
         "One packed sequence `[text, audio, video]` assembled by index scatter (`text_indices`, "
-        "`audio_indices`, `video_indices`), pre-patchified video rows and no 5-D input: no grid, and no `cat` "
-        "to tell where the text is. `grid=(F, H, W)` plus `Plan(text_position='first')` works (the probe "
-        "confirms the video rows are the last ones). Fix: a grid function in `integrations/diffusers.py` "
-        "reading the video rows' `position_ids` (their distinct t / h / w), and the text side from "
-        "`video_indices` (a tail block); the report's step tracking names `timestep_indices` (the first "
-        "input matching the timestep pattern): `passes/find_timestep.py` should prefer an exact `timestep`."),
+        "`audio_indices`, `video_indices`), pre-patchified video rows and no 5-D input. Fixed here: "
+        "`integrations/diffusers.py` `grid_minimax_h3` reads the grid from the video rows' `position_ids` "
+        "(checked to be exactly the row-major (t, h, w) grid) and, as the video rows are checked to be the tail "
+        "block, says the text comes first (`GridHint.text_position`); `passes/classify_attention.py` uses a "
+        "candidate's `text_position` when no `cat` tells the side; step tracking now reads `timestep`, not "
+        "`timestep_indices` (`passes/find_timestep.py` prefers an exact name). Still open: "
+        "`passes/infer_grid.py` drops the hint's `text_position` (`GridCandidate(tuple(hint), ...)`); with "
+        "`GridCandidate.text_position` set from `getattr(hint, 'text_position', None)` the class works out of "
+        "the box (checked with that change patched in). Until then: `Plan(text_position='first')`, no `grid=`."),
     "SanaVideoTransformer3DModel": (
-        "The video self-attention is linear (ReLU-kernel) attention, not SDPA; the only SDPA call is the text "
-        "cross-attention (left alone by default). Not applicable: AsymRnR needs softmax attention."),
+        "Not applicable: linear attention. The video self-attention is linear (ReLU-kernel) attention "
+        "(`SanaLinearAttnProcessor3_0`), not softmax SDPA; the only SDPA call is the text cross-attention "
+        "(left alone by default). The coverage check names the linear-attention processor; `asymrnr_fx.inspect` "
+        "does not see modules without SDPA calls, so its report cannot say so (that would need `api.py` to "
+        "list such processors)."),
     "SanaWMLTX2RefinerTransformer3DModel": (
         "Packed tokens `[B, N, C]` with a precomputed `video_rotary_emb` and no size arguments: the grid "
         "cannot be read from the call; `grid=` works. Fix: `apply()` in `pipelines.py` could pass the grid "
         "from the refiner pipeline's latent sizes (the transformer call itself does not carry them)."),
     "WanAnimate2Transformer3DModel": (
-        "Takes lists of per-sample latents `[C, F, H, W]` (and a KV cache), so there is no 5-D tensor "
-        "input for the grid; `grid=` works. Fix: a grid function in `integrations/diffusers.py` reading "
-        "`hidden_states[0].shape[1:]` / `patch_size` (or `offset_grid_sizes`)."),
+        "Fixed: takes lists of per-sample latents `[C, F, H, W]` (and a KV cache); `integrations/diffusers.py` "
+        "`grid_wan_animate2` divides their sizes by `patch_size` (all samples must share one grid that gives "
+        "`seq_len` tokens, else None). Only the reference pass (`kv_cache_mode='extract'`) runs SDPA; the "
+        "generation pass runs `flex_attention` with a block mask and is not seen."),
 }

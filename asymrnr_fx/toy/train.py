@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import math
 import os
 import sys
 import time
@@ -47,25 +45,25 @@ from pathlib import Path
 
 import torch
 
-from . import dataset, scorer
+from . import dataset
+from .evaluate import evaluate
+from .losses import foreground_weights, lr_factor, sample_sigmas, shape_weights
 from .model import (
     DEFAULT_GUIDANCE,
     SCHEDULER_CONFIG,
     WEIGHTS_FILE,
     WEIGHTS_FILE_V2,
-    ToyModel,
     build_toy_model,
     default_configs,
-    generate,
     load_toy_model,
     rotary_embeddings,
     save_toy_model,
 )
+from .train_log import append_csv, plot_log, truncate_csv
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 CHECKPOINT_NAME = "last.pt"
 LOG_NAME = "train_log.csv"
-CSV_FIELDS = ("step", "stage", "frames", "elapsed_min", "lr", "loss", "split", "n", "colour", "shape", "direction", "all")
 
 # Training hyper-parameters per preset (command-line flags override them; --resume restores them).
 PRESETS: dict[str, dict] = {
@@ -148,105 +146,11 @@ def parse_stages(text: str, default_batch: int) -> list[tuple[int, int, int]]:
     return stages
 
 
-# ---------------------------------------------------------------- loss pieces
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 10%."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def sample_sigmas(n: int, generator: torch.Generator, shift: float = SCHEDULER_CONFIG["shift"]) -> torch.Tensor:
-    """Uniform noise levels pushed towards high noise by the scheduler's ``shift`` (as in SD3).
-
-    Why: an 8-frame object spans hundreds of pixels, so its position, colour and shape are
-    decided at sigma > 0.9; an unshifted (or logit-normal) schedule almost never trains there
-    and the sampler then starts from a model that ignores the object."""
-    u = torch.rand(n, generator=generator)
-    return shift * u / (1 + (shift - 1) * u)
-
-
-def foreground_weights(x0: torch.Tensor, extra: float) -> torch.Tensor:
-    """Per-pixel loss weights ``1 + extra * object`` (object = saturated pixels, dilated by 1 px).
-
-    Why: the object covers ~15% of the pixels, so an unweighted loss spends most of a tiny
-    model's capacity on the easy background."""
-    chroma = x0.amax(dim=2) - x0.amin(dim=2)  # [B, F, H, W], [-1, 1] scale so threshold 0.6 = 0.3
-    mask = (chroma > 0.6).float()
-    mask = torch.nn.functional.max_pool2d(mask, kernel_size=3, stride=1, padding=1)
-    return (1.0 + extra * mask).unsqueeze(2)
-
-
-def shape_weights(shape_maps: torch.Tensor, extra: float) -> torch.Tensor:
-    """Extra per-pixel loss weight ``extra * disagreement`` (dilated by 1 px), ``[B, F, 1, H, W]``.
-
-    Why: the first toy model learnt colour and direction but drew every shape as the same blob.
-    The pixels that distinguish the shapes (``dataset.shape_disagreement``: a square's corners,
-    the triangle's flanks, and the *background* a circle leaves in its bounding box) are ~10%
-    of a frame; with only an object-mask weight the background ones get the lowest weight of
-    all, although drawing a circle means keeping exactly those pixels free."""
-    w = torch.nn.functional.max_pool2d(shape_maps.float(), kernel_size=3, stride=1, padding=1)
-    return (extra * w).unsqueeze(2)
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def evaluate(
-    model: ToyModel, n: int = 48, num_steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 1234,
-    batch: int = 8, spec: dataset.VideoSpec | None = None, splits: tuple[str, ...] = ("heldout", "train"),
-) -> dict[str, dict]:
-    """Prompt accuracy of generated videos on held-out and training prompts (cycled so every
-    combination is used about equally), scored by :mod:`.scorer`. ``spec`` overrides the
-    model's geometry (e.g. the short clips of an early training stage)."""
-    results = {}
-    for split in splits:
-        combos = {"heldout": dataset.HELDOUT_COMBOS, "train": dataset.TRAIN_COMBOS}[split]
-        order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(seed)).tolist()
-        attrs = [combos[order[i % len(combos)]] for i in range(n)]
-        videos = []
-        for start in range(0, n, batch):
-            chunk = attrs[start : start + batch]
-            videos.append(
-                generate([dataset.caption(*a) for a in chunk], num_steps=num_steps, seed=seed + start,
-                         guidance_scale=guidance_scale, model=model, spec=spec)
-            )
-        acc = scorer.prompt_accuracy(torch.cat(videos), attrs)
-        acc.pop("predictions")
-        results[split] = acc
-    results["chance"] = scorer.chance_levels()
-    return results
-
-
 # ---------------------------------------------------------------- logging, checkpoints
 
 
 def _csv_path(args: argparse.Namespace) -> Path:
     return Path(args.checkpoint_dir) / LOG_NAME
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
-
-
-def _truncate_csv(path: Path, max_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.exists():
-        return
-    with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= max_step]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _hyper(args: argparse.Namespace) -> dict:
@@ -327,7 +231,7 @@ def train(args: argparse.Namespace) -> None:
         gen.set_state(ckpt["rng"]["gen"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         step, elapsed0 = ckpt["step"], ckpt["elapsed"]
-        _truncate_csv(log_csv, step)
+        truncate_csv(log_csv, step)
         print(f"resumed from {ckpt_path} at step {step}/{total} ({elapsed0 / 60:.1f} min trained)")
         del ckpt
     else:
@@ -424,7 +328,7 @@ def train(args: argparse.Namespace) -> None:
             now = time.time()
             sec_per_step = (now - t_log) / steps_since_log
             cpu_per_step = (time.process_time() - cpu_log) / steps_since_log
-            _append_csv(log_csv, dict(step=step, stage=stage, frames=spec.frames,
+            append_csv(log_csv, dict(step=step, stage=stage, frames=spec.frames,
                                       elapsed_min=round((elapsed0 + now - t_run) / 60, 3), lr=f"{lr:.3e}",
                                       loss=f"{sum(losses) / len(losses):.5f}"))
             if step % (10 * args.log_every) == 0 or step == total:
@@ -439,7 +343,7 @@ def train(args: argparse.Namespace) -> None:
             t0, c0 = time.time(), time.process_time()
             res = evaluate(ema_model, args.eval_samples, args.eval_steps, args.guidance, spec=spec, splits=("heldout",))
             acc = res["heldout"]
-            _append_csv(log_csv, dict(step=step, stage=stage, frames=spec.frames,
+            append_csv(log_csv, dict(step=step, stage=stage, frames=spec.frames,
                                       elapsed_min=round((elapsed0 + time.time() - t_run) / 60, 3), split="heldout",
                                       n=acc["n"], **{k: round(acc[k], 4) for k in ("colour", "shape", "direction", "all")}))
             print(f"eval step {step} ({spec.frames} frames, {acc['n']} held-out prompts, {time.time() - t0:.0f} s): "
@@ -466,7 +370,7 @@ def train(args: argparse.Namespace) -> None:
                         splits=("train",)))
     for split in ("heldout", "train"):
         acc = res[split]
-        _append_csv(log_csv, dict(step=step, stage=len(stages) - 1, frames=specs[-1].frames,
+        append_csv(log_csv, dict(step=step, stage=len(stages) - 1, frames=specs[-1].frames,
                                   elapsed_min=round((elapsed0 + time.time() - t_run) / 60, 3), split=split, n=acc["n"],
                                   **{k: round(acc[k], 4) for k in ("colour", "shape", "direction", "all")}))
         print(f"final eval {split} ({acc['n']} prompts): "
@@ -479,50 +383,6 @@ def train(args: argparse.Namespace) -> None:
     out = save_toy_model(ema_model, args.out, meta)
     checkpoint(step)
     print(f"saved {out} after {step} steps in {elapsed / 60:.1f} min", flush=True)
-
-
-# ---------------------------------------------------------------- plotting
-
-
-def plot_log(csv_path: Path, png_path: Path) -> Path:
-    """Loss (left) and held-out prompt accuracy per attribute (right) against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    loss = [(int(r["step"]), float(r["loss"])) for r in rows if r["loss"]]
-    evals = [r for r in rows if r["split"] == "heldout"]
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
-    if loss:
-        steps, values = zip(*loss)
-        ax_l.plot(steps, values, lw=0.6, alpha=0.4, color="C0")
-        k = 20
-        smooth = [sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1]) for i in range(len(values))]
-        ax_l.plot(steps, smooth, lw=1.5, color="C0", label=f"loss (mean of {k} points)")
-        ax_l.set_yscale("log")
-    boundaries = [int(prev["step"]) for prev, r in zip(rows, rows[1:]) if r["stage"] != prev["stage"]]
-    for ax in (ax_l, ax_a):
-        for b in boundaries:
-            ax.axvline(b, color="grey", ls=":", lw=1)
-    ax_l.set(xlabel="step", ylabel="weighted flow-matching loss", title="training loss")
-    ax_l.legend(loc="upper right")
-    for key, colour in (("colour", "C3"), ("shape", "C2"), ("direction", "C0"), ("all", "k")):
-        pts = [(int(r["step"]), float(r[key])) for r in evals]
-        if pts:
-            ax_a.plot(*zip(*pts), marker="o", color=colour, label=key)
-    chance = scorer.chance_levels()
-    ax_a.axhline(chance["shape"], color="C2", ls="--", lw=0.8, label="shape chance")
-    ax_a.set(xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title="held-out prompt accuracy (EMA weights)")
-    ax_a.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return png_path
-
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)

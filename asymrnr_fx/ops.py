@@ -102,21 +102,25 @@ class Matching:
 
 
 def best_match(
-    x: torch.Tensor, dst: torch.Tensor, similarity: str, chunk: int = 256
+    x: torch.Tensor, dst: torch.Tensor, similarity: str, chunk: int = 128, rows: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best score and nearest dst slot for *every* token of ``x`` ``[B, H, N, d]``.
+    """Best score and nearest dst slot for the tokens ``rows`` of ``x`` ``[B, H, N, d]`` (all if None).
 
-    This is the hot part of a matching step. The ``[N, n_dst]`` score matrix is never
+    This is the hot part of a matching step. The ``[rows, n_dst]`` score matrix is never
     materialised: rows are scored ``chunk`` at a time, so each tile is produced by the GEMM
     and reduced by ``max`` while still in cache (about 1.7x faster than one big GEMM at
     4096 tokens). For the squared euclidean distance ``|a|^2`` is constant per row, so the
     argmax only needs ``2 a.b - |b|^2``; it is added back to the best score afterwards.
-    Scoring all N rows (not only src) spares a gather of the src features. On an
-    accelerator the tiles would only add launches: it scores all rows in one GEMM.
+    Scoring only the src rows (``rows=src``) skips the dst rows' quarter of the GEMM: with
+    their gather it is ~20% faster than scoring all N rows (4096 tokens, 1 or 2 threads).
+    On an accelerator the tiles would only add launches: it scores all rows in one GEMM.
     """
     bsz, heads, n, d = x.shape
     flat = x.float().reshape(bsz * heads, n, d).contiguous()  # strided activations make every pass slow
     xd = flat.index_select(1, dst)
+    if rows is not None:
+        flat = flat.index_select(1, rows)
+        n = flat.shape[1]
     if similarity == "cosine":
         flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)
@@ -174,8 +178,7 @@ def match(
         noise = 0.5 * torch.rand(bsz, heads, src.numel(), 1, generator=gen)
         best, nearest = (noise - torch.cdist(a, b).square()).to(device).max(dim=-1)
     else:
-        best, nearest = best_match(video, dst, similarity)
-        best, nearest = best.index_select(2, src), nearest.index_select(2, src)
+        best, nearest = best_match(video, dst, similarity, rows=src)
     order = torch.sort(best, dim=-1, descending=True, stable=True).indices
     return Matching(dst=dst, src=src, nearest=nearest, order=order)
 

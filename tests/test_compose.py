@@ -15,16 +15,16 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 TIMESTEPS = (900.0, 800.0, 700.0, 600.0, 500.0)
 
 
-def run(order: str, threshold: float):
+def run(order: str, threshold: float, compile: bool = False):
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 
     model = tiny_transformer("wan", layers=3)
     plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2)
     if order == "hook first":
         apply_first_block_cache(model, FirstBlockCacheConfig(threshold=threshold))
-        fast = asymrnr_fx.transform(model, plan)
+        fast = asymrnr_fx.transform(model, plan, compile=compile)
     else:
-        fast = asymrnr_fx.transform(model, plan)
+        fast = asymrnr_fx.transform(model, plan, compile=compile)
         apply_first_block_cache(model, FirstBlockCacheConfig(threshold=threshold))
     x = transformer_inputs("wan")
     with torch.no_grad(), asymrnr_fx.generation(fast), fast.cache_context("cond"):
@@ -43,6 +43,24 @@ def test_first_block_cache_composes_in_either_order(order):
     runs = {(e.site, e.step) for e in rt.events}
     assert {("blocks.0.attn1", s) for s in range(5)} <= runs  # the computed block stays reduced
     assert not any(site != "blocks.0.attn1" and step > 0 for site, step in runs)  # the hook still skips
+
+
+def test_first_block_cache_composes_under_inductor():
+    """The same, compiled by inductor (hook first; the eager test covers both orders): the hook's
+    graph breaks leave per-block graphs, each rewritten, with the same matchings per block and step."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)  # no fallback anywhere
+        rt, outs = run("hook first", threshold=0.0, compile=True)
+    assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] > 0, "not compiled by inductor"
+    blocks = [f"blocks.{i}.attn1" for i in range(3)]
+    assert list(rt.site_order) == blocks
+    assert {(e.site, e.step) for e in rt.events if e.kind == "match"} == {(b, s) for b in blocks for s in (0, 2, 4)}
+    _, eager = run("hook first", threshold=0.0)
+    for a, b in zip(outs, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_pyramid_attention_broadcast_skips_and_the_rest_stays_reduced():

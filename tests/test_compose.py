@@ -84,6 +84,29 @@ def test_pyramid_attention_broadcast_skips_and_the_rest_stays_reduced():
     assert runs == {(f"blocks.{b}.attn1", s) for b in (0, 1) for s in (0, 2, 4)}  # PAB reuses attention at 1, 3
 
 
+def test_pyramid_attention_broadcast_int_callback_recompiles_and_the_fallback_is_said_once():
+    """An int timestep callback is guarded on by value, so Dynamo recompiles every call until its
+    limit and then runs the unreduced model: that must raise one AsymRnRWarning naming the cause."""
+    from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+
+    model = tiny_transformer("wan", layers=2)
+    fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2))
+    now = {"t": 900}
+    apply_pyramid_attention_broadcast(model, PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 950),
+        current_timestep_callback=lambda: now["t"]))
+    x = transformer_inputs("wan")
+    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=2), asymrnr_fx.generation(fast), \
+            warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for i, t in enumerate(range(900, 500, -50)):
+            now["t"] = t
+            fast(**step_inputs(x, float(t), i))
+    fallback = [w for w in seen if issubclass(w.category, asymrnr_fx.AsymRnRWarning) and "recompile limit" in str(w.message)]
+    assert len(fallback) == 1
+    assert max(e.step for e in fast.runtime.events) < 7  # the late steps did run unreduced: the warning was due
+
+
 # --------------------------------------------------------------------------- FasterCache, TaylorSeer, MagCache
 FAMILY_BLOCKS = {"wan": "blocks.{}.attn1", "cogvideox": "transformer_blocks.{}.attn1"}
 STEPS = (900.0, 800.0, 700.0, 600.0, 500.0, 400.0)

@@ -15,7 +15,8 @@ timestep input once, on the host, before the graph runs.
 Options: ``plan`` (Plan, dict, or saved-plan path; default :func:`~asymrnr_fx.plan.default_plan`),
 ``grid`` ((F, H, W) video tokens), ``compile`` (False runs the rewritten graph eagerly),
 ``inductor`` (inductor config patches). ``runtime`` and ``region`` are set by
-:func:`asymrnr_fx.transform`.
+:func:`asymrnr_fx.transform`; ``specialized`` by :mod:`.specialize` (a graph captured with
+symbolic lengths is rewritten as one static copy per concrete shape).
 """
 from __future__ import annotations
 
@@ -23,16 +24,18 @@ import dataclasses
 import weakref
 from typing import Any, Callable, Sequence
 
+import torch
 import torch.fx as fx
 
-from .passes import find_timestep, rewrite_graph
+from .passes import find_attention, find_timestep, rewrite_graph
 from .passes.graph import parameter_inputs
 from .plan import coerce_plan
 from .report import warn_nothing_rewritten
 from .runtime import Runtime, runtime_for
+from .specialize import PerShape, has_symbolic_inputs
 from .state import Call, calling, current_call
 
-_OPTION_NAMES = ("plan", "grid", "runtime", "compile", "inductor", "region")
+_OPTION_NAMES = ("plan", "grid", "runtime", "compile", "inductor", "region", "specialized")
 
 
 def asymrnr_backend(
@@ -47,6 +50,10 @@ def asymrnr_backend(
     unknown = sorted(set(opts) - set(_OPTION_NAMES))
     if unknown:
         raise ValueError(f"unknown asymrnr backend options {unknown}; known: {list(_OPTION_NAMES)}")
+    if has_symbolic_inputs(example_inputs) and find_attention(gm):
+        # symbolic lengths cannot be placed on a grid: rewrite a static copy per concrete shape
+        static_opts = {**opts, "specialized": True}
+        return PerShape(gm, lambda static, args: asymrnr_backend(static, args, static_opts, mode)).entry()
     bound = _deref(opts.get("runtime"))
     call = current_call()
     params = parameter_inputs(gm)
@@ -61,8 +68,8 @@ def asymrnr_backend(
         # a graph without video attention (a piece before a graph break, a text refiner) is judged
         # with the whole call, after it ran (AsymRnRModule); one with video attention that was not
         # rewritten is said now
-        dynamic = bool(report.sites) and _has_symbolic_inputs(example_inputs)
-        if dynamic or not any(r.rewritten for r in runtime.reports):
+        dynamic = bool(report.sites) and has_symbolic_inputs(example_inputs)
+        if dynamic or opts.get("specialized") or not any(r.rewritten for r in runtime.reports):
             runtime.warned = True
             warn_nothing_rewritten(report, dynamic=dynamic)
     compiled = gm.forward if not opts.get("compile", True) else _inductor(gm, example_inputs, report, opts, mode)
@@ -131,7 +138,7 @@ def _inductor(gm: fx.GraphModule, example_inputs: Sequence[Any], report: Any, op
     from torch._inductor.compile_fx import compile_fx
 
     if report.rewritten:
-        _allow_data_dependent_sizes(example_inputs)
+        example_inputs = _allow_data_dependent_sizes(example_inputs)
     from torch._inductor import config as inductor_config
 
     from . import ops
@@ -159,28 +166,28 @@ def _anchor(example_inputs: Sequence[Any], params: list[int]) -> int:
     return value.data_ptr() if hasattr(value, "data_ptr") else 0
 
 
-def _has_symbolic_inputs(example_inputs: Sequence[Any]) -> bool:
-    import torch
-
-    return any(
-        isinstance(x, torch.SymInt) or (isinstance(x, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in x.shape))
-        for x in example_inputs
-    )
-
-
-def _allow_data_dependent_sizes(example_inputs: Sequence[Any]) -> None:
-    """Let inductor trace ``asymrnr::select``'s data-dependent kept count.
+def _allow_data_dependent_sizes(example_inputs: Sequence[Any]) -> list[Any]:
+    """Let inductor trace ``asymrnr::select``'s data-dependent kept count; returns the example inputs to compile with.
 
     Dynamo only allows ops with data-dependent output sizes when ``fullgraph=True`` (or
     ``capture_dynamic_output_shape_ops`` is set globally). The rewritten graph is ours and
     the op's fake implementation bounds the size, so we switch the setting on for this
-    graph's shape environment alone instead of for every compile in the process.
+    graph's shape environment alone instead of for every compile in the process. A graph
+    specialized from a symbolic one (:mod:`.specialize`) comes with real inputs: they are
+    made fake here, in a shape environment of our own with the setting on.
     """
     from torch._guards import detect_fake_mode
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-    env = getattr(detect_fake_mode(example_inputs), "shape_env", None)
+    fake_mode = detect_fake_mode(example_inputs)
+    if fake_mode is None:
+        fake_mode = FakeTensorMode(shape_env=ShapeEnv(allow_dynamic_output_shape_ops=True))
+        return [fake_mode.from_tensor(x, static_shapes=True) if isinstance(x, torch.Tensor) else x for x in example_inputs]
+    env = fake_mode.shape_env
     if env is not None and not env.allow_dynamic_output_shape_ops:
         env.settings = dataclasses.replace(env.settings, allow_dynamic_output_shape_ops=True)
+    return list(example_inputs)
 
 
 def analysis_backend(plan: Any, runtime: Runtime, grid: tuple[int, int, int] | None) -> Callable[..., Any]:

@@ -222,10 +222,133 @@ def test_alternating_resolutions_keep_reducing_with_one_graph_per_shape(wan):
     assert len(fast.report.graphs) == graphs == len(shapes)  # compiled once per shape, never again
 
 
-def test_raw_backend_with_dynamic_shapes_warns_instead_of_silently_not_reducing(wan):
-    compiled = torch.compile(wan, backend="asymrnr", dynamic=True, options={"plan": Plan.uniform(0.5, 0.3), "compile": False})
-    with torch.no_grad(), pytest.warns(asymrnr_fx.AsymRnRWarning, match="symbolic"):
-        compiled(**inputs_for("wan", 1))
+def _resolutions(family, seed=1):
+    """Three latent sizes and a batch of 2: what a server alternating requests sees."""
+    x = inputs_for(family, seed)
+    hs = x["hidden_states"]
+    wider = {**x, "hidden_states": torch.randn(*hs.shape[:-1], hs.shape[-1] + 4)}
+    taller = {**x, "hidden_states": torch.randn(*hs.shape[:-2], hs.shape[-2] + 4, hs.shape[-1])}
+    batch2 = {k: (torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.dim() > 1 else v) for k, v in x.items()}
+    return [x, wider, batch2, taller]
+
+
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_raw_backend_keeps_reducing_at_every_shape(wan, dynamic):
+    """``torch.compile(backend="asymrnr")`` with ``dynamic=None`` (automatic dynamic from the second
+    shape) or ``dynamic=True``: Dynamo keeps one symbolic graph, the backend rewrites one static copy
+    per shape, and every call equals ``transform()``'s output for its shape."""
+    from torch._dynamo.utils import counters
+
+    plan = Plan.uniform(0.5, 0.3)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(wan, backend="asymrnr", dynamic=dynamic, options={"plan": plan, "compile": False})
+    fast = asymrnr_fx.transform(wan, plan)
+    shapes = _resolutions("wan")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)  # nothing falls back, nothing left unreduced
+        graphs = []
+        for _ in range(2):
+            graphs.append(counters["stats"]["unique_graphs"])
+            for x in shapes:
+                with asymrnr_fx.generation(plan):
+                    out = compiled(**step_inputs(x, 900.0, 0))[0]
+                with asymrnr_fx.generation(fast):
+                    expected = fast(**step_inputs(x, 900.0, 0))[0]
+                torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+                assert (out - wan(**step_inputs(x, 900.0, 0))[0]).abs().max() > 1e-3  # reduced at this shape
+    # Dynamo recompiles only while dims turn symbolic (first round); the second round compiles nothing
+    assert counters["stats"]["unique_graphs"] == graphs[1]
+
+
+def test_raw_backend_dynamic_true_compiles_each_shape_with_inductor(cog):
+    """The same with inductor: the symbolic graph's lifted float attributes (``.item()`` inputs)
+    become constants of each static copy, which inductor compiles."""
+    from torch._dynamo.utils import counters
+
+    plan = Plan.uniform(0.5, 0.3)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(cog, backend="asymrnr", dynamic=True, options={"plan": plan})
+    fast = asymrnr_fx.transform(cog, plan)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        for x in _resolutions("cogvideox")[:2]:
+            with asymrnr_fx.generation(plan):
+                out = compiled(**step_inputs(x, 900.0, 0))[0]
+            with asymrnr_fx.generation(fast):
+                expected = fast(**step_inputs(x, 900.0, 0))[0]
+            torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] >= 2
+
+
+def test_raw_backend_reads_the_patch_from_the_patch_embedding():
+    """A bare ``torch.compile`` has no model integration. HunyuanVideo's 8 prompt tokens fit a
+    (2, 2, 2) grid as well as its 64 video tokens fit (4, 4, 4); its patch embedding (a Conv3d
+    with kernel = stride = (1, 1, 1)) says which one is the video."""
+    model = tiny_transformer("hunyuanvideo")
+    plan = Plan.uniform(0.5, 0.3)
+    compiled = torch.compile(model, backend="asymrnr", options={"plan": plan, "compile": False})
+    fast = asymrnr_fx.transform(model, plan)
+    x = step_inputs(transformer_inputs("hunyuanvideo"), 900.0, 0)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        with asymrnr_fx.generation(plan):
+            out = compiled(**x)[0]
+        with asymrnr_fx.generation(fast):
+            expected = fast(**x)[0]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+class _Unfolded(torch.nn.Module):
+    """Joint attention over [prompt, video] with a patchify by reshape: no patch embedding shows."""
+
+    def __init__(self, patch: int = 1) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = torch.nn.Linear(8 * patch**3, 16)
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = hidden_states.shape
+        p = self.patch
+        x = hidden_states.reshape(b, c, f // p, p, h // p, p, w // p, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        x = self.proj(x.reshape(b, -1, c * p**3)) + timestep.view(-1, 1, 1) / 1000
+        seq = torch.cat([encoder_hidden_states, x], 1).view(b, -1, 2, 8).transpose(1, 2)
+        return torch.nn.functional.scaled_dot_product_attention(seq, seq, seq).transpose(1, 2).reshape(b, -1, 16)
+
+
+def test_raw_backend_refuses_an_ambiguous_grid_instead_of_guessing():
+    """With 8 prompt tokens and 64 video tokens from a [1, 8, 4, 4, 4] latent, grid (4, 4, 4) at patch 1
+    and (2, 2, 2) at patch 2 both fit the attention; nothing in the graph says which. The pass must
+    not pick one by score: it leaves the site intact and says why."""
+    model = _Unfolded()
+    compiled = torch.compile(model, backend="asymrnr", options={"plan": Plan.uniform(0.5, 0.3), "compile": False})
+    x = {"hidden_states": torch.randn(1, 8, 4, 4, 4), "encoder_hidden_states": torch.randn(1, 8, 16),
+         "timestep": torch.tensor([900.0])}
+    with torch.no_grad(), pytest.warns(asymrnr_fx.AsymRnRWarning, match="ambiguous video grid"):
+        out = compiled(**x)
+    torch.testing.assert_close(out, model(**x), rtol=1e-5, atol=1e-5)
+
+
+def test_shape_specializations_are_bounded(monkeypatch):
+    """One symbolic Dynamo graph (a model whose sizes never specialize), more shapes than kept:
+    the least recently used specialization is dropped with a warning, and every shape is still reduced."""
+    from asymrnr_fx import specialize
+
+    monkeypatch.setattr(specialize, "MAX_SHAPES", 2)
+    model = _Unfolded()
+    plan = Plan.uniform(0.5, 0.3)
+    compiled = torch.compile(model, backend="asymrnr", dynamic=True, options={"plan": plan, "compile": False})
+    text, t = torch.randn(1, 5, 16), torch.tensor([900.0])
+    with torch.no_grad(), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for size in ((4, 6, 8), (4, 8, 6), (6, 4, 8), (4, 6, 8)):  # distinct sizes: no duck-sizing guard
+            x = torch.randn(1, 8, *size)
+            with asymrnr_fx.generation(plan):
+                out = compiled(hidden_states=x, encoder_hidden_states=text, timestep=t)
+            assert (out - model(x, text, t)).abs().max() > 1e-3  # reduced
+    dropped = [w for w in seen if issubclass(w.category, asymrnr_fx.AsymRnRWarning) and "least recently used" in str(w.message)]
+    assert len(dropped) == 1  # shapes 2-4 share one symbolic graph (Dynamo compiled the first statically)
 
 
 def test_calls_that_fall_back_to_the_unreduced_model_warn_once():

@@ -266,14 +266,24 @@ def _classify_attention(
     refiner looks like self-attention when the text length equals a guessed grid's size).
     """
     best: tuple[int, list[SiteReport], GridCandidate] | None = None
+    explaining: dict[tuple[int, int, int], str] = {}  # guessed grids that explain some site -> source
     for cand in candidates:
         reports = [_classify_one(c, cand, text_pos) for c in calls]
         score = sum(r.kind in ("self", "joint") for r in reports)
         if cand.trusted and score > 0:
             _check_given_grid(calls, reports, cand)
             return reports, cand
+        if score > 0:
+            explaining.setdefault(cand.grid, cand.source)
         if best is None or score > best[0]:
             best = (score, reports, cand)
+    if len(explaining) > 1:
+        # Two guessed grids fit different lengths (a prompt as long as one grid's size, a
+        # layout read two ways): picking one by score would be a guess. Never guess.
+        found = "; ".join(f"{g} from {src}" for g, src in explaining.items())
+        reason = (f"ambiguous video grid: {found} each match attention lengths here; pass grid=(F, H, W) in "
+                  "tokens, or use asymrnr_fx.transform(model, plan), which reads the patch size from the model")
+        return [_classify_one(c, None, text_pos, reason) for c in calls], None
     if best is not None and (best[0] > 0 or len(candidates) == 1):
         _check_given_grid(calls, best[1], best[2])
         return best[1], best[2]

@@ -30,6 +30,7 @@ class GridCandidate:
     source: str
     trusted: bool = False  # given by the user or read from the model's config: not second-guessed
     text_position: str | None = None  # set by a hint that knows where the prompt sits (no cat shows it)
+    patch: tuple[int, int, int] | None = None  # (t, h, w) patch a guessed candidate assumes
 
     @property
     def num_tokens(self) -> int:
@@ -74,5 +75,38 @@ def infer_grids(
                         continue
                     grid = (math.ceil(f / pt), h // p, w // p)
                     source = f"input {name} {list(shape)} as {layout}, patch ({pt}, {p}, {p})"
-                    out.append(GridCandidate(grid, source))
+                    out.append(GridCandidate(grid, source, patch=(pt, p, p)))
+    patch = embedding_patch(gm)
+    if patch is not None:  # the graph shows its patch embedding: only grids of that patch are possible
+        out = [c for c in out if c.patch is None or c.patch == patch]
     return out
+
+
+_CONVS = ("conv3d", "conv2d", "convolution")
+
+
+def embedding_patch(gm: fx.GraphModule) -> tuple[int, int, int] | None:
+    """The (t, h, w) patch of the graph's patch embedding, if it shows one unambiguously.
+
+    Why: a video input's shape under different patch sizes and layouts can give several grids of
+    the *same* token count ((4, 4, 4) with patch (1, 2, 2), (1, 8, 8) with (4, 1, 1) for a
+    [1, 16, 4, 8, 8] latent), and the attention lengths cannot tell them apart. A convolution
+    whose stride equals its kernel (Conv3d, or Conv2d over frames folded into the batch) is a
+    patch embedding, and its kernel is the patch. Several different ones: no answer.
+    """
+    found = set()
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or not any(c in str(getattr(node.target, "__name__", node.target)) for c in _CONVS):
+            continue
+        if len(node.args) < 4:
+            continue
+        weight = node_value(node.args[1]) if isinstance(node.args[1], fx.Node) else None
+        stride = node.args[3]
+        if not isinstance(weight, torch.Tensor) or weight.dim() not in (4, 5):
+            continue
+        kernel = tuple(int(k) for k in weight.shape[2:])
+        stride = tuple(stride) if isinstance(stride, (list, tuple)) else (stride,) * len(kernel)
+        if len(stride) != len(kernel) or tuple(int(s) for s in stride) != kernel or max(kernel) == 1 and len(kernel) == 2:
+            continue
+        found.add(kernel if len(kernel) == 3 else (1, *kernel))
+    return found.pop() if len(found) == 1 else None

@@ -60,7 +60,8 @@ def test_inductor_compiles_one_graph_equal_to_eager(family, monkeypatch):
     fast = asymrnr_fx.transform(model, plan, compile=True)
     outs = run_steps(fast, inputs)
 
-    assert len(compiles) == 1, f"inductor compiled {len(compiles)} graphs"
+    graphs = {id(gm) for gm in compiles}  # compile_fx re-enters itself once when given config patches
+    assert len(graphs) == 1, f"inductor compiled {len(graphs)} graphs"
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["graph_break"], dict(counters["graph_break"])
     rewritten = {s.path for s in fast.report.rewritten}

@@ -1,7 +1,7 @@
 """Tiny procedural text-to-video demo models (CogVideoX transformers on pixel videos): the
 first on 8x24x24 clips (576 video tokens, ``weights/toy_t2v.safetensors``, the default), the
-second on 16x32x32 clips (2048 video tokens, ``weights/toy_t2v_v2.safetensors`` once trained);
-see ``README.md`` in this folder.
+second on 16x32x32 clips (2048 video tokens, ``checkpoints/v2_final.safetensors``, not shipped:
+it learned less than the first); see ``README.md`` in this folder.
 
 Import submodules directly (``asymrnr_fx.toy.model``, ``.dataset``, ``.scorer``); the
 convenience names below are loaded lazily so that importing the dataset does not pull in

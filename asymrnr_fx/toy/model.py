@@ -19,9 +19,10 @@ Quality of the shipped weights (48 samples per split, 20 steps, ``scorer.prompt_
 colour and direction follow the prompt ~100% of the time, on held-out prompts too; shape does
 not (the objects come out as blobs, scored as circles, so shape accuracy is at chance).
 
-Two weight files: ``toy_t2v.safetensors`` (the first model, 8 x 24 x 24 pixels = 576 video
-tokens, the default of :func:`load_toy_model`) and, once its training run has finished,
-``toy_t2v_v2.safetensors`` (16 x 32 x 32 pixels = 2048 video tokens, see ``toy/README.md``).
+Shipped: ``toy_t2v.safetensors`` (8 x 24 x 24 pixels = 576 video tokens, the default of
+:func:`load_toy_model`). A second model (16 x 32 x 32 pixels = 2048 video tokens) was trained
+but learned less; it is kept as ``checkpoints/v2_final.safetensors`` (see ``toy/README.md``),
+and would be shipped as ``weights/toy_t2v_v2.safetensors``.
 Each file carries its configs and its ``dataset.VideoSpec`` (``video_spec``) as metadata;
 :func:`generate` samples at the geometry of the model it is given (``model.spec``).
 """
@@ -44,7 +45,7 @@ from . import dataset
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "toy_t2v.safetensors"
-WEIGHTS_FILE_V2 = WEIGHTS_DIR / "toy_t2v_v2.safetensors"  # written by train.py when its run finishes
+WEIGHTS_FILE_V2 = WEIGHTS_DIR / "toy_t2v_v2.safetensors"  # where a second model goes once it is better
 LATENT_SCALE = 1.0
 
 TEXT_EMBED_DIM = 64

@@ -52,7 +52,6 @@ from .model import (
     DEFAULT_GUIDANCE,
     SCHEDULER_CONFIG,
     WEIGHTS_FILE,
-    WEIGHTS_FILE_V2,
     build_toy_model,
     default_configs,
     load_toy_model,
@@ -64,6 +63,9 @@ from .train_log import append_csv, plot_log, truncate_csv
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 CHECKPOINT_NAME = "last.pt"
 LOG_NAME = "train_log.csv"
+# A trained model is shipped by moving it into weights/ (where the demo takes the newest), and
+# only if it is better than the shipped one; training never writes there.
+V2_OUT = CHECKPOINT_DIR / "v2_final.safetensors"
 
 # Training hyper-parameters per preset (command-line flags override them; --resume restores them).
 PRESETS: dict[str, dict] = {
@@ -76,7 +78,7 @@ PRESETS: dict[str, dict] = {
     # tokens, 4.2 vs 2.6 at 2048). Budget (one thread, uncontended): ~0.55 / ~1.4 / ~3.7 s per
     # step -> 37 + 23 + 46 min of training plus ~14 min of evaluations.
     "v2": dict(version=2, stages="4:4000,8:1000,16:750", batch_size=8, lr=1e-3, warmup=200, ema=0.998,
-               cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(WEIGHTS_FILE_V2),
+               cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(V2_OUT),
                evals_per_stage=2, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20),
     # Second phase of the second model: phase one ("v2", stopped after its 8-frame stage, kept as
     # checkpoints/v2_phase1.pt) drew every shape as a blob whose *area* followed the shape word
@@ -85,7 +87,7 @@ PRESETS: dict[str, dict] = {
     # EMA weights with a fresh optimizer, uniform noise levels (40% at sigma < 0.4) and 2500
     # more 4-frame steps, then 500 of the 16-frame stage (2048 tokens). ~23 + ~31 min, one thread.
     "v2-finish": dict(version=2, stages="4:2500,16:500", batch_size=8, lr=5e-4, warmup=100, ema=0.998,
-                      cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(WEIGHTS_FILE_V2),
+                      cond_dropout=0.1, fg_weight=4.0, shape_weight=8.0, bf16=False, out=str(V2_OUT),
                       evals_per_stage=1, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20,
                       sigma_shift=1.0, init_from="v2_phase1.pt"),
 }

@@ -45,7 +45,7 @@ class Verdict:
 
 _CACHE_FIX = (
     "Remove it (model.disable_cache(), or build the model without it) and use a cache that composes with "
-    "AsymRnR: FirstBlockCache, FasterCache or PyramidAttentionBroadcast"
+    "AsymRnR: FirstBlockCache"
 )
 _OFFLOAD_FIX = (
     "Keep the transformer on one device while it denoises: remove the offloading (model.disable_group_offload() / "
@@ -55,8 +55,20 @@ _OFFLOAD_FIX = (
 #: diffusers hook registry names -> verdict (names, so importing this module never imports diffusers).
 HOOKS: dict[str, Verdict] = {
     **dict.fromkeys(("fbc_leader_block_hook", "fbc_block_hook"), Verdict("FirstBlockCache", True)),
-    "pyramid_attention_broadcast": Verdict("PyramidAttentionBroadcast", True),
-    **dict.fromkeys(("faster_cache_denoiser", "faster_cache_block"), Verdict("FasterCache", True)),
+    "pyramid_attention_broadcast": Verdict(
+        "PyramidAttentionBroadcast", False,
+        "its hook reads its per-call state (an iteration counter and the timestep callback's value) inside the "
+        "compiled attention modules, so Dynamo recompiles them at every call; past its recompile limit (8) they run "
+        "unreduced (tiny Wan: 8 graphs after 8 steps, then the fallback)",
+        _CACHE_FIX,
+    ),
+    **dict.fromkeys(("faster_cache_denoiser", "faster_cache_block"), Verdict(
+        "FasterCache", False,
+        "its hooks read per-call state (iteration counters, the timestep callback) inside the compiled blocks, so "
+        "Dynamo recompiles them at every call; past its recompile limit (8) those blocks run unreduced while the "
+        "rest of the call stays compiled, with no error (tiny Wan, 14 steps: reduced at steps 0-6, then not at all)",
+        _CACHE_FIX,
+    )),
     "taylorseer_cache": Verdict(
         "TaylorSeer", False,
         "its hook runs its compute/predict decision under torch.compiler.disable in every hooked module, and Dynamo "

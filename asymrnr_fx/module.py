@@ -128,6 +128,7 @@ class AsymRnRModule(nn.Module):
         self.runtime.call_inputs = video_inputs(args, kwargs)
         runtime = self.runtime
         graphs = runtime.counts["graph_call"]
+        gave_up = _dynamo_gave_up()
         with runtime.call(call_timestep(kwargs)):
             if self._shapes is None:  # regional: the model runs eagerly, its blocks compiled
                 out = self.model(*args, **kwargs)
@@ -140,13 +141,24 @@ class AsymRnRModule(nn.Module):
                 warn_nothing_rewritten(runtime.reports[-1], hooks=integrations.hooks_of(self.model))
         if runtime.counts["graph_call"] == graphs and self._shapes is not None:
             self._check_fallback()  # no compiled graph ran: Dynamo ran the model itself
+        elif _dynamo_gave_up() > gave_up:
+            self._check_fallback(partial=True)  # some frames of this call now run eagerly
         return out
 
-    def _check_fallback(self) -> None:
-        """A call that reached no rewritten site, although sites were rewritten: say so, once."""
+    def _check_fallback(self, partial: bool = False) -> None:
+        """A call that reached no rewritten site (or in which Dynamo gave up on part of the model),
+        although sites were rewritten: say so, once."""
         if self._warned_fallback or not any(r.rewritten for r in self.runtime.reports):
             return
         self._warned_fallback = True
+        if partial:
+            warnings.warn(
+                "asymrnr_fx: during this call Dynamo hit its recompile limit on part of the model: from now on "
+                "that part runs eagerly, and any attention in it is no longer reduced, while the rest stays "
+                "reduced. Usually a hook reading per-call state inside the model; see TORCH_LOGS=recompiles.",
+                AsymRnRWarning, stacklevel=3,
+            )
+            return
         warnings.warn(
             "asymrnr_fx: this call ran none of the compiled graphs although the model has rewritten sites: "
             "Dynamo ran the unreduced model (its recompile limit, hit by a guard that changes every call such "
@@ -254,3 +266,17 @@ def undo_previous_regions(model: nn.Module) -> None:
         fwd = block.__dict__.get("forward")
         if getattr(fwd, "__qualname__", "").startswith("_region_forward"):
             del block.__dict__["forward"]
+
+
+_GAVE_UP = ("recompile limit exceeded",)  # a frame skipped for a graph break in a loop is not: its callees still compile
+
+
+def _dynamo_gave_up() -> int:
+    """How often Dynamo has hit its recompile limit on a frame in this process.
+
+    Why: a frame Dynamo gives up on runs eagerly from then on, so the attention inside it is no
+    longer reduced, while other frames of the same call still run compiled graphs; only its
+    own counters show the moment it happens."""
+    from torch._dynamo.utils import counters
+
+    return sum(n for msg, n in counters["unimplemented"].items() if any(k in msg for k in _GAVE_UP))

@@ -16,10 +16,13 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 TIMESTEPS = (900.0, 800.0, 700.0, 600.0, 500.0)
 
 
-def run(order: str, threshold: float, compile: bool = False):
+BLOCK = {"wan": "blocks.{}.attn1", "cogvideox": "transformer_blocks.{}.attn1"}
+
+
+def run(order: str, threshold: float, compile: bool = False, family: str = "wan"):
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 
-    model = tiny_transformer("wan", layers=3)
+    model = tiny_transformer(family, layers=3)
     plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2)
     if order == "hook first":
         apply_first_block_cache(model, FirstBlockCacheConfig(threshold=threshold))
@@ -27,23 +30,24 @@ def run(order: str, threshold: float, compile: bool = False):
     else:
         fast = asymrnr_fx.transform(model, plan, compile=compile)
         apply_first_block_cache(model, FirstBlockCacheConfig(threshold=threshold))
-    x = transformer_inputs("wan")
+    x = transformer_inputs(family)
     with torch.no_grad(), asymrnr_fx.generation(fast), fast.cache_context("cond"):
         outs = [fast(**step_inputs(x, t, i))[0] for i, t in enumerate(TIMESTEPS)]
     return fast.runtime, outs
 
 
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
 @pytest.mark.parametrize("order", ["hook first", "asymrnr first"])
-def test_first_block_cache_composes_in_either_order(order):
-    rt, _ = run(order, threshold=0.0)  # never skips: every block runs every step
-    blocks = [f"blocks.{i}.attn1" for i in range(3)]
+def test_first_block_cache_composes_in_either_order(order, family):
+    rt, _ = run(order, threshold=0.0, family=family)  # never skips: every block runs every step
+    blocks = [BLOCK[family].format(i) for i in range(3)]
     assert list(rt.site_order) == blocks  # one site per block, not hook-relative names
     matches = {(e.site, e.step) for e in rt.events if e.kind == "match"}
     assert matches == {(b, s) for b in blocks for s in (0, 2, 4)}  # steps advance, windows refresh
-    rt, _ = run(order, threshold=1e9)  # skips every block after the first from step 1 on
+    rt, _ = run(order, threshold=1e9, family=family)  # skips every block after the first from step 1 on
     runs = {(e.site, e.step) for e in rt.events}
-    assert {("blocks.0.attn1", s) for s in range(5)} <= runs  # the computed block stays reduced
-    assert not any(site != "blocks.0.attn1" and step > 0 for site, step in runs)  # the hook still skips
+    assert {(blocks[0], s) for s in range(5)} <= runs  # the computed block stays reduced
+    assert not any(site != blocks[0] and step > 0 for site, step in runs)  # the hook still skips
 
 
 @pytest.mark.parametrize("order", ["hook first", "asymrnr first"])

@@ -54,10 +54,11 @@ def specialize(gm: fx.GraphModule, args: Sequence[Any]) -> fx.GraphModule:
     from torch.fx import traceback as fx_traceback
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    if scalar_inputs(gm):
+    scalars = scalar_inputs(gm)
+    if scalars:
         gm = fx.GraphModule(gm, copy.deepcopy(gm.graph))
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-        values = {placeholders[i]: args[i].item() for i in scalar_inputs(gm)}
+        values = {placeholders[i]: args[i].item() for i in scalars}
         for node in list(gm.graph.nodes):
             if node.op == "call_method" and node.target == "item" and node.args[0] in values:
                 node.replace_all_uses_with(values[node.args[0]])  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from asymrnr_fx.passes.attention_masks import video_rows_variation  # noqa: E402
 from asymrnr_fx.passes.infer_grid import GridCandidate  # noqa: E402
 from asymrnr_fx.report import AsymRnRWarning  # noqa: E402
 from reference import RefSite, ReferenceAsymRnR, patched_sdpa  # noqa: E402
-from tiny_diffusers import VideoOnlyReference  # noqa: E402
+from tiny_diffusers import VideoOnlyReference, capture  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -185,18 +185,6 @@ def test_hunyuan_video15_explicit_grid_does_not_raise_on_the_refiner_graph():
     assert _video_site(report).rewrite
 
 
-def _capture(fn, *args):
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    torch.compile(fn, backend=backend, fullgraph=True)(*args)
-    return graphs[0]
-
-
 def _mask_node(gm):
     (node,) = [n for n in gm.graph.nodes if n.op == "output"]
     return node.args[0][0] if isinstance(node.args[0], (tuple, list)) else node.args[0]
@@ -218,10 +206,10 @@ def test_video_rows_analysis():
     def causal(m):
         return torch.ones(n + 3, n + 3, dtype=torch.bool).tril() & m.bool().sum().bool()
 
-    assert video_rows_variation(_mask_node(_capture(joint, keep)), 0, n) == ""
-    assert video_rows_variation(_mask_node(_capture(text_first, keep)), 3, 3 + n) == ""
-    assert video_rows_variation(_mask_node(_capture(text_first, keep)), 0, n) != ""  # the wrong span
-    assert video_rows_variation(_mask_node(_capture(causal, keep)), 0, n) != ""
+    assert video_rows_variation(_mask_node(capture(joint, keep)), 0, n) == ""
+    assert video_rows_variation(_mask_node(capture(text_first, keep)), 3, 3 + n) == ""
+    assert video_rows_variation(_mask_node(capture(text_first, keep)), 0, n) != ""  # the wrong span
+    assert video_rows_variation(_mask_node(capture(causal, keep)), 0, n) != ""
     rows = joint(keep)[0, 0]
     assert (rows[:n] == rows[0]).all() and not (rows[n:] == rows[0]).all()
 

@@ -15,23 +15,10 @@ from torch import nn
 import asymrnr_fx
 from asymrnr_fx import Plan
 from asymrnr_fx.passes import classify_attention, find_attention, infer_grids
+from tiny_diffusers import capture
 
 L = 8  # video tokens: grid (2, 2, 2)
 GRID = (2, 2, 2)
-
-
-def capture(fn, *args):
-    """The graph Dynamo captures for ``fn(*args)`` (example values are fake tensors)."""
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    torch.compile(fn, backend=backend, dynamic=False, fullgraph=True)(*args)
-    assert len(graphs) == 1
-    return graphs[0]
 
 
 def classify(gm, grid=GRID, text_position="auto"):

@@ -15,6 +15,7 @@ from asymrnr_fx.testing.pipelines import FAMILIES, TinyPipeline, tiny_pipeline, 
 
 __all__ = [
     "FAMILIES",
+    "capture",
     "GRID",
     "EXPECTED_SITES",
     "TEXT_POSITION",
@@ -89,3 +90,17 @@ class VideoOnlyReference:
         if lq == lk and lq >= self.num_video and not kw.get("is_causal"):
             return self.reference(**kw)
         return self.original(**kw)
+
+
+def capture(fn: Callable[..., Any], *args: Any) -> torch.fx.GraphModule:
+    """The graph Dynamo captures for ``fn(*args)`` (example values are fake tensors)."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(fn, backend=backend, dynamic=False, fullgraph=True)(*args)
+    assert len(graphs) == 1
+    return graphs[0]

@@ -59,6 +59,33 @@ def test_scorer_labels_ground_truth_clips() -> None:
         assert acc[key] > 0.95, (key, acc[key])
 
 
+@pytest.mark.parametrize("spec", [dataset.SPEC_V3, dataset.SPEC_V3.replace(frames=4)], ids=["v3", "v3-4-frames"])
+def test_scorer_labels_other_shapes(spec) -> None:
+    """The third model's shapes (disc, ring, bar) on its canvas, clean and blurred + noisy."""
+    videos, attrs = dataset.make_batch(7, range(90), dataset.combos(spec), spec)
+    assert {a[1] for a in attrs} == set(spec.shapes)
+    kernel = torch.tensor([0.25, 0.5, 0.25])
+    kernel = (kernel[:, None] * kernel[None]).expand(3, 1, 3, 3)
+    flat = torch.nn.functional.pad(videos.flatten(0, 1), (1, 1, 1, 1), mode="replicate")
+    blurred = torch.nn.functional.conv2d(flat, kernel, groups=3).view_as(videos)
+    blurred = blurred + 0.1 * torch.randn(videos.shape, generator=torch.Generator().manual_seed(0))
+    for clips in (videos, blurred):
+        acc = scorer.prompt_accuracy(clips, attrs, spec=spec)
+        assert min(acc[k] for k in ("colour", "shape", "direction")) > 0.95, acc
+    # a filled disc of a ring's area is not a ring: the hole is what the scorer reads
+    masks = torch.from_numpy(dataset._shape_coverage("circle", 16, 16, 12.5, 32, 32) > 0.5).numpy()[None]
+    assert scorer.classify_shape(masks, spec.shapes) == "circle"
+
+
+def test_combos_split_every_shape_set_the_same_way() -> None:
+    assert dataset.combos(None, "train") == dataset.TRAIN_COMBOS
+    assert dataset.combos(dataset.SPEC_V1, "heldout") == dataset.HELDOUT_COMBOS
+    train, held = dataset.combos(dataset.SPEC_V3, "train"), dataset.combos(dataset.SPEC_V3, "heldout")
+    assert len(held) == 12 and len(train) == 48 and not set(train) & set(held)
+    assert all(dataset.parse_caption(dataset.caption(*a)) == a for a in held)
+    assert dataset.VideoSpec.from_dict(dataset.SPEC_V3.to_dict()) == dataset.SPEC_V3
+
+
 def test_scorer_abstains_on_empty_video() -> None:
     flat = torch.zeros(dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
     assert scorer.predict_attributes(flat) == ("none", "none", "none")
@@ -74,8 +101,10 @@ def toy_model():
 def test_shipped_weights_load_and_sample(toy_model) -> None:
     from asymrnr_fx.toy.model import generate
 
-    out = generate(["a red square moving left", "a blue circle moving up"], num_steps=1, model=toy_model)
-    assert out.shape == (2, dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
+    spec = toy_model.spec
+    prompts = [dataset.caption(*a) for a in dataset.combos(spec, "train")[:2]]
+    out = generate(prompts, num_steps=1, model=toy_model)
+    assert out.shape == (2, spec.frames, 3, spec.height, spec.width)
     assert torch.isfinite(out).all() and out.abs().max() <= 1
 
 
@@ -89,16 +118,18 @@ def test_generate_calls_transformer_like_diffusers(toy_model) -> None:
         return toy_model.transformer(**kwargs)
 
     steps = []
-    a = generate("a green triangle moving down", num_steps=3, seed=5, transformer=spy, model=toy_model,
+    spec = toy_model.spec
+    prompt = dataset.caption("green", spec.shapes[-1], "down")
+    a = generate(prompt, num_steps=3, seed=5, transformer=spy, model=toy_model,
                  callback=lambda i, t, x: steps.append(i))
-    b = generate("a green triangle moving down", num_steps=3, seed=5, model=toy_model)
+    b = generate(prompt, num_steps=3, seed=5, model=toy_model)
     assert torch.equal(a, b) and steps == [0, 1, 2] and len(calls) == 3
     timesteps = [float(c["timestep"][0]) for c in calls]
     assert all(x > y for x, y in itertools.pairwise(timesteps))
     for c in calls:
         assert c["return_dict"] is False
         batch = c["hidden_states"].shape[0]
-        assert c["hidden_states"].shape[1:] == (dataset.NUM_FRAMES, 3, dataset.HEIGHT, dataset.WIDTH)
+        assert c["hidden_states"].shape[1:] == (spec.frames, 3, spec.height, spec.width)
         assert c["timestep"].shape == (batch,)
         assert c["encoder_hidden_states"].shape[:2] == (batch, dataset.MAX_TOKENS)
 
@@ -119,7 +150,7 @@ def test_shipped_weights_reach_the_stated_accuracy_floor(toy_model, variant) -> 
     from asymrnr_fx.plan import coerce_plan
     from asymrnr_fx.toy.model import generate
 
-    prompts = [dataset.caption(*c) for c in dataset.HELDOUT_COMBOS[:FLOOR_PROMPTS]]
+    prompts = [dataset.caption(*c) for c in dataset.combos(toy_model.spec, "heldout")[:FLOOR_PROMPTS]]
     transformer = None
     if variant != "baseline":
         plan = resample(coerce_plan(plan_path(newest_toy_weights())), FLOOR_STEPS)
@@ -128,6 +159,6 @@ def test_shipped_weights_reach_the_stated_accuracy_floor(toy_model, variant) -> 
         videos = generate(prompts, num_steps=FLOOR_STEPS, seed=3, model=toy_model, transformer=transformer)
     if transformer is not None:
         assert transformer.runtime.counts["match"] > 0  # the plan did reduce
-    acc = scorer.prompt_accuracy(videos, prompts)
+    acc = scorer.prompt_accuracy(videos, prompts, spec=toy_model.spec)
     for attribute, floor in ACCURACY_FLOOR.items():
         assert acc[attribute] >= floor, f"{variant}: {attribute} {acc[attribute]:.2f} < {floor} ({acc['predictions']})"

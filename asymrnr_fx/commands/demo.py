@@ -1,7 +1,7 @@
 """``asymrnr-fx demo``: the shipped toy text-to-video model, compiled, with and without AsymRnR.
 
-What it runs: the newest shipped toy weights (``asymrnr_fx/toy/weights/toy_t2v_v2.safetensors``
-once shipped, else ``toy_t2v.safetensors``; ``--weights`` picks another file) on held-out
+What it runs: the newest shipped toy weights (:func:`asymrnr_fx.toy.newest_weights`;
+``--weights`` picks another file) on held-out
 prompts (attribute triples never trained on), 20 steps, with
 
 * the baseline (unreduced model, compiled by inductor);
@@ -23,6 +23,11 @@ prompts (attribute triples never trained on), 20 steps, with
 model's; the toy model has 3 or 4 sites, so this explains how to get the paper's map
 instead), or a saved plan file. A table calibrated for another step count is resampled
 onto this run's steps (one ratio per step at the same position in the denoising schedule).
+
+Each variant is compiled by a 1-step generation, then all variants generate the same videos
+advanced one denoising step at a time in turn (:func:`asymrnr_fx.toy.model.generate_interleaved`):
+every step of every variant is timed next to the others', and no extra timing generation is
+needed (``--repeats`` adds some).
 
 Writes a GIF (one labelled row per variant with its speedup and PSNR, each followed by 4x
 its absolute difference to the baseline), a markdown table (step-time ratio measured
@@ -72,13 +77,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--q", type=float, default=None, help="uniform plan: query reduction ratio (with --kv)")
     p.add_argument("--kv", type=float, default=None, help="uniform plan: key/value reduction ratio (with --q)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="interleaved timed generations per variant (default: 3; 1 for models of more than "
-                        "1024 video tokens such as toy v2, to stay within a few minutes on a CPU)")
+                   help="timed generations of all variants, advanced step by step in turn (default: 2; 1 for "
+                        "models of more than 1024 video tokens, to stay within a few minutes on a CPU)")
     p.add_argument("--quick", action="store_true", help="reduced mode: 2 prompts, 4 steps, no inductor (for CI)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the demo's generations")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (e.g. 1 when another job holds a core)")
     p.add_argument("--weights", type=Path, default=None,
-                   help="toy weights file (default: the newest shipped, toy_t2v_v2 if present, else toy_t2v)")
+                   help="toy weights file (default: the newest shipped, toy_t2v_vN.safetensors with the highest N)")
     p.add_argument("--make-plan", action="store_true",
                    help=f"(re)compute the shipped calibrated plan (budget {PLAN_BUDGET:g}, {PLAN_STEPS} steps) and its "
                         "calibration for the weights and write them next to the weights file, then exit")
@@ -122,8 +127,8 @@ def _demo(args: argparse.Namespace) -> int:
     model = toy_model.load_toy_model(path=weights)
     cfg = model.transformer.config
     if args.repeats is None:
-        args.repeats = 3 if model.spec.tokens(cfg.patch_size, cfg.patch_size_t) <= 1024 else 1
-    prompts = toy_prompts(args.prompts)
+        args.repeats = 2 if model.spec.tokens(cfg.patch_size, cfg.patch_size_t) <= 1024 else 1
+    prompts = toy_prompts(args.prompts, spec=model.spec)
     plan, kind, source = resolve_plan(args, model, weights)
     if plan.is_table and plan.num_steps != args.steps:
         source += f", resampled from {plan.num_steps} to {args.steps} steps"
@@ -139,28 +144,27 @@ def _demo(args: argparse.Namespace) -> int:
     for name, p in plans.items():
         variants[name] = asymrnr_fx.transform(model.transformer, p, compile=compile_)
 
-    def generate(fn):
-        return toy_model.generate(prompts, num_steps=args.steps, seed=args.seed, transformer=fn, model=model)
-
     videos, times = {}, {k: [] for k in variants}
     t_start = time.perf_counter()
-    with tqdm(total=len(variants) * (args.repeats + 1), desc="demo (compile, then interleaved timing)") as bar:
-        for name, fn in variants.items():
-            videos[name] = generate(fn)
+    with tqdm(total=len(variants) + args.repeats, desc="demo (compile, then interleaved generations)") as bar:
+        for fn in variants.values():  # compile: one 1-step generation at the same shapes
+            toy_model.generate(prompts, num_steps=1, seed=args.seed, transformer=fn, model=model)
             bar.update()
         for _ in range(args.repeats):
             for name, fn in variants.items():
                 if name != "baseline":
                     asymrnr_fx.reset(fn)
-                start = time.perf_counter()
-                generate(fn)
-                times[name].append((time.perf_counter() - start) / args.steps)
-                bar.update()
+            out_videos, seconds = toy_model.generate_interleaved(prompts, variants, num_steps=args.steps,
+                                                                 seed=args.seed, model=model)
+            videos = videos or out_videos
+            for name, per_step in seconds.items():
+                times[name].append(sum(per_step) / args.steps)
+            bar.update()
     wall = time.perf_counter() - t_start
 
     base = videos["baseline"]
     step_s = {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
-    acc = {k: scorer.prompt_accuracy(v, prompts) for k, v in videos.items()}
+    acc = {k: scorer.prompt_accuracy(v, prompts, spec=model.spec) for k, v in videos.items()}
     rows = {}
     for name, v in videos.items():
         is_base = name == "baseline"
@@ -195,7 +199,7 @@ def _demo(args: argparse.Namespace) -> int:
     (out / "table.md").write_text(f"{header}\n\n{table}\n")
     summary = {
         "weights": weights.name, "prompts": prompts, "steps": args.steps, "seed": args.seed, "compiled": compile_,
-        "plan_source": source, "calibration_prompts": calibration_prompts(), "calibration_seed": CALIBRATION_SEED,
+        "plan_source": source, "calibration_prompts": calibration_prompts(model.spec), "calibration_seed": CALIBRATION_SEED,
         "variants": rows, "generation_wall_s": wall,
         "sites_rewritten": {k: len(v.report.rewritten) for k, v in variants.items() if k != "baseline"},
     }

@@ -46,11 +46,12 @@ def calibration_path(weights: Path) -> Path:
     return Path(weights).with_name(Path(weights).stem + ".calibration.safetensors")
 
 
-def calibration_prompts() -> list[str]:
-    """The captions the plan is calibrated on: training combinations only, never a held-out one."""
+def calibration_prompts(spec: Any = None) -> list[str]:
+    """The captions the plan is calibrated on: training combinations of ``spec``'s shape words
+    (default: the newest shipped model's), never a held-out one."""
     from asymrnr_fx.evaluation.targets import toy_prompts
 
-    return toy_prompts(CALIBRATION_PROMPTS, heldout=False)
+    return toy_prompts(CALIBRATION_PROMPTS, heldout=False, spec=spec)
 
 
 def model_label(weights: Path, digest: str) -> str:
@@ -70,7 +71,7 @@ def calibrate_toy(model: Any, weights: Path, *, steps: int = PLAN_STEPS, cache_w
     from asymrnr_fx.plan import Plan
     from asymrnr_fx.toy import model as toy_model
 
-    prompts = calibration_prompts()
+    prompts = calibration_prompts(model.spec)
     digest = weights_digest(weights)
 
     def run(fn, index: int):

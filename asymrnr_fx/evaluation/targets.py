@@ -6,7 +6,6 @@ A :class:`Target` is a model plus how to run one full generation of it. Add an e
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -84,26 +83,18 @@ def cogvideox_shaped_target(steps: int = 10, *, small: bool = False) -> Target:
 
 
 # =========================================================================== the trained toy model
-TOY_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "toy" / "weights"
-
-
 def toy_weights_files() -> list[Path]:
-    """The shipped toy model weights, oldest version first: ``toy_t2v.safetensors`` (v1),
-    ``toy_t2v_v2.safetensors`` ... (files with a second suffix, e.g. ``*.plan.safetensors``,
-    are not weights)."""
-    files = [p for p in TOY_WEIGHTS_DIR.glob("toy_t2v*.safetensors") if p.suffixes == [".safetensors"]]
-    return sorted(files, key=_toy_version)
+    """The shipped toy model weights, oldest version first (:func:`asymrnr_fx.toy.shipped_weights`)."""
+    from ..toy import shipped_weights
 
-
-def _toy_version(path: Path) -> int:
-    match = re.fullmatch(r"toy_t2v(?:_v(\d+))?", path.stem)
-    return int(match.group(1) or 1) if match else 0
+    return shipped_weights()
 
 
 def newest_toy_weights() -> Path | None:
-    """The highest-versioned shipped toy weights file (v2 once shipped, else v1), or None."""
-    files = toy_weights_files()
-    return files[-1] if files else None
+    """The highest-versioned shipped toy weights file, or None (:func:`asymrnr_fx.toy.newest_weights`)."""
+    from ..toy import newest_weights
+
+    return newest_weights()
 
 
 def toy_available() -> bool:
@@ -111,11 +102,12 @@ def toy_available() -> bool:
     return bool(toy_weights_files())
 
 
-def toy_prompts(n: int = 4, heldout: bool = True) -> list[str]:
-    """``n`` captions spread over the held-out (never trained on) attribute combinations."""
-    from ..toy import dataset
+def toy_prompts(n: int = 4, heldout: bool = True, spec: Any = None) -> list[str]:
+    """``n`` captions spread over the held-out (never trained on) attribute combinations of
+    ``spec``'s shape words (a ``toy.dataset.VideoSpec``; default: the newest shipped model's)."""
+    from ..toy import dataset, weights_spec
 
-    combos = dataset.HELDOUT_COMBOS if heldout else dataset.TRAIN_COMBOS
+    combos = dataset.combos(spec or weights_spec(), "heldout" if heldout else "train")
     step = max(len(combos) // n, 1)
     return [dataset.caption(*combos[(i * step) % len(combos)]) for i in range(n)]
 
@@ -129,7 +121,7 @@ def toy_inputs(
     from ..toy import model as toy_model
 
     model = toy_model.load_toy_model(path=weights)
-    prompts = prompts or toy_prompts(1)
+    prompts = prompts or toy_prompts(1, spec=model.spec)
     cfg, spec = model.transformer.config, model.spec
     shape = (len(prompts), spec.frames, cfg.in_channels, spec.height, spec.width)
     inputs = {
@@ -157,12 +149,12 @@ def toy(
     fixed = list(prompts) if prompts is not None else None
 
     def run(fn: Callable[..., Any], seed: int) -> torch.Tensor:
-        combos = dataset.TRAIN_COMBOS
+        combos = dataset.combos(bundle.spec, "train")
         chosen = fixed if fixed is not None else dataset.caption(*combos[seed % len(combos)])
         return toy_model.generate(chosen, num_steps=steps, seed=seed, transformer=fn, model=bundle)
 
     def score(videos: torch.Tensor) -> float:
-        return scorer.prompt_accuracy(videos, fixed)["all"]
+        return scorer.prompt_accuracy(videos, fixed, spec=bundle.spec)["all"]
 
     return Target("toy", bundle.transformer, run, "trained toy text-to-video CogVideoX (asymrnr_fx.toy), CFG 3",
                   score=score if fixed is not None else None, data_range=2.0, steps=steps)

@@ -10,7 +10,47 @@ diffusers.
 
 from __future__ import annotations
 
-__all__ = ["load_toy_model", "generate", "prompt_accuracy"]
+import json
+import re
+from pathlib import Path
+
+__all__ = ["load_toy_model", "generate", "prompt_accuracy", "shipped_weights", "newest_weights", "weights_spec"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def _version(path: Path) -> int:
+    match = re.fullmatch(r"toy_t2v(?:_v(\d+))?", path.stem)
+    return int(match.group(1) or 1) if match else 0
+
+
+def shipped_weights() -> list[Path]:
+    """The shipped toy weights files, oldest version first (``toy_t2v.safetensors`` is v1,
+    ``toy_t2v_v3.safetensors`` v3; files with a second suffix, e.g. ``*.plan.safetensors``,
+    are not weights). Here, not in ``model``, so that finding them does not import diffusers."""
+    files = [p for p in WEIGHTS_DIR.glob("toy_t2v*.safetensors") if p.suffixes == [".safetensors"]]
+    return sorted(files, key=_version)
+
+
+def newest_weights() -> Path | None:
+    """The highest-versioned shipped weights file (the default everywhere), or None."""
+    files = shipped_weights()
+    return files[-1] if files else None
+
+
+def weights_spec(path: str | Path | None = None):
+    """The clip geometry and shape words (``dataset.VideoSpec``) a weights file was trained on,
+    read from its metadata without loading it (default: :func:`newest_weights`)."""
+    from safetensors import safe_open
+
+    from . import dataset
+
+    path = path or newest_weights()
+    if path is None:
+        return dataset.DEFAULT_SPEC
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return dataset.VideoSpec.from_dict(json.loads(meta["video_spec"])) if "video_spec" in meta else dataset.SPEC_V1
 
 
 def __getattr__(name: str):

@@ -44,6 +44,7 @@ class VideoSpec:
     width: int = WIDTH
     object_size: float = OBJECT_SIZE
     object_speed: float = OBJECT_SPEED
+    shapes: tuple[str, ...] = ("square", "circle", "triangle")  # the shape words of this clip stream
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:
@@ -62,7 +63,10 @@ class VideoSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VideoSpec":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        kwargs = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        if "shapes" in kwargs:  # JSON metadata stores lists
+            kwargs["shapes"] = tuple(kwargs["shapes"])
+        return cls(**kwargs)
 
 
 # First toy model (8 x 24 x 24 pixels, 4 x 12 x 12 = 576 video tokens, 11 px objects).
@@ -71,8 +75,16 @@ SPEC_V1 = VideoSpec()
 # (7 x 7 patches instead of 5.5 x 5.5) so the pixels that tell a square from a circle or a
 # triangle span whole patches; speed 0.8 px/frame keeps the 12 px travel of 16 frames inside.
 SPEC_V2 = VideoSpec(frames=16, height=32, width=32, object_size=14.0, object_speed=0.8)
+# Third toy model: v2's geometry, but shapes that differ at the scale of the object (filled
+# disc, hollow ring, elongated bar: a patch decides which by its distance and direction from the
+# object's centre in whole patches) instead of in corners a patch wide (square vs circle), which
+# neither v1 nor v2 learnt; slower objects (10.5 px travel over 16 frames) leave room to place
+# the wider ring and bar.
+SPEC_V3 = VideoSpec(frames=16, height=32, width=32, object_size=14.0, object_speed=0.7,
+                    shapes=("circle", "ring", "bar"))
 DEFAULT_SPEC = SPEC_V1
-KNOWN_SPECS: tuple[VideoSpec, ...] = (SPEC_V1, SPEC_V2)
+# Looked up by canvas (first match wins): v3 before v2, which shares its 32x32 canvas.
+KNOWN_SPECS: tuple[VideoSpec, ...] = (SPEC_V1, SPEC_V3, SPEC_V2)
 
 
 def spec_for_geometry(frames: int, height: int, width: int) -> VideoSpec:
@@ -91,7 +103,8 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "yellow": (0.95, 0.85, 0.10),
     "magenta": (0.90, 0.15, 0.85),
 }
-SHAPES: tuple[str, ...] = ("square", "circle", "triangle")
+SHAPES: tuple[str, ...] = VideoSpec.shapes  # the first two models' shapes
+SHAPE_WORDS: tuple[str, ...] = (*SHAPES, "ring", "bar")  # every model's (the v3 words appended)
 # Unit screen-space velocity (dx, dy) per direction; y grows downwards.
 DIRECTIONS: dict[str, tuple[int, int]] = {
     "left": (-1, 0),
@@ -109,19 +122,32 @@ ALL_COMBOS: tuple[Attributes, ...] = tuple(
 )
 
 
-def _is_heldout(colour: str, shape: str, direction: str) -> bool:
+def _is_heldout(colour: str, shape: str, direction: str, shapes: Sequence[str] = SHAPES) -> bool:
     """Latin-square style split: every single attribute and every attribute *pair*
     still occurs in training, only the triple is new (tests compositional generalisation)."""
-    c, s, d = COLOUR_NAMES.index(colour), SHAPES.index(shape), DIRECTION_NAMES.index(direction)
+    c, s, d = COLOUR_NAMES.index(colour), shapes.index(shape), DIRECTION_NAMES.index(direction)
     return (c + s + d) % len(COLOUR_NAMES) == 0
 
 
 HELDOUT_COMBOS: tuple[Attributes, ...] = tuple(a for a in ALL_COMBOS if _is_heldout(*a))
 TRAIN_COMBOS: tuple[Attributes, ...] = tuple(a for a in ALL_COMBOS if not _is_heldout(*a))
 
+
+def combos(spec: VideoSpec | None = None, split: str = "all") -> tuple[Attributes, ...]:
+    """The ``"train"``, ``"heldout"`` or ``"all"`` attribute triples of ``spec``'s shapes (same
+    split rule for every model: 12 of 60 triples held out). ``spec=None``: the first model's."""
+    shapes = (spec or DEFAULT_SPEC).shapes
+    every = tuple((c, s, d) for c in COLOUR_NAMES for s in shapes for d in DIRECTION_NAMES)
+    if split == "all":
+        return every
+    held = split == "heldout"
+    if split not in ("train", "heldout"):
+        raise ValueError(f"unknown split {split!r}")
+    return tuple(a for a in every if _is_heldout(*a, shapes=shapes) == held)
+
 # ---------------------------------------------------------------- captions & tokenizer
 PAD, UNK = "<pad>", "<unk>"
-VOCAB: tuple[str, ...] = (PAD, UNK, "a", "moving", *COLOUR_NAMES, *SHAPES, *DIRECTION_NAMES)
+VOCAB: tuple[str, ...] = (PAD, UNK, "a", "moving", *COLOUR_NAMES, *SHAPES, *DIRECTION_NAMES, *SHAPE_WORDS[len(SHAPES):])
 WORD_TO_ID: dict[str, int] = {w: i for i, w in enumerate(VOCAB)}
 PAD_ID = WORD_TO_ID[PAD]
 
@@ -135,7 +161,7 @@ def parse_caption(text: str) -> Attributes:
     """Inverse of :func:`caption` (used to score prompts given as text)."""
     words = text.lower().split()
     colour = next(w for w in words if w in COLOURS)
-    shape = next(w for w in words if w in SHAPES)
+    shape = next(w for w in words if w in SHAPE_WORDS)
     direction = next(w for w in words if w in DIRECTIONS)
     return colour, shape, direction
 
@@ -182,6 +208,21 @@ class ClipParams:
     bg_seed: int
 
 
+RING_HOLE = 0.5  # inner / outer radius of a ring
+
+
+def half_extent(shape: str, size: float) -> tuple[float, float]:
+    """Half width and half height in pixels of ``shape`` drawn at ``size``: ``size / 2`` for
+    the first models' shapes; a ring's outer diameter is 1.1 ``size`` and a bar is 1.14 x 0.6
+    ``size``, so that disc, ring and bar cover about the same area (154, 140 and 134 px at 14 px)
+    and area alone does not tell them apart."""
+    if shape == "ring":
+        return 0.55 * size, 0.55 * size
+    if shape == "bar":
+        return 0.57 * size, 0.3 * size
+    return size / 2.0, size / 2.0
+
+
 def _shape_coverage(shape: str, cx: float, cy: float, size: float, h: int, w: int, ss: int = _SUPERSAMPLE) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] of one shape, via ``ss`` x ``ss`` supersampling."""
     ys = (np.arange(h * ss) + 0.5) / ss
@@ -196,6 +237,13 @@ def _shape_coverage(shape: str, cx: float, cy: float, size: float, h: int, w: in
     elif shape == "triangle":  # upright isosceles: apex at top centre, base at bottom
         depth = v + r  # distance below the apex
         inside = (depth >= 0) & (v <= r) & (np.abs(u) <= depth / 2.0)
+    elif shape in ("ring", "bar"):
+        hx, hy = half_extent(shape, size)
+        if shape == "ring":  # hollow disc, hole half the outer diameter
+            d2 = u * u + v * v
+            inside = (d2 <= hx * hx) & (d2 > (hx * RING_HOLE) ** 2)
+        else:  # horizontal bar
+            inside = (np.abs(u) <= hx) & (np.abs(v) <= hy)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return inside.reshape(h, ss, w, ss).mean(axis=(1, 3))
@@ -249,9 +297,10 @@ def sample_params(
         frames, h, w = spec.frames, spec.height, spec.width
     travel = speed * (frames - 1)
     dx, dy = DIRECTIONS[direction]
-    margin = 1.0 + size / 2.0
+    half = half_extent(shape, size)
 
-    def axis_start(dim: int, vel: int) -> float:
+    def axis_start(dim: int, vel: int, half_side: float) -> float:
+        margin = 1.0 + half_side
         lo, hi = margin, dim - margin
         if vel > 0:
             hi -= travel
@@ -259,7 +308,7 @@ def sample_params(
             lo += travel
         return rng.uniform(lo, hi)
 
-    start = (axis_start(w, dx), axis_start(h, dy))
+    start = (axis_start(w, dx, half[0]), axis_start(h, dy, half[1]))
     rgb = tuple(np.clip(np.array(COLOURS[colour]) + rng.uniform(-0.05, 0.05, 3), 0, 1).tolist())
     if rng.uniform() < 0.5:  # slight camera pan on half of the clips
         a = rng.uniform(0, 2 * np.pi)
@@ -297,12 +346,13 @@ def shape_disagreement(params: ClipParams, frames: int = NUM_FRAMES, h: int = HE
     does (see ``train.loss_weights``)."""
     if spec is not None:
         frames, h, w = spec.frames, spec.height, spec.width
+    shapes = (spec or DEFAULT_SPEC).shapes
     dx, dy = DIRECTIONS[params.direction]
     out = np.empty((frames, h, w), dtype=np.float32)
     for f in range(frames):
         cx = params.start[0] + dx * params.speed * f
         cy = params.start[1] + dy * params.speed * f
-        cov = np.stack([_shape_coverage(s, cx, cy, params.size, h, w, ss=2) for s in SHAPES])
+        cov = np.stack([_shape_coverage(s, cx, cy, params.size, h, w, ss=2) for s in shapes])
         out[f] = cov.max(0) - cov.min(0)
     return out
 
@@ -345,7 +395,7 @@ class ToyVideoDataset(torch.utils.data.Dataset):
         self.length = length
         self.seed = seed
         self.spec = spec
-        self.combos = {"train": TRAIN_COMBOS, "heldout": HELDOUT_COMBOS, "all": ALL_COMBOS}[split]
+        self.combos = combos(spec, split)
 
     def __len__(self) -> int:
         return self.length

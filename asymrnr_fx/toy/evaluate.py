@@ -20,7 +20,7 @@ def evaluate(
     model's geometry (e.g. the short clips of an early training stage)."""
     results = {}
     for split in splits:
-        combos = {"heldout": dataset.HELDOUT_COMBOS, "train": dataset.TRAIN_COMBOS}[split]
+        combos = dataset.combos(spec or model.spec, split)
         order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(seed)).tolist()
         attrs = [combos[order[i % len(combos)]] for i in range(n)]
         videos = []
@@ -30,7 +30,7 @@ def evaluate(
                 generate([dataset.caption(*a) for a in chunk], num_steps=num_steps, seed=seed + start,
                          guidance_scale=guidance_scale, model=model, spec=spec)
             )
-        acc = scorer.prompt_accuracy(torch.cat(videos), attrs)
+        acc = scorer.prompt_accuracy(torch.cat(videos), attrs, spec=spec or model.spec)
         acc.pop("predictions")
         results[split] = acc
     results["chance"] = scorer.chance_levels()

@@ -33,8 +33,13 @@ def sample_sigmas(n: int, generator: torch.Generator, shift: float = SCHEDULER_C
 def foreground_weights(x0: torch.Tensor, extra: float) -> torch.Tensor:
     """Per-pixel loss weights ``1 + extra * object`` (object = saturated pixels, dilated by 1 px).
 
-    Why: the object covers ~15% of the pixels, so an unweighted loss spends most of a tiny
-    model's capacity on the easy background."""
+    Why it existed: the object covers ~15% of the pixels, so an unweighted loss spends most of a
+    tiny model's capacity on the easy background (v1 and v2 used it). Why v3 does not: a weight
+    that depends on the clean clip biases the denoiser. Its optimum for a pixel is no longer the
+    posterior mean but ``E[w v] / E[w]``; at high noise, where the object's position is still
+    uncertain, the clips in which the object covers the pixel count ``1 + extra`` times, so the
+    model paints object colour wherever an object is plausible. v1's and v2's samples show it:
+    objects twice their size, ragged, a blob for every shape word."""
     chroma = x0.amax(dim=2) - x0.amin(dim=2)  # [B, F, H, W], [-1, 1] scale so threshold 0.6 = 0.3
     mask = (chroma > 0.6).float()
     mask = torch.nn.functional.max_pool2d(mask, kernel_size=3, stride=1, padding=1)
@@ -43,6 +48,7 @@ def foreground_weights(x0: torch.Tensor, extra: float) -> torch.Tensor:
 
 def shape_weights(shape_maps: torch.Tensor, extra: float) -> torch.Tensor:
     """Extra per-pixel loss weight ``extra * disagreement`` (dilated by 1 px), ``[B, F, 1, H, W]``.
+    v2 only; it has the bias of :func:`foreground_weights` (the map follows the clip's object).
 
     Why: the first toy model learnt colour and direction but drew every shape as the same blob.
     The pixels that distinguish the shapes (``dataset.shape_disagreement``: a square's corners,

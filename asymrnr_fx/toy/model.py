@@ -30,6 +30,7 @@ Each file carries its configs and its ``dataset.VideoSpec`` (``video_spec``) as 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -86,14 +87,15 @@ TRANSFORMER_CONFIG_V2: dict = dict(
 
 
 def default_configs(version: int = 1) -> dict:
-    """All configs of toy model ``version`` (1 or 2), in the layout of the weights metadata."""
-    if version not in (1, 2):
+    """All configs of toy model ``version`` (1, 2 or 3), in the layout of the weights metadata.
+    v3 is v2's transformer on v2's canvas with other shapes (``dataset.SPEC_V3``)."""
+    if version not in (1, 2, 3):
         raise ValueError(f"unknown toy model version {version}")
     return {
         "transformer_config": dict(TRANSFORMER_CONFIG if version == 1 else TRANSFORMER_CONFIG_V2),
         "text_encoder_config": dict(TEXT_ENCODER_CONFIG),
         "scheduler_config": dict(SCHEDULER_CONFIG),
-        "video_spec": (dataset.SPEC_V1 if version == 1 else dataset.SPEC_V2).to_dict(),
+        "video_spec": {1: dataset.SPEC_V1, 2: dataset.SPEC_V2, 3: dataset.SPEC_V3}[version].to_dict(),
     }
 
 
@@ -189,10 +191,16 @@ def save_toy_model(model: ToyModel, path: str | Path, extra_metadata: dict | Non
 
 
 def load_toy_model(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, path: str | Path | None = None) -> ToyModel:
-    """Build the modules from the configs stored in the weights file and load the shipped (or
-    given) weights; modules are put in eval mode with gradients off. Files without a
-    ``video_spec`` entry (the first toy model) get ``dataset.SPEC_V1``."""
-    path = str(path or WEIGHTS_FILE)
+    """Build the modules from the configs stored in the weights file and load the given weights
+    (default: the newest shipped, :func:`asymrnr_fx.toy.newest_weights`); modules are put in eval
+    mode with gradients off. Files without a ``video_spec`` entry (the first toy model) get
+    ``dataset.SPEC_V1``."""
+    from . import newest_weights
+
+    path = path or newest_weights()
+    if path is None:
+        raise FileNotFoundError(f"no shipped toy weights in {WEIGHTS_DIR} (toy_t2v*.safetensors)")
+    path = str(path)
     with safe_open(path, framework="pt") as f:
         configs = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     state = load_file(path)
@@ -249,6 +257,50 @@ def _default_model() -> ToyModel:
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
+@dataclass
+class _Sampling:
+    """One generation's sampling state (what :func:`generate` keeps between steps)."""
+
+    latents: torch.Tensor
+    prompt_embeds: torch.Tensor
+    rotary: tuple[torch.Tensor, torch.Tensor]
+    scheduler: FlowMatchEulerDiscreteScheduler
+    guidance_scale: float
+
+    def step(self, transformer: Callable, t: torch.Tensor, dtype: torch.dtype) -> None:
+        do_cfg = self.guidance_scale > 1.0
+        latent_input = torch.cat([self.latents] * 2) if do_cfg else self.latents
+        noise_pred = transformer(
+            hidden_states=latent_input.to(dtype),
+            encoder_hidden_states=self.prompt_embeds,
+            timestep=t.expand(latent_input.shape[0]),
+            image_rotary_emb=self.rotary,
+            return_dict=False,
+        )[0].float()
+        if do_cfg:
+            uncond, cond = noise_pred.chunk(2)
+            noise_pred = uncond + self.guidance_scale * (cond - uncond)
+        self.latents = self.scheduler.step(noise_pred, t, self.latents, return_dict=False)[0]
+
+
+def _start_sampling(model: ToyModel, prompts: Sequence[str], num_steps: int, seed: int, guidance_scale: float,
+                    spec: dataset.VideoSpec | None) -> _Sampling:
+    device = model.device
+    cfg = model.transformer.config
+    batch = len(prompts)
+    prompt_embeds = encode_prompts(model, prompts)
+    if guidance_scale > 1.0:
+        prompt_embeds = torch.cat([encode_prompts(model, [""] * batch), prompt_embeds])
+    spec = spec or model.spec
+    shape = (batch, spec.frames, cfg.in_channels, spec.height, spec.width)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+    rotary = rotary_embeddings(cfg, spec.frames, spec.height, spec.width, device)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(model.scheduler.config)
+    scheduler.set_timesteps(num_steps, device=device)
+    return _Sampling(latents, prompt_embeds, rotary, scheduler, guidance_scale)
+
+
 @torch.no_grad()
 def generate(
     prompts: str | Sequence[str],
@@ -275,37 +327,35 @@ def generate(
     if isinstance(prompts, str):
         prompts = [prompts]
     transformer = transformer or model.transformer
-    device, dtype = model.device, model.dtype
-    cfg = model.transformer.config
-    batch = len(prompts)
-    do_cfg = guidance_scale > 1.0
-
-    prompt_embeds = encode_prompts(model, prompts)
-    if do_cfg:
-        prompt_embeds = torch.cat([encode_prompts(model, [""] * batch), prompt_embeds])
-
-    spec = spec or model.spec
-    shape = (batch, spec.frames, cfg.in_channels, spec.height, spec.width)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
-    rotary = rotary_embeddings(cfg, spec.frames, spec.height, spec.width, device)
-
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(model.scheduler.config)
-    scheduler.set_timesteps(num_steps, device=device)
-    for i, t in enumerate(scheduler.timesteps):
-        latent_input = torch.cat([latents] * 2) if do_cfg else latents
-        timestep = t.expand(latent_input.shape[0])
-        noise_pred = transformer(
-            hidden_states=latent_input.to(dtype),
-            encoder_hidden_states=prompt_embeds,
-            timestep=timestep,
-            image_rotary_emb=rotary,
-            return_dict=False,
-        )[0].float()
-        if do_cfg:
-            uncond, cond = noise_pred.chunk(2)
-            noise_pred = uncond + guidance_scale * (cond - uncond)
-        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+    run = _start_sampling(model, prompts, num_steps, seed, guidance_scale, spec)
+    for i, t in enumerate(run.scheduler.timesteps):
+        run.step(transformer, t, model.dtype)
         if callback is not None:
-            callback(i, t, latents)
-    return (latents / LATENT_SCALE).clamp(-1.0, 1.0)
+            callback(i, t, run.latents)
+    return (run.latents / LATENT_SCALE).clamp(-1.0, 1.0)
+
+
+@torch.no_grad()
+def generate_interleaved(
+    prompts: Sequence[str],
+    transformers: dict[str, Callable],
+    num_steps: int = 20,
+    seed: int = 0,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    model: ToyModel | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """The same generation (prompts, noise, steps) with each of ``transformers``, advanced one
+    denoising step at a time in turn, so that every variant's step is timed next to the others'
+    and slow drift of the machine (+-25% here between runs) cancels out of their ratios.
+    Returns the videos (each equal to :func:`generate` with that transformer) and the seconds of
+    every step, per variant. Compile first (one call at the same shapes): step 0 is timed too."""
+    model = model or _default_model()
+    runs = {name: _start_sampling(model, prompts, num_steps, seed, guidance_scale, None) for name in transformers}
+    seconds: dict[str, list[float]] = {name: [] for name in transformers}
+    for i in range(num_steps):
+        for name, fn in transformers.items():
+            run = runs[name]
+            start = time.perf_counter()
+            run.step(fn, run.scheduler.timesteps[i], model.dtype)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: (r.latents / LATENT_SCALE).clamp(-1.0, 1.0) for name, r in runs.items()}, seconds

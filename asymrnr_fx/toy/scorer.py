@@ -91,12 +91,19 @@ def clean_mask(mask: np.ndarray) -> np.ndarray:
     return (mask & (neighbours >= 2)) | (~mask & (neighbours >= 6))
 
 
-# Bounding-box side of each shape per sqrt(area): square s^2, circle pi s^2 / 4, triangle s^2 / 2.
-_SIDE_PER_SQRT_AREA = {"square": 1.0, "circle": 2.0 / np.sqrt(np.pi), "triangle": np.sqrt(2.0)}
+# Size parameter of each shape per sqrt(area): square s^2, circle pi s^2 / 4, triangle s^2 / 2,
+# ring pi (0.55 s)^2 (1 - hole^2), bar (2 * 0.57 s) (2 * 0.3 s) (see ``dataset.half_extent``).
+_SIDE_PER_SQRT_AREA = {
+    "square": 1.0,
+    "circle": 2.0 / np.sqrt(np.pi),
+    "triangle": np.sqrt(2.0),
+    "ring": 1.0 / np.sqrt(np.pi * 0.55**2 * (1 - dataset.RING_HOLE**2)),
+    "bar": 1.0 / np.sqrt(4 * 0.57 * 0.3),
+}
 
 
-def shape_ious(mask: np.ndarray) -> np.ndarray | None:
-    """IoU of one (cleaned) frame mask with each of ``dataset.SHAPES`` drawn with the mask's area
+def shape_ious(mask: np.ndarray, shapes: Sequence[str] = dataset.SHAPES) -> np.ndarray | None:
+    """IoU of one (cleaned) frame mask with each of ``shapes`` drawn with the mask's area
     and centroid (the upright triangle's centroid lies side/6 below its box centre);
     ``None`` if the mask has fewer than ``MIN_PIXELS`` pixels."""
     mask = clean_mask(mask)
@@ -105,7 +112,7 @@ def shape_ious(mask: np.ndarray) -> np.ndarray | None:
         return None
     cx, cy = xs.mean() + 0.5, ys.mean() + 0.5  # pixel centres
     ious = []
-    for shape in dataset.SHAPES:
+    for shape in shapes:
         side = _SIDE_PER_SQRT_AREA[shape] * np.sqrt(len(ys))
         centre_y = cy - side / 6.0 if shape == "triangle" else cy
         cov = dataset._shape_coverage(shape, cx, centre_y, side, *mask.shape)
@@ -113,12 +120,13 @@ def shape_ious(mask: np.ndarray) -> np.ndarray | None:
     return np.array(ious)
 
 
-def classify_shape(masks: np.ndarray) -> str:
-    """Shape whose area-matched template has the best IoU with the masks, averaged over frames."""
-    ious = [x for x in (shape_ious(m) for m in masks) if x is not None]
+def classify_shape(masks: np.ndarray, shapes: Sequence[str] = dataset.SHAPES) -> str:
+    """Shape (of ``shapes``, the model's) whose area-matched template has the best IoU with the
+    masks, averaged over frames."""
+    ious = [x for x in (shape_ious(m, shapes) for m in masks) if x is not None]
     if not ious:
         return "none"
-    return dataset.SHAPES[int(np.mean(ious, axis=0).argmax())]
+    return shapes[int(np.mean(ious, axis=0).argmax())]
 
 
 def _shape_features(mask: np.ndarray) -> tuple[float, float]:
@@ -166,10 +174,11 @@ def classify_direction(masks: np.ndarray) -> str:
 
 def predict_attributes(video: torch.Tensor | np.ndarray, spec: dataset.VideoSpec | None = None) -> tuple[str, str, str]:
     """(colour, shape, direction) of one video ``[F, 3, H, W]`` in [-1, 1]; ``"none"`` if unsure."""
+    spec = _spec_of(video, spec)
     colour, masks = object_masks(video, spec)
     if colour == "none":
         return "none", "none", "none"
-    return colour, classify_shape(masks), classify_direction(masks)
+    return colour, classify_shape(masks, spec.shapes), classify_direction(masks)
 
 
 def chance_levels() -> dict[str, float]:

@@ -134,6 +134,25 @@ def test_generate_calls_transformer_like_diffusers(toy_model) -> None:
         assert c["encoder_hidden_states"].shape[:2] == (batch, dataset.MAX_TOKENS)
 
 
+def test_interleaved_generation_equals_one_at_a_time(toy_model) -> None:
+    """The demo's timing loop (variants advanced step by step in turn) makes the same videos."""
+    from asymrnr_fx.toy.model import generate, generate_interleaved
+
+    prompt = [dataset.caption(*dataset.combos(toy_model.spec, "heldout")[0])]
+    halved = []
+
+    def other(**kwargs):  # a second, different "variant"
+        halved.append(1)
+        return toy_model.transformer(**kwargs)[0].mul(0.5), None
+
+    videos, seconds = generate_interleaved(prompt, {"a": toy_model.transformer, "b": other}, num_steps=2,
+                                           seed=4, model=toy_model)
+    assert torch.equal(videos["a"], generate(prompt, num_steps=2, seed=4, model=toy_model))
+    assert torch.equal(videos["b"], generate(prompt, num_steps=2, seed=4, model=toy_model, transformer=other))
+    assert not torch.equal(videos["a"], videos["b"])
+    assert [len(seconds[k]) for k in ("a", "b")] == [2, 2] and min(seconds["a"] + seconds["b"]) > 0
+
+
 # The floor the README states for the shipped weights (held-out prompts; chance: colour 0.20,
 # direction 0.25). Shape is at chance (0.33) for every shipped model and is not floored.
 ACCURACY_FLOOR = {"colour": 0.9, "direction": 0.9}

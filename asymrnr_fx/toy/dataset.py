@@ -8,12 +8,13 @@ reproducible bit for bit.
 Conventions: videos are float32 tensors ``[frames, 3, H, W]`` in ``[-1, 1]``; image
 coordinates have x to the right and y downwards, so "up" means decreasing y.
 
-Clip geometry (frames, height, width) and object physics (size, speed) are a :class:`VideoSpec`.
-The module constants below (``NUM_FRAMES``, ``HEIGHT``, ``WIDTH``, ``OBJECT_SIZE``,
-``OBJECT_SPEED``) are the first toy model's geometry (:data:`SPEC_V1`, the default everywhere, so
-clips and the shipped ``toy_t2v.safetensors`` weights are unchanged); :data:`SPEC_V2` is the larger
-geometry of ``toy_t2v_v2`` (16 frames of 32x32, 2048 video tokens, bigger objects). A model's
-spec is stored in its weights file metadata (``video_spec``).
+Clip geometry (frames, height, width), object physics (size, speed) and the shape words are a
+:class:`VideoSpec`. The module constants below (``NUM_FRAMES``, ``HEIGHT``, ``WIDTH``,
+``OBJECT_SIZE``, ``OBJECT_SPEED``, ``SHAPES`` and the combos) are the first toy model's
+(:data:`SPEC_V1`, the default of every function, so v1 clips are unchanged); :data:`SPEC_V2` and
+:data:`SPEC_V3` are the 16-frame 32x32 clips (2048 video tokens) of the second and third models,
+v3 with other shapes (circle, ring, bar). A model's spec is stored in its weights file metadata
+(``video_spec``); use ``dataset.combos(spec, split)`` for its prompts.
 """
 
 from __future__ import annotations

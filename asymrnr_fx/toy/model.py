@@ -15,16 +15,11 @@ CogVideoX pipeline passes it: with ``use_rotary_positional_embeddings=True`` the
 has no other positional information. There is no VAE: latents are the pixel video in [-1, 1]
 (``LATENT_SCALE`` = 1).
 
-Quality of the shipped weights (48 samples per split, 20 steps, ``scorer.prompt_accuracy``):
-colour and direction follow the prompt ~100% of the time, on held-out prompts too; shape does
-not (the objects come out as blobs, scored as circles, so shape accuracy is at chance).
-
-Shipped: ``toy_t2v.safetensors`` (8 x 24 x 24 pixels = 576 video tokens, the default of
-:func:`load_toy_model`). A second model (16 x 32 x 32 pixels = 2048 video tokens) was trained
-but learned less; it is kept as ``checkpoints/v2_final.safetensors`` (see ``toy/README.md``),
-and would be shipped as ``weights/toy_t2v_v2.safetensors``.
-Each file carries its configs and its ``dataset.VideoSpec`` (``video_spec``) as metadata;
-:func:`generate` samples at the geometry of the model it is given (``model.spec``).
+Which weights are shipped, what each learned, and how they were trained: ``toy/README.md``.
+:func:`load_toy_model` loads the newest shipped file (:func:`asymrnr_fx.toy.newest_weights`).
+Each file carries its configs and its ``dataset.VideoSpec`` (``video_spec``: geometry and shape
+words) as metadata; :func:`generate` samples at the geometry of the model it is given
+(``model.spec``).
 """
 
 from __future__ import annotations
@@ -42,11 +37,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import dataset
+from . import WEIGHTS_DIR, dataset
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-WEIGHTS_FILE = WEIGHTS_DIR / "toy_t2v.safetensors"
-WEIGHTS_FILE_V2 = WEIGHTS_DIR / "toy_t2v_v2.safetensors"  # where a second model goes once it is better
+WEIGHTS_FILE = WEIGHTS_DIR / "toy_t2v.safetensors"  # the first model's file name (later ones: toy_t2v_vN)
 LATENT_SCALE = 1.0
 
 TEXT_EMBED_DIM = 64

@@ -1,33 +1,30 @@
 """Train the toy text-to-video model with rectified-flow (flow-matching) loss.
 
-Second toy model (``weights/toy_t2v_v2.safetensors``; recipe, reasons and curves in
+Third toy model (16 x 32 x 32 pixels, 2,048 video tokens; recipe, reasons and curves in
 ``asymrnr_fx/toy/README.md``)::
 
-    nice -n 19 python -m asymrnr_fx.toy.train --preset v2 --seed 0
+    nice -n 19 python -m asymrnr_fx.toy.train --preset v3 --seed 0 --threads 2
 
-one CPU thread, about two hours, a resumable checkpoint in ``asymrnr_fx/toy/checkpoints/``
-every ~10 minutes (continue an interrupted run with ``--resume``), a CSV log of loss and
-held-out prompt accuracy there too; plot it with::
+about an hour on two threads (two on one thread), a resumable checkpoint in
+``asymrnr_fx/toy/checkpoints/`` every ~10 minutes (continue an interrupted run with
+``--resume``), a CSV log of loss and held-out prompt accuracy there too; plot it with::
 
     python -m asymrnr_fx.toy.train --plot asymrnr_fx/toy/checkpoints/train_log.csv curve.png
 
-First toy model (``weights/toy_t2v.safetensors``, 33 minutes on one thread)::
+The earlier recipes stay as presets: ``v1`` (8 x 24 x 24, 33 minutes on one thread; the
+original data, noise, timestep and dropout streams and loss; not re-run after the rewrite that
+added stages and checkpoints), ``v2`` and ``v2-finish``. Evaluate prompt accuracy of a
+weights file with::
 
-    python -m asymrnr_fx.toy.train --preset v1 --seed 0
+    python -m asymrnr_fx.toy.train --eval-only asymrnr_fx/toy/checkpoints/v3_final.safetensors
 
-(this is the original recipe: same data, noise, timestep and dropout streams and the same
-loss; it was not re-run after the rewrite that added stages and checkpoints). Evaluate prompt
-accuracy of a weights file with::
-
-    python -m asymrnr_fx.toy.train --eval-only asymrnr_fx/toy/weights/toy_t2v.safetensors
-
-Why these choices: one CPU thread. Noise levels are shifted towards high noise (see
-:func:`sample_sigmas`) and object pixels get extra loss weight (see :func:`foreground_weights`),
-without which the tiny model produced background-only or blob videos; v2 also weights the pixels
-that tell the shapes apart (:func:`shape_weights`) and trains in *stages* of increasing clip
-length on the same 32x32 canvas (short clips first: 4 frames are 512 tokens, ~7x cheaper per
-step than 16 frames, so most of the budget goes to learning colour and shape; RoPE positions
-and all weights carry over to the 8- and 16-frame stages, which learn the longer motion). An EMA of the
+Why these choices: CPU threads only. Noise levels are shifted towards high noise (see
+:func:`sample_sigmas`), where an object's place, colour and shape are decided. Training runs in
+*stages* of increasing clip length on the same canvas (short clips first: 2 frames are 256
+tokens, ~15x cheaper per step than 16 frames, so most of the budget goes to colour, size and
+shape; RoPE positions and all weights carry over to the longer stages, which learn the motion).
+v1 and v2 also weighted object pixels (:func:`foreground_weights`, :func:`shape_weights`);
+that biased them to oversized blobs, and v3 trains on the plain loss. An EMA of the
 weights gives cleaner samples for the same budget; 10% caption dropout trains the unconditional
 branch used by classifier-free guidance. Everything (init, data, noise, timesteps) derives from
 ``--seed``; checkpoints and ``--resume`` do not change the result. ``--minutes`` is a per-
@@ -51,7 +48,6 @@ from .losses import foreground_weights, lr_factor, sample_sigmas, shape_weights
 from .model import (
     DEFAULT_GUIDANCE,
     SCHEDULER_CONFIG,
-    WEIGHTS_FILE,
     build_toy_model,
     default_configs,
     load_toy_model,
@@ -72,7 +68,7 @@ V3_OUT = CHECKPOINT_DIR / "v3_final.safetensors"
 PRESETS: dict[str, dict] = {
     # The first toy model, as shipped: 8 x 24 x 24, 7000 steps, bf16 autocast.
     "v1": dict(version=1, stages="8:7000", batch_size=8, lr=1e-3, warmup=200, ema=0.999, cond_dropout=0.1,
-               fg_weight=4.0, shape_weight=0.0, bf16=True, out=str(WEIGHTS_FILE),
+               fg_weight=4.0, shape_weight=0.0, bf16=True, out=str(CHECKPOINT_DIR / "v1_final.safetensors"),
                evals_per_stage=0, eval_samples=24, final_eval_samples=48, final_train_samples=48, eval_steps=20),
     # The second: 32 x 32 canvas; 4-, then 8-, then 16-frame clips (512, 1024, 2048 tokens);
     # shape-aware loss. fp32: on this CPU bf16 autocast is *slower* (0.72 vs 0.56 s/step at 576
@@ -109,7 +105,7 @@ HYPER = tuple(PRESETS["v2-finish"]) + ("seed", "preset", "log_every")  # restore
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="v2")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="v3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", default=None, help="FRAMES:STEPS[:BATCH],... on the preset's canvas, e.g. 4:5000,16:1000")
     p.add_argument("--batch-size", type=int, default=None)
@@ -120,7 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fg-weight", type=float, default=None, help="extra loss weight on object pixels")
     p.add_argument("--shape-weight", type=float, default=None, help="extra loss weight where the shapes disagree")
     p.add_argument("--sigma-shift", type=float, default=None, help="noise-level shift of training (3 = scheduler's)")
-    p.add_argument("--init-from", default=None, help="start from this checkpoint's EMA weights (name in --checkpoint-dir or path)")
+    p.add_argument("--init-from", default=None,
+                   help="start from the EMA weights of this checkpoint (.pt) or finished model (.safetensors); "
+                        "a name in --checkpoint-dir or a path")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     p.add_argument("--out", default=None, help="weights file written when training finishes")
     p.add_argument("--evals-per-stage", type=int, default=None, help="held-out evaluations per stage (CSV)")
@@ -253,7 +251,12 @@ def train(args: argparse.Namespace) -> None:
         if args.init_from:
             init_path = Path(args.init_from)
             init_path = init_path if init_path.is_absolute() else Path(args.checkpoint_dir) / init_path
-            init = torch.load(init_path, map_location="cpu", weights_only=True)
+            if init_path.suffix == ".safetensors":  # a finished model (its weights are the EMA's)
+                src = load_toy_model(path=init_path)
+                init = {"ema_transformer": src.transformer.state_dict(),
+                        "ema_text_encoder": src.text_encoder.state_dict(), "step": "final"}
+            else:  # a training checkpoint
+                init = torch.load(init_path, map_location="cpu", weights_only=True)
             for m in (model, ema_model):
                 m.transformer.load_state_dict(init["ema_transformer"])
                 m.text_encoder.load_state_dict(init["ema_text_encoder"])

@@ -57,7 +57,7 @@ def plot_log(csv_path: Path, png_path: Path) -> Path:
     for ax in (ax_l, ax_a):
         for b in boundaries:
             ax.axvline(b, color="grey", ls=":", lw=1)
-    ax_l.set(xlabel="step", ylabel="weighted flow-matching loss", title="training loss")
+    ax_l.set(xlabel="step", ylabel="flow-matching loss (v1, v2: pixel-weighted)", title="training loss")
     ax_l.legend(loc="upper right")
     for key, colour in (("colour", "C3"), ("shape", "C2"), ("direction", "C0"), ("all", "k")):
         pts = [(int(r["step"]), float(r[key])) for r in evals]

@@ -133,3 +133,15 @@ def test_inspect_command_lists_sites(capsys):
     assert cli.main(["inspect", "--model", "toy"]) == 0
     out = capsys.readouterr().out
     assert out.count("joint") >= 3 and "(4, 12, 12)" in out
+
+
+def test_bench_reuses_the_shipped_toy_calibration_only_for_its_recipe():
+    from asymrnr_fx.commands.demo_plan import model_label
+    from asymrnr_fx.commands.bench import _shipped_toy_calibration
+
+    cal = _shipped_toy_calibration(demo.PLAN_STEPS, 5)
+    assert cal is not None and cal.num_steps == demo.PLAN_STEPS and cal.sensitivity is not None
+    weights = newest_toy_weights()
+    assert cal.info.get("model") == model_label(weights, demo.weights_digest(weights))
+    assert _shipped_toy_calibration(4, 2) is None  # another step count: calibrate anew
+    assert _shipped_toy_calibration(demo.PLAN_STEPS, 2) is None  # another cache window

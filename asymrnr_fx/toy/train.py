@@ -96,6 +96,13 @@ PRESETS: dict[str, dict] = {
     "v3": dict(version=3, stages="2:4000,4:1500,8:600,16:700", batch_size=8, lr=1e-3, warmup=200, ema=0.998,
                cond_dropout=0.1, fg_weight=0.0, shape_weight=0.0, bf16=False, out=str(V3_OUT),
                evals_per_stage=1, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20),
+    # The fourth (see README "What a v4 should change"): v3's weights, then most steps on
+    # 8-frame clips (motion; v3 spent 4000 of 6800 steps on motionless 2-frame clips) and a long
+    # 16-frame stage before the learning rate has decayed. ~40 + ~41 min on two threads.
+    "v4": dict(version=3, stages="8:3000,16:1200", batch_size=8, lr=5e-4, warmup=100, ema=0.998,
+               cond_dropout=0.1, fg_weight=0.0, shape_weight=0.0, bf16=False, out=str(CHECKPOINT_DIR / "v4_final.safetensors"),
+               evals_per_stage=2, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20,
+               init_from="v3_final.safetensors"),
 }
 for _preset in PRESETS.values():  # phase-one defaults for the keys that came later
     _preset.setdefault("sigma_shift", SCHEDULER_CONFIG["shift"])

@@ -403,7 +403,10 @@ def train(args: argparse.Namespace) -> None:
     ema_model.spec = specs[-1]
     meta = {"train": {**_hyper(args), "steps_done": step, "seconds": round(elapsed)},
             "eval": {split: {k: v for k, v in res[split].items()} for split in ("heldout", "train")}}
-    out = save_toy_model(ema_model, args.out, meta)
+    out_path = Path(args.out)
+    if not out_path.parent.exists():  # resumed from a checkpoint written in another checkout
+        out_path = Path(args.checkpoint_dir) / out_path.name
+    out = save_toy_model(ema_model, out_path, meta)
     checkpoint(step)
     print(f"saved {out} after {step} steps in {elapsed / 60:.1f} min", flush=True)
 

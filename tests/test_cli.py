@@ -15,11 +15,9 @@ from asymrnr_fx.calibration import Calibration
 from asymrnr_fx.commands import demo
 from asymrnr_fx.evaluation.compare import METHODS, method_plan
 from asymrnr_fx.evaluation.metrics import psnr
-from asymrnr_fx.evaluation.targets import (
-    newest_toy_weights,
-    toy_prompts,
-    toy_weights_files,
-)
+from asymrnr_fx.evaluation.targets import toy_prompts
+from asymrnr_fx.toy import newest_weights as newest_toy_weights
+from asymrnr_fx.toy import shipped_weights as toy_weights_files
 from asymrnr_fx.plan import Plan
 
 

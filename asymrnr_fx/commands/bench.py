@@ -76,11 +76,11 @@ def _shipped_toy_calibration(steps: int, cache_window: int):
     """The demo's shipped calibration of the newest toy weights, when it was made with this run's
     recipe (same weights, steps and cache window; always the same 4 training prompts and seeds
     100, 101, ...): computing it again would give the same numbers for ~10-30 CPU-minutes."""
-    from asymrnr_fx.evaluation.targets import newest_toy_weights
+    from asymrnr_fx.toy import newest_weights
 
     from .demo_plan import _load_matching_calibration, calibration_path, model_label, weights_digest
 
-    weights = newest_toy_weights()
+    weights = newest_weights()
     if weights is None:
         return None
     cal = _load_matching_calibration(calibration_path(weights), model_label(weights, weights_digest(weights)))

@@ -23,9 +23,9 @@ CALIBRATION_SEED = 100
 
 
 def default_weights() -> Path:
-    from asymrnr_fx.evaluation.targets import newest_toy_weights
+    from asymrnr_fx.toy import newest_weights
 
-    weights = newest_toy_weights()
+    weights = newest_weights()
     if weights is None:
         raise SystemExit("the toy model has no shipped weights (asymrnr_fx/toy/weights/toy_t2v*.safetensors)")
     return weights

@@ -83,23 +83,11 @@ def cogvideox_shaped_target(steps: int = 10, *, small: bool = False) -> Target:
 
 
 # =========================================================================== the trained toy model
-def toy_weights_files() -> list[Path]:
-    """The shipped toy model weights, oldest version first (:func:`asymrnr_fx.toy.shipped_weights`)."""
-    from ..toy import shipped_weights
-
-    return shipped_weights()
-
-
-def newest_toy_weights() -> Path | None:
-    """The highest-versioned shipped toy weights file, or None (:func:`asymrnr_fx.toy.newest_weights`)."""
-    from ..toy import newest_weights
-
-    return newest_weights()
-
-
 def toy_available() -> bool:
     """Whether trained toy weights are shipped (``asymrnr_fx/toy/weights/toy_t2v*.safetensors``)."""
-    return bool(toy_weights_files())
+    from ..toy import shipped_weights
+
+    return bool(shipped_weights())
 
 
 def toy_prompts(n: int = 4, heldout: bool = True, spec: Any = None) -> list[str]:
@@ -140,7 +128,7 @@ def toy(
     With ``prompts`` every run generates them and ``score`` is their prompt accuracy;
     without, the seed of a run also picks its prompt, cycling over the training captions.
     ``weights``: a weights file (default: the one :func:`~asymrnr_fx.toy.model.load_toy_model` loads;
-    :func:`newest_toy_weights` for the newest shipped).
+    :func:`asymrnr_fx.toy.newest_weights` for the newest shipped).
     """
     from ..toy import dataset, scorer
     from ..toy import model as toy_model

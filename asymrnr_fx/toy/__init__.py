@@ -37,19 +37,24 @@ def newest_weights() -> Path | None:
     return files[-1] if files else None
 
 
+def weights_metadata(path: str | Path) -> dict:
+    """The configs a weights file carries (JSON metadata, decoded), without loading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
 def weights_spec(path: str | Path | None = None):
     """The clip geometry and shape words (``dataset.VideoSpec``) a weights file was trained on,
     read from its metadata without loading it (default: :func:`newest_weights`)."""
-    from safetensors import safe_open
-
     from . import dataset
 
     path = path or newest_weights()
     if path is None:
         return dataset.DEFAULT_SPEC
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return dataset.VideoSpec.from_dict(json.loads(meta["video_spec"])) if "video_spec" in meta else dataset.SPEC_V1
+    meta = weights_metadata(path)
+    return dataset.VideoSpec.from_dict(meta["video_spec"]) if "video_spec" in meta else dataset.SPEC_V1
 
 
 def __getattr__(name: str):

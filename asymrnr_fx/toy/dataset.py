@@ -238,13 +238,13 @@ def _shape_coverage(shape: str, cx: float, cy: float, size: float, h: int, w: in
     elif shape == "triangle":  # upright isosceles: apex at top centre, base at bottom
         depth = v + r  # distance below the apex
         inside = (depth >= 0) & (v <= r) & (np.abs(u) <= depth / 2.0)
-    elif shape in ("ring", "bar"):
+    elif shape == "ring":  # hollow disc, hole RING_HOLE of the outer diameter
+        outer = half_extent(shape, size)[0]
+        d2 = u * u + v * v
+        inside = (d2 <= outer * outer) & (d2 > (outer * RING_HOLE) ** 2)
+    elif shape == "bar":  # horizontal
         hx, hy = half_extent(shape, size)
-        if shape == "ring":  # hollow disc, hole half the outer diameter
-            d2 = u * u + v * v
-            inside = (d2 <= hx * hx) & (d2 > (hx * RING_HOLE) ** 2)
-        else:  # horizontal bar
-            inside = (np.abs(u) <= hx) & (np.abs(v) <= hy)
+        inside = (np.abs(u) <= hx) & (np.abs(v) <= hy)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return inside.reshape(h, ss, w, ss).mean(axis=(1, 3))

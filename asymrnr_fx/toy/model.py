@@ -33,7 +33,6 @@ from typing import Callable, Sequence
 import torch
 from diffusers import CogVideoXTransformer3DModel, FlowMatchEulerDiscreteScheduler
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -188,14 +187,13 @@ def load_toy_model(device: str | torch.device = "cpu", dtype: torch.dtype = torc
     (default: the newest shipped, :func:`asymrnr_fx.toy.newest_weights`); modules are put in eval
     mode with gradients off. Files without a ``video_spec`` entry (the first toy model) get
     ``dataset.SPEC_V1``."""
-    from . import newest_weights
+    from . import newest_weights, weights_metadata
 
     path = path or newest_weights()
     if path is None:
         raise FileNotFoundError(f"no shipped toy weights in {WEIGHTS_DIR} (toy_t2v*.safetensors)")
     path = str(path)
-    with safe_open(path, framework="pt") as f:
-        configs = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    configs = weights_metadata(path)
     state = load_file(path)
     model = build_toy_model(configs=configs)
     model.transformer.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("transformer.")})

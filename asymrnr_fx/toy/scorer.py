@@ -91,14 +91,17 @@ def clean_mask(mask: np.ndarray) -> np.ndarray:
     return (mask & (neighbours >= 2)) | (~mask & (neighbours >= 6))
 
 
-# Size parameter of each shape per sqrt(area): square s^2, circle pi s^2 / 4, triangle s^2 / 2,
-# ring pi (0.55 s)^2 (1 - hole^2), bar (2 * 0.57 s) (2 * 0.3 s) (see ``dataset.half_extent``).
+# Size parameter of each shape per sqrt(area): square s^2, circle pi s^2 / 4, triangle s^2 / 2;
+# ring and bar from their drawn extents at size 1 (``dataset.half_extent``), so the templates
+# follow the dataset if those change.
+_RING_R = dataset.half_extent("ring", 1.0)[0]
+_BAR_HX, _BAR_HY = dataset.half_extent("bar", 1.0)
 _SIDE_PER_SQRT_AREA = {
     "square": 1.0,
     "circle": 2.0 / np.sqrt(np.pi),
     "triangle": np.sqrt(2.0),
-    "ring": 1.0 / np.sqrt(np.pi * 0.55**2 * (1 - dataset.RING_HOLE**2)),
-    "bar": 1.0 / np.sqrt(4 * 0.57 * 0.3),
+    "ring": 1.0 / np.sqrt(np.pi * _RING_R**2 * (1 - dataset.RING_HOLE**2)),
+    "bar": 1.0 / np.sqrt(4 * _BAR_HX * _BAR_HY),
 }
 
 

@@ -78,16 +78,28 @@ TRANSFORMER_CONFIG_V2: dict = dict(
 )
 
 
+# Fifth toy model: v1's transformer (2 heads of 64, 3 blocks), which learned motion direction,
+# on v3's canvas; only the RoPE base grid changes (no parameter does), so v1's weights load.
+TRANSFORMER_CONFIG_V5: dict = dict(
+    TRANSFORMER_CONFIG,
+    sample_width=dataset.SPEC_V3.width,
+    sample_height=dataset.SPEC_V3.height,
+    sample_frames=dataset.SPEC_V3.frames,
+)
+
+
 def default_configs(version: int = 1) -> dict:
-    """All configs of toy model ``version`` (1, 2 or 3), in the layout of the weights metadata.
-    v3 is v2's transformer on v2's canvas with other shapes (``dataset.SPEC_V3``)."""
-    if version not in (1, 2, 3):
+    """All configs of toy model ``version`` (1, 2, 3 or 5), in the layout of the weights metadata.
+    v3 is v2's transformer on v2's canvas with other shapes (``dataset.SPEC_V3``); v5 is v1's
+    transformer on v3's canvas and shapes (v4 was a further training of v3)."""
+    transformers = {1: TRANSFORMER_CONFIG, 2: TRANSFORMER_CONFIG_V2, 3: TRANSFORMER_CONFIG_V2, 5: TRANSFORMER_CONFIG_V5}
+    if version not in transformers:
         raise ValueError(f"unknown toy model version {version}")
     return {
-        "transformer_config": dict(TRANSFORMER_CONFIG if version == 1 else TRANSFORMER_CONFIG_V2),
+        "transformer_config": dict(transformers[version]),
         "text_encoder_config": dict(TEXT_ENCODER_CONFIG),
         "scheduler_config": dict(SCHEDULER_CONFIG),
-        "video_spec": {1: dataset.SPEC_V1, 2: dataset.SPEC_V2, 3: dataset.SPEC_V3}[version].to_dict(),
+        "video_spec": {1: dataset.SPEC_V1, 2: dataset.SPEC_V2, 3: dataset.SPEC_V3, 5: dataset.SPEC_V3}[version].to_dict(),
     }
 
 

@@ -91,6 +91,22 @@ def test_scorer_abstains_on_empty_video() -> None:
     assert scorer.predict_attributes(flat) == ("none", "none", "none")
 
 
+def test_init_from_a_smaller_vocabulary_keeps_its_words_and_initialises_the_new_ones() -> None:
+    """v5 starts from v1's weights, whose vocabulary lacks "ring" and "bar" (appended later)."""
+    from asymrnr_fx.toy.model import ToyTextEncoder
+    from asymrnr_fx.toy.train import _load_grown
+
+    torch.manual_seed(0)
+    old, new = ToyTextEncoder(10, 8, 16), ToyTextEncoder(12, 8, 16)
+    fresh_rows = new.token.weight[10:].detach().clone()
+    _load_grown(new, old.state_dict())
+    assert torch.equal(new.token.weight[:10], old.token.weight)
+    assert torch.equal(new.token.weight[10:], fresh_rows)
+    assert torch.equal(new.position, old.position)
+    with pytest.raises(RuntimeError):  # anything else that does not fit still fails
+        _load_grown(ToyTextEncoder(12, 8, 32), old.state_dict())
+
+
 @pytest.fixture(scope="module")
 def toy_model():
     from asymrnr_fx.toy.model import load_toy_model

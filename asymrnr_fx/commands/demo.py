@@ -11,7 +11,7 @@ prompts (attribute triples never trained on), 20 steps, with
   :func:`asymrnr_fx.plan_for_budget` on *other* prompts and noise (:data:`CALIBRATION_PROMPTS`
   training captions, seed :data:`CALIBRATION_SEED`; the demo's prompts are held out and use
   seed 0). It is computed once and shipped next to the weights
-  (``toy_t2v.plan.safetensors``, plus its calibration ``toy_t2v.calibration.safetensors`` so
+  (``<weights stem>.plan.safetensors``, plus its calibration ``<stem>.calibration.safetensors`` so
   other budgets are instant); ``asymrnr-fx demo --make-plan`` regenerates both. Without them
   (e.g. new weights) the demo calibrates itself (progress bars, several minutes) and keeps
   the result in the calibration cache;

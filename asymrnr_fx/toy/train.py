@@ -113,7 +113,8 @@ PRESETS: dict[str, dict] = {
                init_from="v1_final.safetensors"),
     # A sixth, for shape (v5 learned colour and motion, not shape): v5's weights, more steps, and
     # uniform noise levels (outlines are settled at low noise, which shift 3 visits rarely;
-    # v2 tried this only with its biased pixel weights).
+    # v2 tried this only with its biased pixel weights). Stopped after its 8-frame stage with
+    # shape still at 0.29 (README "v6").
     "v6": dict(version=5, stages="8:2500,16:500", batch_size=8, lr=5e-4, warmup=100, ema=0.998,
                cond_dropout=0.1, fg_weight=0.0, shape_weight=0.0, bf16=False, out=str(CHECKPOINT_DIR / "v6_final.safetensors"),
                evals_per_stage=1, eval_samples=24, final_eval_samples=48, final_train_samples=24, eval_steps=20,

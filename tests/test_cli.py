@@ -16,9 +16,9 @@ from asymrnr_fx.commands import demo
 from asymrnr_fx.evaluation.compare import METHODS, method_plan
 from asymrnr_fx.evaluation.metrics import psnr
 from asymrnr_fx.evaluation.targets import toy_prompts
+from asymrnr_fx.plan import Plan
 from asymrnr_fx.toy import newest_weights as newest_toy_weights
 from asymrnr_fx.toy import shipped_weights as toy_weights_files
-from asymrnr_fx.plan import Plan
 
 
 @pytest.mark.parametrize("cost", [0.6, 0.35])
@@ -138,8 +138,8 @@ def test_inspect_command_lists_sites(capsys):
 
 
 def test_bench_reuses_the_shipped_toy_calibration_only_for_its_recipe():
-    from asymrnr_fx.commands.demo_plan import model_label
     from asymrnr_fx.commands.bench import _shipped_toy_calibration
+    from asymrnr_fx.commands.demo_plan import model_label
 
     cal = _shipped_toy_calibration(demo.PLAN_STEPS, 5)
     assert cal is not None and cal.num_steps == demo.PLAN_STEPS and cal.sensitivity is not None

@@ -181,8 +181,8 @@ def test_shipped_weights_reach_the_stated_accuracy_floor(toy_model, variant) -> 
     model and the demo's default (calibrated, shipped) plan both read back right."""
     import asymrnr_fx
     from asymrnr_fx.commands.demo_plan import plan_path, resample
-    from asymrnr_fx.toy import newest_weights as newest_toy_weights
     from asymrnr_fx.plan import coerce_plan
+    from asymrnr_fx.toy import newest_weights as newest_toy_weights
     from asymrnr_fx.toy.model import generate
 
     prompts = [dataset.caption(*c) for c in dataset.combos(toy_model.spec, "heldout")[:FLOOR_PROMPTS]]

@@ -132,8 +132,7 @@ def test_inspect_command_lists_sites(capsys):
     out = capsys.readouterr().out
     from asymrnr_fx.toy import weights_spec
 
-    spec = weights_spec()  # the newest shipped toy's clip geometry, in (2, 2, 2) patches
-    grid = (-(-spec.frames // 2), spec.height // 2, spec.width // 2)
+    grid = weights_spec().token_grid()  # the newest shipped toy's clip, in (2, 2, 2) patches
     assert out.count("joint") >= 3 and str(grid) in out
 
 

@@ -52,9 +52,15 @@ class VideoSpec:
         """``(frames, 3, height, width)`` of one clip."""
         return (self.frames, 3, self.height, self.width)
 
+    def token_grid(self, patch_size: int = 2, patch_size_t: int = 2) -> tuple[int, int, int]:
+        """``(frames, height, width)`` in patches of a CogVideoX-1.5-layout transformer (the last
+        partial temporal patch counts, as the transformer pads it)."""
+        return (-(-self.frames // patch_size_t), self.height // patch_size, self.width // patch_size)
+
     def tokens(self, patch_size: int = 2, patch_size_t: int = 2) -> int:
         """Number of video tokens of a CogVideoX-1.5-layout transformer on this geometry."""
-        return -(-self.frames // patch_size_t) * (self.height // patch_size) * (self.width // patch_size)
+        t, h, w = self.token_grid(patch_size, patch_size_t)
+        return t * h * w
 
     def replace(self, **changes) -> "VideoSpec":
         return dataclasses.replace(self, **changes)

@@ -92,14 +92,20 @@ def default_configs(version: int = 1) -> dict:
     """All configs of toy model ``version`` (1, 2, 3 or 5), in the layout of the weights metadata.
     v3 is v2's transformer on v2's canvas with other shapes (``dataset.SPEC_V3``); v5 is v1's
     transformer on v3's canvas and shapes (v4 was a further training of v3)."""
-    transformers = {1: TRANSFORMER_CONFIG, 2: TRANSFORMER_CONFIG_V2, 3: TRANSFORMER_CONFIG_V2, 5: TRANSFORMER_CONFIG_V5}
-    if version not in transformers:
+    versions = {
+        1: (TRANSFORMER_CONFIG, dataset.SPEC_V1),
+        2: (TRANSFORMER_CONFIG_V2, dataset.SPEC_V2),
+        3: (TRANSFORMER_CONFIG_V2, dataset.SPEC_V3),
+        5: (TRANSFORMER_CONFIG_V5, dataset.SPEC_V3),
+    }
+    if version not in versions:
         raise ValueError(f"unknown toy model version {version}")
+    transformer_config, spec = versions[version]
     return {
-        "transformer_config": dict(transformers[version]),
+        "transformer_config": dict(transformer_config),
         "text_encoder_config": dict(TEXT_ENCODER_CONFIG),
         "scheduler_config": dict(SCHEDULER_CONFIG),
-        "video_spec": {1: dataset.SPEC_V1, 2: dataset.SPEC_V2, 3: dataset.SPEC_V3, 5: dataset.SPEC_V3}[version].to_dict(),
+        "video_spec": spec.to_dict(),
     }
 
 

@@ -1,22 +1,22 @@
 """Train the toy text-to-video model with rectified-flow (flow-matching) loss.
 
-Third toy model (16 x 32 x 32 pixels, 2,048 video tokens; recipe, reasons and curves in
-``asymrnr_fx/toy/README.md``)::
+The shipped toy model, v5 (16 x 32 x 32 pixels, 2,048 video tokens, started from v1's
+weights; recipe, reasons and curves of every version in ``asymrnr_fx/toy/README.md``)::
 
-    nice -n 19 python -m asymrnr_fx.toy.train --preset v3 --seed 0 --threads 2
+    nice -n 19 python -m asymrnr_fx.toy.train --preset v5 --seed 0 --threads 2
 
-about an hour on two threads (two on one thread), a resumable checkpoint in
-``asymrnr_fx/toy/checkpoints/`` every ~10 minutes (continue an interrupted run with
-``--resume``), a CSV log of loss and held-out prompt accuracy there too; plot it with::
+44 minutes on two threads, a resumable checkpoint in ``asymrnr_fx/toy/checkpoints/`` every
+~10 minutes (continue an interrupted run with ``--resume``), a CSV log of loss and held-out
+prompt accuracy there too; plot it with::
 
     python -m asymrnr_fx.toy.train --plot asymrnr_fx/toy/checkpoints/train_log.csv curve.png
 
-The earlier recipes stay as presets: ``v1`` (8 x 24 x 24, 33 minutes on one thread; the
-original data, noise, timestep and dropout streams and loss; not re-run after the rewrite that
-added stages and checkpoints), ``v2`` and ``v2-finish``. Evaluate prompt accuracy of a
-weights file with::
+The other recipes stay as presets: ``v1`` (8 x 24 x 24, 33 minutes on one thread; the original
+data, noise, timestep and dropout streams and loss; not re-run after the rewrite that added
+stages and checkpoints), ``v2``, ``v2-finish``, ``v3`` (the default preset, from scratch), ``v4``
+and ``v6``. Evaluate prompt accuracy of a weights file with::
 
-    python -m asymrnr_fx.toy.train --eval-only asymrnr_fx/toy/checkpoints/v3_final.safetensors
+    python -m asymrnr_fx.toy.train --eval-only asymrnr_fx/toy/weights/toy_t2v_v5.safetensors
 
 Why these choices: CPU threads only. Noise levels are shifted towards high noise (see
 :func:`sample_sigmas`), where an object's place, colour and shape are decided. Training runs in
@@ -24,7 +24,7 @@ Why these choices: CPU threads only. Noise levels are shifted towards high noise
 tokens, ~15x cheaper per step than 16 frames, so most of the budget goes to colour, size and
 shape; RoPE positions and all weights carry over to the longer stages, which learn the motion).
 v1 and v2 also weighted object pixels (:func:`foreground_weights`, :func:`shape_weights`);
-that biased them to oversized blobs, and v3 trains on the plain loss. An EMA of the
+that biased them to oversized blobs, and v3 onwards train on the plain loss. An EMA of the
 weights gives cleaner samples for the same budget; 10% caption dropout trains the unconditional
 branch used by classifier-free guidance. Everything (init, data, noise, timesteps) derives from
 ``--seed``; checkpoints and ``--resume`` do not change the result. ``--minutes`` is a per-

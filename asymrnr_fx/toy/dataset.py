@@ -62,6 +62,14 @@ class VideoSpec:
         t, h, w = self.token_grid(patch_size, patch_size_t)
         return t * h * w
 
+    def fits(self) -> bool:
+        """Whether every shape, moving in any direction for the whole clip, stays inside the
+        canvas with the 1 px margin :func:`sample_params` keeps (a smaller training canvas must)."""
+        travel = self.object_speed * (self.frames - 1)
+        return all(2 * (1.0 + half) + travel <= side
+                   for shape in self.shapes
+                   for half, side in zip(half_extent(shape, self.object_size), (self.width, self.height)))
+
     def replace(self, **changes) -> "VideoSpec":
         return dataclasses.replace(self, **changes)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,7 +93,7 @@ def test_scorer_abstains_on_empty_video() -> None:
 
 
 def test_init_from_a_smaller_vocabulary_keeps_its_words_and_initialises_the_new_ones() -> None:
-    """v5 starts from v1's weights, whose vocabulary lacks "ring" and "bar" (appended later)."""
+    """v5 started from v1's weights, whose vocabulary lacks "ring" and "bar" (appended later)."""
     from asymrnr_fx.toy.model import ToyTextEncoder
     from asymrnr_fx.toy.train import _load_grown
 
@@ -105,6 +106,57 @@ def test_init_from_a_smaller_vocabulary_keeps_its_words_and_initialises_the_new_
     assert torch.equal(new.position, old.position)
     with pytest.raises(RuntimeError):  # anything else that does not fit still fails
         _load_grown(ToyTextEncoder(12, 8, 32), old.state_dict())
+
+
+def test_stages_parse_canvases_and_alternating_parts() -> None:
+    from asymrnr_fx.toy.train import eval_spec, parse_stages, part_spec
+
+    stages = parse_stages("2@24+8:3000:16,16:600", default_batch=8)
+    assert stages == [(((2, 24), (8, None)), 3000, 16), (((16, None),), 600, 8)]
+    assert parse_stages("4:5000,16:1000", 8) == [(((4, None),), 5000, 8), (((16, None),), 1000, 8)]
+    small = part_spec(dataset.SPEC_V3, (2, 24))
+    assert (small.frames, small.height, small.width, small.shapes) == (2, 24, 24, dataset.SPEC_V3.shapes)
+    assert eval_spec(dataset.SPEC_V3, stages[0][0]) == dataset.SPEC_V3.replace(frames=8)
+    for bad in ("2@:10", "2@24", "x:10", "2+:10", "0@24:10"):
+        with pytest.raises(ValueError):
+            parse_stages(bad, 8)
+
+
+def test_spec_fits_only_canvases_that_hold_the_whole_path() -> None:
+    assert dataset.SPEC_V1.fits() and dataset.SPEC_V3.fits()
+    assert dataset.SPEC_V3.replace(frames=2, height=24, width=24).fits()
+    assert not dataset.SPEC_V3.replace(frames=16, height=24, width=24).fits()  # 15.4 px ring + 10.5 px travel
+    rng = np.random.default_rng(0)
+    spec = dataset.SPEC_V3.replace(frames=8, height=24, width=24)
+    for combo in dataset.combos(spec)[:12]:  # and sample_params keeps such clips inside
+        p = dataset.sample_params(rng, combo, spec=spec)
+        hx, hy = dataset.half_extent(combo[1], spec.object_size)
+        dx, dy = dataset.DIRECTIONS[combo[2]]
+        for f in (0, spec.frames - 1):
+            cx, cy = p.start[0] + dx * p.speed * f, p.start[1] + dy * p.speed * f
+            assert hx <= cx <= spec.width - hx and hy <= cy <= spec.height - hy
+
+
+def test_training_alternates_stage_parts_and_evaluates_on_the_model_canvas(tmp_path) -> None:
+    """A stage ``2@24+4`` trains step 1 on 2-frame 24 px clips, step 2 on 4-frame clips of the
+    model's 32 px canvas; the finished model is scored and saved at the model's geometry."""
+    import csv
+
+    from asymrnr_fx.toy import weights_spec
+    from asymrnr_fx.toy.train import main
+
+    out = tmp_path / "m.safetensors"
+    main(["--preset", "v3", "--stages", "2@24+4:2:2", "--checkpoint-dir", str(tmp_path), "--out", str(out),
+          "--evals-per-stage", "0", "--final-eval-samples", "1", "--final-train-samples", "1", "--eval-steps", "1",
+          "--log-every", "1", "--threads", str(torch.get_num_threads())])
+    with open(tmp_path / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["frames"] for r in rows if r["loss"]] == ["2", "4"]
+    spec = weights_spec(out)
+    assert (spec.frames, spec.height, spec.width) == (4, 32, 32)
+    with pytest.raises(ValueError, match="do not fit"):
+        main(["--preset", "v3", "--stages", "16@24:2:2", "--checkpoint-dir", str(tmp_path), "--out", str(out),
+              "--threads", str(torch.get_num_threads())])
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +222,9 @@ def test_interleaved_generation_equals_one_at_a_time(toy_model) -> None:
 
 
 # The floor the README states for the shipped weights (held-out prompts; chance: colour 0.20,
-# direction 0.25). Shape is at chance (0.33) for every shipped model and is not floored.
-ACCURACY_FLOOR = {"colour": 0.9, "direction": 0.9}
+# shape 0.33, direction 0.25). v7 measured 1.00 / 1.00 / 1.00 unreduced and 1.00 / 0.92 / 1.00
+# with the demo's plan here; shape's floor leaves room for 3 of the 12 outlines to differ.
+ACCURACY_FLOOR = {"colour": 0.9, "shape": 0.75, "direction": 0.9}
 FLOOR_PROMPTS, FLOOR_STEPS = 12, 8
 
 

@@ -125,9 +125,10 @@ PRESETS: dict[str, dict] = {
                init_from="v5_final.safetensors", sigma_shift=1.0),
     # The seventh, for shape: v5's weights, trained first on 2-frame clips of a 24 px canvas (the
     # 14-16 px object nearly fills it, so its place is nearly known and the shape word is what is
-    # left to explain: pilots reached shape 0.96 on the 32 px canvas in 13 min where 32 px clips
-    # stayed at 0.29), then on 8-frame 24 px clips alternating with those (shape held across
-    # frames, motion kept), then on the model's own 16 x 32 x 32 clips alternating with 8 x 24 x 24.
+    # left to explain: scored on 2-frame clips of the 32 px canvas, a pilot reached shape 0.88
+    # after 3 min and 0.96 after 13, where one on 32 px clips was at 0.29 after 3), then on
+    # 8-frame 24 px clips alternating with those (shape held across frames, motion kept), then on
+    # the model's own 16 x 32 x 32 clips alternating with 8 x 24 x 24.
     "v7": dict(version=5, stages="2@24:2500:16,2@24+8@24:2000:16,8@24+16:600:8", batch_size=16, lr=5e-4,
                warmup=100, ema=0.998, cond_dropout=0.1, fg_weight=0.0, shape_weight=0.0, bf16=False,
                out=str(CHECKPOINT_DIR / "v7_final.safetensors"), evals_per_stage=1, eval_samples=24,
@@ -306,6 +307,8 @@ def train(args: argparse.Namespace) -> None:
             if canvas is not None and canvas > min(tcfg["sample_height"], tcfg["sample_width"]):
                 raise ValueError(f"canvas {canvas} larger than the model's RoPE grid "
                                  f"({tcfg['sample_height']}x{tcfg['sample_width']} px)")
+            if canvas is not None and args.version == 1:
+                raise ValueError("the v1 preset replays the original 24 px data stream; it has no @CANVAS stages")
             if not part_spec(base_spec, (frames, canvas)).fits():
                 raise ValueError(f"{frames}-frame clips of {base_spec.shapes} do not fit a {canvas} px canvas; "
                                  "use a larger canvas or shorter clips")

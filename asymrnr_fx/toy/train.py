@@ -26,7 +26,7 @@ so most of the budget goes to colour, size and shape; RoPE positions and all wei
 to the longer stages, which learn the motion). A stage may train on a smaller canvas than the
 model's (RoPE is relative, so what it learns carries over): on a canvas the object nearly
 fills, its place is nearly known and its outline is what the caption has to explain, which is
-how v7 learned shape where five toys trained on the full canvas did not.
+how v7 learned shape where v1-v6, trained on the full canvas, did not.
 v1 and v2 also weighted object pixels (:func:`foreground_weights`, :func:`shape_weights`);
 that biased them to oversized blobs, and v3 onwards train on the plain loss. An EMA of the
 weights gives cleaner samples for the same budget; 10% caption dropout trains the unconditional

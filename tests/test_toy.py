@@ -135,6 +135,8 @@ def test_spec_fits_only_canvases_that_hold_the_whole_path() -> None:
         for f in (0, spec.frames - 1):
             cx, cy = p.start[0] + dx * p.speed * f, p.start[1] + dy * p.speed * f
             assert hx <= cx <= spec.width - hx and hy <= cy <= spec.height - hy
+    with pytest.raises(ValueError, match="does not fit"):  # and refuses a path that would leave the canvas
+        dataset.sample_params(rng, ("red", "bar", "right"), spec=spec.replace(frames=16))
 
 
 def test_training_alternates_stage_parts_and_evaluates_on_the_model_canvas(tmp_path) -> None:

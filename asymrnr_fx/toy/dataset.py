@@ -33,6 +33,7 @@ WIDTH = 24
 MAX_TOKENS = 8
 OBJECT_SIZE = 11.0  # bounding-box side in pixels
 OBJECT_SPEED = 1.0  # pixels per frame
+EDGE_MARGIN = 1.0  # pixels an object keeps from the canvas edge for its whole path
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,10 @@ class VideoSpec:
 
     def fits(self) -> bool:
         """Whether every shape, moving in any direction for the whole clip, stays inside the
-        canvas with the 1 px margin :func:`sample_params` keeps (a smaller training canvas must)."""
+        canvas with the :data:`EDGE_MARGIN` that :func:`sample_params` keeps (which refuses a clip
+        that does not; a smaller training canvas must)."""
         travel = self.object_speed * (self.frames - 1)
-        return all(2 * (1.0 + half) + travel <= side
+        return all(2 * (EDGE_MARGIN + half) + travel <= side
                    for shape in self.shapes
                    for half, side in zip(half_extent(shape, self.object_size), (self.width, self.height)))
 
@@ -315,12 +317,15 @@ def sample_params(
     half = half_extent(shape, size)
 
     def axis_start(dim: int, vel: int, half_side: float) -> float:
-        margin = 1.0 + half_side
+        margin = EDGE_MARGIN + half_side
         lo, hi = margin, dim - margin
         if vel > 0:
             hi -= travel
         elif vel < 0:
             lo += travel
+        if lo > hi:  # the path does not fit (VideoSpec.fits): the object would leave the canvas
+            raise ValueError(f"a {shape} moving {direction} for {frames} frames does not fit a {w}x{h} canvas; "
+                             "use a larger canvas or shorter clips")
         return rng.uniform(lo, hi)
 
     start = (axis_start(w, dx, half[0]), axis_start(h, dy, half[1]))

@@ -359,12 +359,11 @@ def train(args: argparse.Namespace) -> None:
           + ", ".join("+".join(f"{q.frames}x{q.height}x{q.width} ({q.tokens()} tokens)"
                                for q in (part_spec(base_spec, part) for part in parts)) + f" x {n} steps of {b}"
                       for parts, n, b in stages), flush=True)
+    stage_starts = [sum(s[1] for s in stages[:i]) for i in range(len(stages))]  # first global step of each
     eval_at = {}
-    start = 0
-    for i, (_, n, _) in enumerate(stages):
+    for i, ((_, n, _), start) in enumerate(zip(stages, stage_starts)):
         for j in range(1, args.evals_per_stage + 1):
             eval_at[start + round(j * n / args.evals_per_stage)] = i
-        start += n
     eval_at.pop(total, None)  # the final evaluation replaces it
 
     null_ids = dataset.tokenize([""])[0]
@@ -383,9 +382,9 @@ def train(args: argparse.Namespace) -> None:
 
     while step < total:
         stage, first_clip = clip_offset(stages, step)
-        parts, stage_start, batch = stages[stage][0], sum(s[1] for s in stages[:stage]), stages[stage][2]
+        parts, batch = stages[stage][0], stages[stage][2]
         spec = specs[stage]  # evaluation geometry of the stage
-        clip_spec = part_spec(base_spec, parts[(step - stage_start) % len(parts)])
+        clip_spec = part_spec(base_spec, parts[(step - stage_starts[stage]) % len(parts)])
         geometry = (clip_spec.frames, clip_spec.height, clip_spec.width)
         if geometry not in rotary_cache:
             rotary_cache[geometry] = rotary_embeddings(transformer.config, *geometry)
@@ -443,7 +442,7 @@ def train(args: argparse.Namespace) -> None:
                                       elapsed_min=round((elapsed0 + now - t_run) / 60, 3), lr=f"{lr:.3e}",
                                       loss=f"{sum(losses) / len(losses):.5f}"))
             if step % (10 * args.log_every) == 0 or step == total:
-                left = stages[stage][1] - (step - sum(s[1] for s in stages[:stage]))
+                left = stages[stage][1] - (step - stage_starts[stage])
                 print(f"step {step}/{total} stage {stage} ({'+'.join(str(f) for f, _ in parts)} frames) loss {sum(losses) / len(losses):.4f} "
                       f"lr {lr:.2e} {sec_per_step:.2f} s/step ({cpu_per_step:.2f} CPU s/step), "
                       f"stage done in ~{left * sec_per_step / 60:.0f} min", flush=True)

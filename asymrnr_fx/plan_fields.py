@@ -30,6 +30,11 @@ STAGES: tuple[str, ...] = ("capture", "schedule", "label")
 MAX_NAME_CHARS = 200
 #: Most cells a ratio table may have (sites x steps); a million is far beyond any real model.
 MAX_TABLE_CELLS = 1 << 20
+#: Largest stride or grid extent along one axis, in tokens: far beyond any real video, and small
+#: enough that a whole grid (three axes) still counts its tokens in int64.
+MAX_EXTENT = 1 << 20
+#: Integer fields that are counters or seeds stay below this, so they fit an int64 everywhere.
+MAX_INT64 = 2**63
 
 #: A ratio field after validation: one number, or a [sites, steps] table as nested tuples.
 Ratios = Union[float, tuple[tuple[float, ...], ...]]
@@ -65,8 +70,13 @@ def option(default: Any, check: Callable[[str, Any], Any], stage: str, *, calibr
 
 
 def describe(value: Any) -> str:
-    """A value's type and a short repr, for error messages."""
-    text = repr(value)
+    """A value's type and a short repr, for error messages; never fails, so a hostile value still gets its error."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's int/str digit limit, alone or inside a container
+        text = f"<{value.bit_length()}-bit integer>" if isinstance(value, int) else "<holds an integer too long to print>"
+    except RecursionError:
+        text = "<nested too deeply to print>"
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
@@ -104,6 +114,7 @@ def choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
 
 
 def _triple(name: str, value: Any, what: str) -> tuple[int, int, int]:
+    what = f"{what}, each at most {MAX_EXTENT}"
     if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, torch.Size)):
         raise PlanTypeError(name, f"must be three positive integers {what}, got {describe(value)}")
     if len(value) != 3:
@@ -114,8 +125,8 @@ def _triple(name: str, value: Any, what: str) -> tuple[int, int, int]:
             raise PlanTypeError(name, f"must be three positive integers {what}; element {i} is {describe(v)}")
         out.append(int(v))
     out = tuple(out)
-    if any(v < 1 for v in out):
-        raise PlanError(name, f"must be three positive integers {what}, got {out}")
+    if any(not 1 <= v <= MAX_EXTENT for v in out):  # a huge extent overflows the tile arithmetic
+        raise PlanError(name, f"must be three positive integers {what}, got {describe(out)}")
     return out  # type: ignore[return-value]
 
 
@@ -129,15 +140,15 @@ def check_grid(name: str, value: Any) -> tuple[int, int, int] | None:
 
 def check_cache_window(name: str, value: Any) -> int:
     window = _integer(name, value, "a whole number of denoising steps >= 1")
-    if window < 1:
-        raise PlanError(name, f"must be >= 1 (1 = match at every step), got {window}")
+    if not 1 <= window < MAX_INT64:
+        raise PlanError(name, f"must be in [1, 2**63) (1 = match at every step), got {describe(window)}")
     return window
 
 
 def check_seed(name: str, value: Any) -> int:
     seed = _integer(name, value, "an integer in [0, 2**63)")
-    if not 0 <= seed < 2**63:
-        raise PlanError(name, f"must be in [0, 2**63), got {seed}")
+    if not 0 <= seed < MAX_INT64:
+        raise PlanError(name, f"must be in [0, 2**63), got {describe(seed)}")
     return seed
 
 
@@ -146,6 +157,10 @@ def check_name(name: str, value: Any) -> str:
         raise PlanTypeError(name, f"must be a string, got {describe(value)}")
     if len(value) > MAX_NAME_CHARS:
         raise PlanError(name, f"is {len(value)} characters long; at most {MAX_NAME_CHARS} are allowed")
+    try:  # a lone surrogate (e.g. "\\ud800" in a file's JSON) cannot be written to a report or listing
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PlanError(name, f"is not valid Unicode text ({e.reason} at character {e.start})") from None
     return value
 
 
@@ -155,7 +170,10 @@ def check_ratios(name: str, value: Any) -> Ratios:
     if isinstance(value, bool) or isinstance(value, (str, bytes)):
         raise PlanTypeError(name, f"must be {what}, got {describe(value)}")
     if isinstance(value, numbers.Real):
-        ratio = float(value)
+        try:
+            ratio = float(value)
+        except OverflowError:  # an int beyond float range is no ratio either
+            ratio = math.inf
         if not math.isfinite(ratio):
             raise PlanError(name, f"ratios must be finite numbers; got {ratio}")
         return ratio
@@ -165,7 +183,10 @@ def check_ratios(name: str, value: Any) -> Ratios:
         raise PlanTypeError(name, f"must be {what}, got {describe(value)} ({e})") from None
     if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
         raise PlanTypeError(name, f"must be {what}; got a table of {t.dtype}")
-    t = t.to(torch.float64)
+    try:  # packed and exotic float dtypes (e.g. float4_e2m1fn_x2, from a file) have no conversion
+        t = t.to(torch.float64)
+    except (RuntimeError, NotImplementedError) as e:
+        raise PlanTypeError(name, f"must be {what}; a table of {t.dtype} cannot be read as ratios ({e})") from None
     if t.dim() == 0:
         return check_ratios(name, float(t))
     if t.numel() == 0:

@@ -1,6 +1,7 @@
 """Plans: constructors, the paper's tier tables, persistence and validation."""
 import dataclasses
 import json
+import struct
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from asymrnr_fx.plan import (
     coerce_plan,
     published_tiers,
 )
+from asymrnr_fx.plan_fields import MAX_EXTENT, describe
 
 SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "reference" / "official-schedules"
 
@@ -161,10 +163,19 @@ BAD_FIELDS = [
     ("kv", object(), "ratio"),
     ("name", "x" * (MAX_NAME_CHARS + 1), f"at most {MAX_NAME_CHARS}"),
     ("name", 7, "string"),
+    # huge integers used to escape as bare ValueError / OverflowError, or be accepted and overflow later
+    ("seed", 10**5000, r"\[0, 2\*\*63\).*16610-bit integer"),  # past Python's int/str digit limit
+    ("seed", [10**5000], "integer too long to print"),
+    ("cache_window", 2**63, r"\[1, 2\*\*63\)"),
+    ("stride", (MAX_EXTENT + 1, 2, 2), f"at most {MAX_EXTENT}"),
+    ("stride", (10**400, 2, 2), f"at most {MAX_EXTENT}"),  # used to be a bare OverflowError
+    ("grid", (2, 2, 10**30), f"at most {MAX_EXTENT}"),
+    ("q", 10**400, "finite"),  # used to be a bare OverflowError
+    ("name", "\ud800", "not valid Unicode"),  # a lone surrogate cannot be written out as UTF-8
 ]
 
 
-@pytest.mark.parametrize("field,value,match", BAD_FIELDS, ids=[f"{f}={str(v)[:12]!r}" for f, v, _ in BAD_FIELDS])
+@pytest.mark.parametrize("field,value,match", BAD_FIELDS, ids=[f"{f}={describe(v)[:20]!r}" for f, v, _ in BAD_FIELDS])
 def test_every_field_is_checked_and_the_error_names_it(field, value, match):
     with pytest.raises(PlanError, match=match) as err:
         Plan(**{"q": 0.5, "kv": 0.3, field: value})
@@ -278,6 +289,19 @@ def _write(path, options, q=torch.tensor(0.5, dtype=torch.float64), kv=torch.ten
         ({}, {"kv": torch.zeros(0, 2, dtype=torch.float64)}, "kv"),
         ({}, {"kv": None}, "kv"),
         ([1, 2], {}, "options"),
+        ("not an object", {}, "options"),
+        (None, {}, "options"),
+        ({"stride": [2**62, 2, 2]}, {}, "stride"),  # used to load, then overflow the tile arithmetic
+        ({"grid": [2, 2, 10**30]}, {}, "grid"),
+        ({"cache_window": 2**70}, {}, "cache_window"),
+        ({"seed": float("nan")}, {}, "seed"),
+        ({"name": "\ud800"}, {}, "name"),  # valid JSON, but not text that UTF-8 can hold
+        ({}, {"q": torch.tensor(float("nan"), dtype=torch.float64)}, "q"),
+        ({}, {"kv": torch.full((2, 2), float("inf"), dtype=torch.float64)}, "kv"),
+        ({}, {"q": torch.tensor(True)}, "q"),
+        ({}, {"q": torch.zeros(2, 2, 2, dtype=torch.float64)}, "q"),
+        ({}, {"q": torch.zeros(2, 2, dtype=torch.complex64)}, "q"),
+        ({}, {"q": torch.zeros(1, 1, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)}, "q"),  # was NotImplementedError
     ],
 )
 def test_loading_checks_every_field_and_names_it(tmp_path, options, tensors, field):
@@ -292,3 +316,88 @@ def test_loading_a_corrupt_metadata_entry(tmp_path):
     save_file({"q": torch.tensor(0.5), "kv": torch.tensor(0.3)}, str(path), metadata={"asymrnr_fx.plan": "{not json"})
     with pytest.raises(PlanError, match="not valid JSON"):
         Plan.load(path)
+
+
+# ---------------------------------------------------------------------------- hostile plan files
+def _write_meta(path, meta):
+    """A plan file whose metadata entry is ``meta``, verbatim (not necessarily JSON a plan would write)."""
+    tensors = {"q": torch.tensor(0.5, dtype=torch.float64), "kv": torch.tensor(0.3, dtype=torch.float64)}
+    save_file(tensors, str(path), metadata={"asymrnr_fx.plan": meta})
+    return path
+
+
+def _load_error(path):
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    assert str(path) in str(err.value)
+    return err.value
+
+
+def test_deeply_nested_metadata_is_a_plan_error(tmp_path):
+    # json recurses per level: this used to escape as a bare RecursionError
+    for meta in ("[" * 200_000 + "]" * 200_000, '{"stride": ' + "[" * 200_000 + "]" * 200_000 + "}"):
+        err = _load_error(_write_meta(tmp_path / "deep.safetensors", meta))
+        assert err.field == "options" and "malformed" in err.detail and "Plan.save" in err.detail
+    # shallow enough to parse, too deep for any option: stopped before a check or repr recurses over it
+    err = _load_error(_write_meta(tmp_path / "deep.safetensors", '{"grid": ' + "[" * 900 + "]" * 900 + "}"))
+    assert err.field == "grid" and "nested" in err.detail
+
+
+@pytest.mark.parametrize("field,literal", [
+    ("seed", "9" * 5000),
+    ("seed", "-" + "9" * 5000),
+    ("cache_window", "1" + "0" * 5000),
+    ("stride", "[" + "7" * 5000 + ", 2, 2]"),
+    ("grid", "[[" + "7" * 5000 + "]]"),
+    ("stride", "[1" + "0" * 400 + ", 2, 2]"),  # converts, but used to overflow float in the ratio limit
+])
+def test_integers_too_long_to_convert_name_their_field(tmp_path, field, literal):
+    # Python refuses int() of more than 4300 digits: this used to be a bare ValueError
+    err = _load_error(_write_meta(tmp_path / "long.safetensors", f'{{"{field}": {literal}}}'))
+    assert err.field == field and "allowed range" in err.detail and "digit integer" in err.detail
+
+
+def test_repeated_metadata_keys_are_rejected(tmp_path):
+    # json.loads keeps the last, other readers the first: one file, two plans
+    err = _load_error(_write_meta(tmp_path / "dup.safetensors", '{"seed": 1, "mode": "mean", "seed": 2}'))
+    assert err.field == "seed" and "more than once" in err.detail
+
+
+def _saved_bytes(tmp_path):
+    path = _write_meta(tmp_path / "good.safetensors", '{"name": "caf\u00e9"}')  # the \u00e9 is stored as UTF-8
+    assert Plan.load(path).name == "caf\u00e9"
+    return path.read_bytes()
+
+
+def _overflowing_shape(good: bytes) -> bytes:
+    (n,) = struct.unpack("<Q", good[:8])
+    header = json.loads(good[8 : 8 + n])
+    header["q"]["shape"] = [2**32, 2**32, 2**32]  # 2**96 cells of 8 bytes
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + good[8 + n :]
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda good: good.replace("é".encode(), b"\xff\xfe"),  # metadata that is not UTF-8
+    lambda good: good[:-4],  # truncated tensor data
+    lambda good: good[:20],  # truncated header
+    lambda good: b"",
+    lambda good: b"\xff" * 64,  # not a safetensors file: absurd header length
+    lambda good: good.replace(b'"F64"', b'"X64"', 1),  # unknown dtype
+    _overflowing_shape,
+], ids=["not-utf8", "short-data", "short-header", "empty", "garbage", "dtype", "shape-overflow"])
+def test_unreadable_safetensors_files_are_plan_errors(tmp_path, corrupt):
+    # these used to escape as safetensors' own SafetensorError, which is not even a ValueError
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(corrupt(_saved_bytes(tmp_path)))
+    err = _load_error(path)
+    assert err.field == "file" and "Plan.save" in err.detail and isinstance(err, ValueError)
+
+
+def test_other_ratio_dtypes_still_load(tmp_path):
+    # a hand-written file in another float or int dtype is read, as the constructor reads it
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        path = _write(tmp_path / "f.safetensors", {}, q=torch.tensor(0.5, dtype=dtype), kv=torch.tensor(0.25, dtype=dtype))
+        assert Plan.load(path).ratio(0, 0, "kv") == 0.25
+    path = _write(tmp_path / "i.safetensors", {}, q=torch.zeros(2, 3, dtype=torch.int32), kv=torch.zeros(2, 3))
+    assert Plan.load(path).num_steps == 3

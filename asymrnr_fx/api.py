@@ -9,7 +9,7 @@ from torch import nn
 from . import compose, integrations
 from .backend import analysis_backend
 from .calls import call_timestep, fresh_entry, named_call
-from .module import AsymRnRModule, GridFn, Options, undo_previous_regions
+from .module import AsymRnRModule, GridFn, Options
 from .plan import Plan, coerce_plan
 from .report import Report
 from .runtime import Runtime, default_runtime, runtimes_for
@@ -65,9 +65,7 @@ def transform(
         raise TypeError(f"transform() needs an nn.Module, got {type(model).__name__}")
     opts = Options.of(options)
     if isinstance(model, AsymRnRModule):
-        model = model.untransform()
-    else:
-        undo_previous_regions(model)
+        model = model.model  # a new transform beside it: the given one keeps reducing (untransform() drops it)
     compose.check(model, opts.compile)  # refuse hooks that would silently turn the reduction off
     compose.warn_backends(model)
     if plan is None and runtime is not None:
@@ -93,7 +91,9 @@ def transform_graph(
     plan = coerce_plan(plan)
     runtime = Runtime(plan)
     runtime.bind(gm)
-    runtime.reports.append(rewrite_graph(gm, plan, runtime, grid=grid))
+    report = rewrite_graph(gm, plan, runtime, grid=grid)
+    runtime.register_rows(report.rows)
+    runtime.reports.append(report)
     timestep = find_timestep(gm)
     position = list(user_inputs(gm)).index(timestep) if timestep is not None else None
     forward = gm.forward

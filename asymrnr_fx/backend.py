@@ -62,6 +62,10 @@ def asymrnr_backend(
         runtime = runtime_for(coerce_plan(opts.get("plan")), _anchor(example_inputs, params))
     prefix = call.prefix if call is not None and call.runtime is runtime else ""
     report = rewrite_graph(gm, runtime.plan, runtime, grid=opts.get("grid"), prefix=prefix, shared=bool(opts.get("region")))
+    runtime.register_rows(report.rows)
+    if not prefix and not opts.get("region"):  # the model's own names in reports (not a wrapper's path)
+        for site in report.sites:
+            site.path = runtime.canonical(site.path)
     runtime.reports.append(report)
     video_sites = [s for s in report.sites if not s.extra.get("prompt_only")]
     if not report.rewritten and (video_sites or bound is None):
@@ -69,8 +73,10 @@ def asymrnr_backend(
         # with the whole call, after it ran (AsymRnRModule); one with video attention that was not
         # rewritten is said now
         dynamic = bool(report.sites) and has_symbolic_inputs(example_inputs)
-        if dynamic or opts.get("specialized") or not any(r.rewritten for r in runtime.reports):
+        unreduced_video = bound is None and any(s.kind in ("self", "joint") and not s.extra.get("zero_plan") for s in video_sites)
+        if dynamic or opts.get("specialized") or unreduced_video or not any(r.rewritten for r in runtime.reports):
             runtime.warned = True
+            runtime.counts["warned"] += 1
             warn_nothing_rewritten(report, dynamic=dynamic)
     compiled = gm.forward if not opts.get("compile", True) else _inductor(gm, example_inputs, report, opts, mode)
     if not report.rewritten:
@@ -120,9 +126,12 @@ class _GraphRunner:
         if self.ts is None and not state.pinned:
             raise RuntimeError(
                 "this graph compiled with backend='asymrnr' has no timestep input, so the denoising step "
-                "cannot be tracked (compile_repeated_blocks() and block.compile() compile blocks that never see "
-                "it). Use asymrnr_fx.transform(model, plan, compile='regional') or asymrnr_fx.apply(pipe, plan, "
-                "compile='regional') for regional compilation, or pin the step with asymrnr_fx.set_step(plan, i)"
+                "cannot be tracked. Either the timestep was a Python number, which Dynamo bakes into the graph "
+                "as a constant (pass it as a tensor, e.g. timestep=torch.tensor([t]), or use "
+                "asymrnr_fx.transform(model, plan), which reads numbers too), or only blocks were compiled "
+                "(compile_repeated_blocks(), block.compile()): use asymrnr_fx.transform(model, plan, "
+                "compile='regional') or asymrnr_fx.apply(pipe, plan, compile='regional'). Or pin the step with "
+                "asymrnr_fx.set_step(plan, i)"
             )
         if self.ts is not None:
             runtime.observe_timestep(args[self.ts], state)

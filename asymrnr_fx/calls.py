@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .passes import TIMESTEP_NAMES
-from .report import AsymRnRWarning
+from .errors import AsymRnRWarning
 
 _ENTRY_IDS = itertools.count()
 

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from .report import AsymRnRWarning
+from .errors import AsymRnRWarning
 
 
 class IncompatibleHookError(ValueError):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import types
 from dataclasses import dataclass, fields
 import warnings
 import weakref
@@ -94,6 +95,8 @@ class AsymRnRModule(nn.Module):
         self.options = options
         self.runtime = runtime if runtime is not None else Runtime(plan)
         self.runtime.bind(model)
+        if self.runtime.direction.value is None:
+            self.runtime.direction.value = integrations.timestep_direction(model)
         self.grid_fn = options.grid_fn if options.grid_fn is not None else integrations.grid_fn_for(model)
         self.compiled = options.compile
         self._warned_fallback = False
@@ -129,16 +132,22 @@ class AsymRnRModule(nn.Module):
         runtime = self.runtime
         graphs = runtime.counts["graph_call"]
         gave_up = _dynamo_gave_up()
-        with runtime.call(call_timestep(kwargs)):
+        captured, warned = len(runtime.reports), runtime.counts["warned"]
+        with runtime.call(call_timestep(kwargs)), _pass_errors():
             if self._shapes is None:  # regional: the model runs eagerly, its blocks compiled
                 out = self.model(*args, **kwargs)
             else:
                 out = self._shapes.get(shape_key((args, kwargs)))(self.model, args, kwargs)
+        new = runtime.reports[captured:]
         if not self._checked:
             self._checked = True
             runtime.check_site_count()
             if runtime.reports and not any(r.rewritten for r in runtime.reports) and not runtime.warned:
                 warn_nothing_rewritten(runtime.reports[-1], hooks=integrations.hooks_of(self.model))
+        elif new and runtime.counts["warned"] == warned and not any(r.rewritten for r in new) and _video_sites(new):
+            # a new input shape at which nothing can be reduced (e.g. fewer frames than the stride)
+            runtime.counts["warned"] += 1
+            warn_nothing_rewritten(_video_sites(new)[-1], new_shape=True)
         if runtime.counts["graph_call"] == graphs and self._shapes is not None:
             self._check_fallback()  # no compiled graph ran: Dynamo ran the model itself
         elif _dynamo_gave_up() > gave_up:
@@ -189,12 +198,18 @@ class AsymRnRModule(nn.Module):
         """
         return _cache_context(self, name, kwargs)
 
+    def __deepcopy__(self, memo: dict) -> "AsymRnRModule":
+        """A new transform of a copy of the model: same plan and options, fresh state and graphs."""
+        return _rebuild(_plain_copy(self.model, memo), self.plan, self.options)
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        """Pickle (``torch.save``) as the model, plan and options; loading transforms again, with fresh state."""
+        return (_rebuild, (_plain_copy(self.model) if _has_regions(self.model) else self.model, self.plan, self.options))
+
     def untransform(self) -> nn.Module:
         """Undo in-place changes (regional compilation patches block forwards) and return the original model."""
-        for block, previous in self._regions:
-            block.__dict__.pop("forward", None)
-            if previous is not None:
-                block.forward = previous
+        for block, runtime in self._regions:
+            _remove_region(block, runtime)
         self.__dict__["_regions"] = []
         return self.model
 
@@ -211,14 +226,59 @@ def _cache_context(module: AsymRnRModule, name: str, kwargs: dict) -> Iterator[N
         state.context = previous
 
 
+def _rebuild(model: nn.Module, plan: Plan, options: Options) -> AsymRnRModule:
+    return AsymRnRModule(model, plan, options)
+
+
+def _has_regions(model: nn.Module) -> bool:
+    return any(getattr(m.__dict__.get("forward"), "regions", None) is not None for m in model.modules())
+
+
+def _plain_copy(model: nn.Module, memo: dict | None = None) -> nn.Module:
+    """A deep copy of ``model`` without the block forwards regional transforms patched into it."""
+    import copy
+
+    clone = copy.deepcopy(model, memo)
+    for module in clone.modules():
+        forward = module.__dict__.get("forward")
+        if getattr(forward, "regions", None) is not None:
+            del module.__dict__["forward"]
+            if forward.previous is not None:
+                module.forward = forward.previous
+    return clone
+
+
+@contextlib.contextmanager
+def _pass_errors() -> Iterator[None]:
+    """Errors the pass raises inside Dynamo's compile callback reach the user as themselves.
+
+    Dynamo wraps them in ``BackendCompilerFailed`` behind a long repr of the backend; a plan that
+    does not fit the model is the user's to fix, so they should read the plan's message first.
+    """
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as e:
+        inner = getattr(e, "inner_exception", None)
+        if isinstance(inner, (ValueError, TypeError)):
+            raise inner from None
+        raise
+
+
+def _video_sites(reports: list) -> list:
+    """The graphs among ``reports`` that hold video attention (not only prompt refiners)."""
+    return [r for r in reports if any(not s.extra.get("prompt_only") and s.kind != "other" for s in r.sites)]
+
+
 def _compile_regions(
     model: nn.Module, make: Callable[[], Callable[..., Any]], runtime: Runtime
 ) -> list[tuple[nn.Module, Any]]:
     """Compile the repeated blocks of ``model``: one compiled graph per block class and input shape.
 
-    Each block's ``forward`` is replaced (in place, undone by ``untransform``) by a wrapper that
-    opens the block's region of the current call (its module path, so the graph's sites are
-    told apart at run time) and runs the class's compiled graph.
+    Each block's ``forward`` is replaced (in place, undone by ``untransform``) by one dispatcher
+    shared by every regional transform of the model: inside a transformed model's call it opens
+    the block's region (its module path, so the graph's sites are told apart at run time) and
+    runs that transform's compiled graph; anywhere else it is the block's own forward. So a
+    second transform of the same model (regional or not) leaves the first one reducing.
     """
     blocks = integrations.repeated_blocks(model)
     if not blocks:
@@ -233,39 +293,53 @@ def _compile_regions(
         cache = caches.get(cls)
         if cache is None:
             cache = caches[cls] = ShapeCache(make, f"regional {cls.__name__}")
-        patched.append((block, block.__dict__.get("forward")))
-        block.forward = _region_forward(block, path, cache, runtime)
+        _region_dispatcher(block).regions[runtime] = (path + ".", cache)
+        patched.append((block, runtime))
     return patched
 
 
-def _region_forward(block: nn.Module, path: str, cache: ShapeCache, runtime: Runtime) -> Callable[..., Any]:
-    """The patched ``forward`` of one block: inside its transformed model's call, the block's compiled,
-    reduced graph; anywhere else (the original model called or compiled directly), the original forward."""
-    ref = weakref.ref(block)
-    runtime_ref = weakref.ref(runtime)
-    prefix = path + "."
+def _region_dispatcher(block: nn.Module) -> Callable[..., Any]:
+    """The patched ``forward`` of ``block`` (installed once): its ``regions`` maps each regional
+    transform's runtime to (region prefix, compiled graphs)."""
+    existing = block.__dict__.get("forward")
+    if getattr(existing, "regions", None) is not None:
+        return existing
     forward_fn = type(block).forward
+    regions: "weakref.WeakKeyDictionary[Runtime, tuple[str, ShapeCache]]" = weakref.WeakKeyDictionary()
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        # bound to the block, so a Dynamo trace of the whole model reaches it as ``blocks.3`` (its
+        # module paths, hence its plan rows, stay the model's own)
         if torch.compiler.is_compiling():  # someone else compiles the whole original model: be the original
-            return forward_fn(ref(), *args, **kwargs)
+            return forward_fn(self, *args, **kwargs)
         call = current_call()
-        if call is None or call.runtime is not runtime_ref():  # the original model, called directly: unreduced
-            return forward_fn(ref(), *args, **kwargs)
+        region = regions.get(call.runtime) if call is not None else None
+        if region is None:  # the original model called directly, or another transform's call: unreduced here
+            return forward_fn(self, *args, **kwargs)
+        prefix, cache = region
         # the first block often gets a strided slice, the rest a fresh tensor: one layout, one graph
         args = tuple(dense(a) for a in args)
         kwargs = {k: dense(v) for k, v in kwargs.items()}
         with calling(Call(call.runtime, call.state, prefix)):
-            return cache.get(shape_key((args, kwargs)))(ref(), args, kwargs, forward_fn)
+            return cache.get(shape_key((args, kwargs)))(self, args, kwargs, forward_fn)
 
-    return forward
+    forward.regions = regions  # type: ignore[attr-defined]
+    forward.previous = existing  # type: ignore[attr-defined]
+    block.forward = types.MethodType(forward, block)
+    return block.forward
 
 
-def undo_previous_regions(model: nn.Module) -> None:
-    for block in model.modules():
-        fwd = block.__dict__.get("forward")
-        if getattr(fwd, "__qualname__", "").startswith("_region_forward"):
-            del block.__dict__["forward"]
+def _remove_region(block: nn.Module, runtime: Runtime) -> None:
+    """Drop one transform's region from ``block``; the block's own forward returns with the last one."""
+    forward = block.__dict__.get("forward")
+    regions = getattr(forward, "regions", None)
+    if regions is None:
+        return
+    regions.pop(runtime, None)
+    if not regions:
+        del block.__dict__["forward"]
+        if forward.previous is not None:
+            block.forward = forward.previous
 
 
 _GAVE_UP = ("recompile limit exceeded",)  # a frame skipped for a graph break in a loop is not: its callees still compile

@@ -52,6 +52,7 @@ def apply(
         raise ValueError(
             f"{type(pipe).__name__} has none of {list(components)}; pass components=(...) naming its denoiser"
         )
+    object.__setattr__(pipe, "_asymrnr_components", tuple(components))
     _generation_per_call(pipe)
     return pipe
 
@@ -91,6 +92,13 @@ def _generation_per_call(pipe: Any) -> None:
 
     @functools.wraps(original_call)
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        components = self.__dict__.get("_asymrnr_components", TRANSFORMER_COMPONENTS)
+        if not runtimes(self, components):
+            raise ValueError(
+                f"{type(self).__name__} was given to asymrnr_fx.apply(), but none of its {list(components)} "
+                "is a transformed model any more (replaced by hand?). Call asymrnr_fx.remove(pipe) to run it "
+                "unreduced, or asymrnr_fx.apply(pipe, plan) again to reduce the new one"
+            )
         with generation(self):
             return original_call(self, *args, **kwargs)
 

@@ -99,7 +99,7 @@ class Plan:
 
     Args (every one optional; a value outside its range raises :class:`PlanError` naming it):
      - q: fraction of video *query* tokens removed, one number for every site and step or a
-          ``[sites, steps]`` table (sites are the rewritten attention modules in execution
+          ``[sites, steps]`` table (sites are the video attention modules, rewritten or not, in execution
           order, one per block in the usual video DiT). Range ``[0, 1 - 1/prod(stride)]``
           (0.875 at stride (2, 2, 2): one dst token per tile is always kept). 0 leaves the
           queries alone. Higher is faster and loses more quality. ``0.5`` is the default
@@ -158,6 +158,10 @@ class Plan:
     symmetric: bool = option(False, check_bool, "capture")
     name: str = option("", check_name, "label")
     _tables: dict[str, torch.Tensor] = field(init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the fields only, not the runtimes a compiled model keeps on its plan."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_asymrnr")}
 
     def __post_init__(self) -> None:
         # Canonicalise every declared field (the one place a Plan is written after __init__).

@@ -6,11 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import AsymRnRWarning
 from .passes.classify_attention import SiteReport
 
-
-class AsymRnRWarning(UserWarning):
-    """Raised (as a warning) when the pass rewrote nothing, so a no-op is never silent."""
+__all__ = ["AsymRnRWarning", "GraphReport", "Report", "warn_nothing_rewritten"]
 
 
 @dataclass
@@ -21,6 +20,10 @@ class GraphReport:
     grid: tuple[int, int, int] | None = None
     grid_source: str = ""
     timestep: str | None = None
+    #: Full module paths of every video site of a graph that is surely the model's top level, in
+    #: the order they run, rewritten or not (a site the plan zeroes everywhere keeps its row):
+    #: the plan rows the runtime hands out. Empty for a graph that may serve several modules.
+    rows: tuple[str, ...] = ()
 
     @property
     def rewritten(self) -> list[SiteReport]:
@@ -71,7 +74,10 @@ class Report:
         return "\n".join(head + lines)
 
 
-def warn_nothing_rewritten(report: GraphReport, dynamic: bool = False, hooks: list[str] | None = None) -> None:
+def warn_nothing_rewritten(
+    report: GraphReport, dynamic: bool = False, hooks: list[str] | None = None, new_shape: bool = False
+) -> None:
+    """Say why a graph reduces nothing (``new_shape``: at an input shape after earlier ones that did)."""
     if dynamic and not report.rewritten:
         msg = (
             "asymrnr_fx rewrote nothing: Dynamo captured this graph with symbolic (dynamic) shapes, and AsymRnR "
@@ -96,4 +102,6 @@ def warn_nothing_rewritten(report: GraphReport, dynamic: bool = False, hooks: li
     else:
         reasons = "; ".join(sorted({f"{s.path}: {s.reason or s.kind}" for s in report.sites})[:5])
         msg = f"asymrnr_fx rewrote none of the {len(report.sites)} attention sites ({reasons})"
+        if new_shape:
+            msg = msg.replace("asymrnr_fx rewrote", "asymrnr_fx: at this new input shape the model runs unreduced: it rewrote", 1)
     warnings.warn(msg, AsymRnRWarning, stacklevel=3)

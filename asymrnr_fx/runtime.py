@@ -29,7 +29,7 @@ import torch
 from . import ops
 from .plan import Plan
 from .sites import GraphSite, SiteSpec, decode_site, encode_site  # noqa: F401  (re-exported)
-from .state import Call, CacheEntry, GenerationState, _Direction, calling, current_call, explicit_state
+from .state import Call, CacheEntry, Direction, GenerationState, calling, current_call, explicit_state
 
 _IDS = itertools.count(1)
 
@@ -59,6 +59,7 @@ class Runtime:
         self._model: "weakref.ref | None" = None
         self._param_names: dict[int, str] = {}
         self._unknown: set[int] = set()
+        self._canonical: dict[str, str] = {}  # graph module path -> the model's own name
         self.events: deque[CacheEvent] = deque(maxlen=max_events)
         self.counts: Counter[str] = Counter()
         self.reports: list = []  # one GraphReport per captured graph
@@ -67,7 +68,7 @@ class Runtime:
         self.grid_hint: tuple[int, int, int] | None = None
         self.call_inputs: list[tuple[str, tuple[int, ...]]] = []
         self.warned = False  # an AsymRnRWarning about unrewritten sites was given
-        self.direction = _Direction()
+        self.direction = Direction()  # what the model's timesteps do, once known (declared or seen)
         self._local = threading.local()
         self.count_host_reads = False  # debugging aid: count host reads inside select (see tests)
         self.timings: Counter | None = None  # benchmarks set a Counter: seconds inside select per step
@@ -133,7 +134,12 @@ class Runtime:
 
     # ------------------------------------------------------------------ sites
     def ordinal(self, path: str) -> int:
-        """Plan row of an attention module: the order in which rewritten sites were first run."""
+        """Plan row of an attention module: its place among the model's video sites.
+
+        Rows come from :meth:`register_rows` (a graph of the whole model lists every video site,
+        rewritten or not) or, for graphs that serve several modules (regional blocks, frames after
+        a graph break, where every video site is rewritten), from the order the sites first run.
+        """
         if path not in self.site_order:
             n = self.plan.num_sites
             if n is not None and len(self.site_order) >= n:
@@ -145,6 +151,41 @@ class Runtime:
             self.site_order[path] = len(self.site_order)
         return self.site_order[path]
 
+    def register_rows(self, paths: "tuple[str, ...] | list[str]") -> None:
+        """Give each video site of a captured top-level graph its row, in graph order.
+
+        Why at capture: a site whose plan ratios are all zero is left intact, so it never runs
+        ``asymrnr::select``; numbering only the sites that run would shift every later row.
+        """
+        for path in paths:
+            self.ordinal(self.canonical(path))
+
+    def canonical(self, path: str) -> str:
+        """The model's own name for the module a graph path reaches (``path`` itself if none).
+
+        Why: Dynamo names a module by how the code reached it, so a block reached through a
+        wrapper (a hook's closure, a patched bound ``forward``) gets a path such as
+        ``blocks.0.forward.__self__.attn1``; plan rows and cache keys must not depend on that.
+        """
+        found = self._canonical.get(path)
+        if found is not None:
+            return found
+        model = self._model() if self._model is not None else None
+        found = path
+        if model is not None and path:
+            obj: Any = model
+            try:
+                for part in path.split("."):
+                    obj = obj[int(part)] if part.isdigit() and isinstance(obj, (tuple, list)) else getattr(obj, part)
+            except (AttributeError, IndexError, TypeError, KeyError):
+                obj = None
+            if isinstance(obj, torch.nn.Module):
+                names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+                found = names.get(id(obj), path)
+        if len(self._canonical) < 100_000:
+            self._canonical[path] = found
+        return found
+
     @property
     def num_sites(self) -> int:
         return len(self.site_order)
@@ -153,6 +194,7 @@ class Runtime:
         """Remember the model whose parameters identify its attention modules at run time."""
         self._model = weakref.ref(model)
         self._param_names = {}
+        self._canonical = {}
 
     def _anchored_path(self, relative: str, ptr: int) -> str | None:
         """The full path of the attention module whose parameter lives at ``ptr``, or None.
@@ -183,7 +225,7 @@ class Runtime:
         spec = self._specs.get((site, prefix, ptr))
         if spec is None:
             g = decode_site(site)
-            path = (self._anchored_path(g.path, ptr) if ptr is not None else None) or prefix + g.path
+            path = (self._anchored_path(g.path, ptr) if ptr is not None else None) or self.canonical(prefix + g.path)
             spec = SiteSpec(
                 key=f"{path}#{g.occurrence}", path=path, ordinal=self.ordinal(path), occurrence=g.occurrence,
                 kind=g.kind, grid=g.grid, text_len=g.text_len, text_first=g.text_first,
@@ -201,7 +243,7 @@ class Runtime:
         if n is not None and self.num_sites not in (0, n):
             raise ValueError(
                 f"plan {self.plan.name or ''} has ratios for {n} attention sites but the model has "
-                f"{self.num_sites} rewritable sites ({', '.join(list(self.site_order)[:3])}, ...); "
+                f"{self.num_sites} video attention sites ({', '.join(list(self.site_order)[:3])}, ...); "
                 "build the plan for this model's number of attention blocks"
             )
 
@@ -310,8 +352,24 @@ class _HostReadCounter(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 # --------------------------------------------------------------------------- backend-path runtimes
-_PLAN_RUNTIMES: dict[int, tuple[Plan, dict[int, Runtime]]] = {}
+_PLANS: "weakref.WeakSet[Plan]" = weakref.WeakSet()  # plans with backend-path runtimes (for all_runtimes)
 _PLAN_LOCK = threading.Lock()
+_RUNTIMES_ATTR = "_asymrnr_runtimes"
+
+
+def _plan_runtimes(plan: Plan) -> dict[int | None, Runtime]:
+    """The backend-path runtimes of ``plan``, kept on the plan itself.
+
+    Why there and not in a process-wide table: a runtime holds its plan, so any table holding
+    runtimes would keep every plan ever used alive (``reset(Plan.uniform(...))`` in a loop grew
+    one by one); owned by the plan, they go when the plan goes.
+    """
+    runtimes = plan.__dict__.get(_RUNTIMES_ATTR)
+    if runtimes is None:
+        runtimes = {}
+        object.__setattr__(plan, _RUNTIMES_ATTR, runtimes)  # Plan is frozen; this is bookkeeping, not a field
+        _PLANS.add(plan)
+    return runtimes
 
 
 def runtime_for(plan: Plan, anchor: int | None = None) -> Runtime:
@@ -323,10 +381,7 @@ def runtime_for(plan: Plan, anchor: int | None = None) -> Runtime:
     before any model ran, e.g. ``runtime_of(plan)``) gives a runtime the first model adopts.
     """
     with _PLAN_LOCK:
-        entry = _PLAN_RUNTIMES.get(id(plan))
-        if entry is None or entry[0] is not plan:
-            entry = _PLAN_RUNTIMES[id(plan)] = (plan, {})  # holds the plan: an id is never reused under it
-        runtimes = entry[1]
+        runtimes = _plan_runtimes(plan)
         rt = runtimes.get(anchor)
         if rt is None and anchor is not None and None in runtimes:
             rt = runtimes[anchor] = runtimes.pop(None)  # the first model adopts the runtime asked for early
@@ -338,13 +393,12 @@ def runtime_for(plan: Plan, anchor: int | None = None) -> Runtime:
 
 
 def runtimes_for(plan: Plan) -> list[Runtime]:
-    entry = _PLAN_RUNTIMES.get(id(plan))
-    return list(entry[1].values()) if entry is not None and entry[0] is plan else []
+    return list(plan.__dict__.get(_RUNTIMES_ATTR, {}).values())
 
 
 def all_runtimes() -> list[Runtime]:
     """Every backend-path runtime of this process (for debugging: which plans ran, on how many models)."""
-    return [rt for _, runtimes in list(_PLAN_RUNTIMES.values()) for rt in runtimes.values()]
+    return [rt for plan in list(_PLANS) for rt in runtimes_for(plan)]
 
 
 def default_runtime(plan: Plan) -> Runtime:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.fx as fx
 
-from .report import AsymRnRWarning
+from .errors import AsymRnRWarning
 
 #: Static specializations kept per symbolic graph (least recently used dropped first).
 MAX_SHAPES = 16

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 
 from . import ops
+from .errors import AsymRnRWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
@@ -67,6 +69,7 @@ class GenerationState:
         self.step = 0
         self.generation += 1
         self.last_timestep: float | None = None
+        self.direction: int | None = None  # this generation's: learned from its first change
         self.pinned = False
         self.cache: dict[tuple[str, str, str], CacheEntry] = {}
 
@@ -77,15 +80,18 @@ class GenerationState:
         self.step = step
         self.pinned = True
 
-    def observe(self, value: float | None, direction: "_Direction") -> None:
+    def observe(self, value: float | None, prior: "Direction") -> None:
         """Advance the clock from this call's timestep value.
 
-        A new value is a new step; a value that moves against the schedule's direction (up,
-        for the usual falling schedule) starts a new generation. What this cannot see: a
-        generation that starts at the timestep the previous one stopped at (an aborted run),
-        or one that starts below it (img2img, a partial schedule). Open a
-        :func:`asymrnr_fx.generation` per request, or use :func:`asymrnr_fx.apply` (one per
-        pipeline call), to make boundaries explicit.
+        A new value is a new step; a value that moves against this generation's direction
+        starts a new generation. The direction (falling, the usual; rising, Mochi) is this
+        generation's own, learned from its first change, unless ``prior`` knows it (declared
+        for the model, or seen in an earlier generation that moved the same way twice): then a
+        first change against it means the previous generation was a single call (a warm-up, a
+        probe) and this value starts a new one. What this cannot see: a generation that starts
+        at the timestep the previous one stopped at, or one that continues the previous one's
+        direction (img2img below an aborted run). Open a :func:`asymrnr_fx.generation` per
+        request, or use :func:`asymrnr_fx.apply` (one per pipeline call), to make boundaries explicit.
         """
         if value is None or self.pinned:
             return
@@ -93,25 +99,74 @@ class GenerationState:
         self.last_timestep = value
         if last is None or value == last:
             return
-        if direction.learn(1 if value > last else -1):
+        moved = 1 if value > last else -1
+        if self.direction is None:
+            if prior.value is not None and moved != prior.value and not prior.contradicted(moved, last, value):
+                self._restart(value)  # the previous generation was one call long
+                return
+            self.direction = moved
             self.step += 1
-        else:
-            self.reset()
-            self.last_timestep = value
+            return
+        if moved == self.direction:
+            self.step += 1
+            prior.confirm(moved, self.step)
+            return
+        if self.step == 1 and prior.value is None:
+            prior.ambiguous(last, value)  # a 2-call generation that reversed: which call began it is a guess
+        self._restart(value)
+
+    def _restart(self, value: float) -> None:
+        self.reset()
+        self.last_timestep = value
 
 
-class _Direction:
-    """Whether a model's timesteps fall (-1, the usual) or rise (+1, Mochi) within a generation.
+class Direction:
+    """What a model's timesteps do within a generation, when known: fall (-1) or rise (+1).
 
-    Learned from the first change and shared by every state of a runtime."""
+    Known from the model (``declared``, e.g. by the diffusers integration) or from a
+    generation that moved the same way twice in a row; never from a single change, so one
+    stray call (a warm-up at t=0) cannot teach the wrong direction to later generations.
+    """
 
-    def __init__(self) -> None:
-        self.value: int | None = None
+    def __init__(self, declared: int | None = None) -> None:
+        self.value: int | None = declared
+        self.warned = False
+        self._against = 0  # one-call generations in a row whose first change went against ``value``
 
-    def learn(self, direction: int) -> bool:
-        if self.value is None:
+    def confirm(self, direction: int, steps: int) -> None:
+        if direction == self.value:
+            self._against = 0
+        elif self.value is None and steps >= 2:
             self.value = direction
-        return direction == self.value
+
+    def contradicted(self, moved: int, last: float, value: float) -> bool:
+        """A first change against the known direction; the second in a row means the direction is wrong
+        (a model called with the other convention): take ``moved`` from now on, and say so."""
+        self._against += 1
+        if self._against < 2:
+            return False
+        self.value, self._against = moved, 0
+        warnings.warn(
+            f"asymrnr_fx: this model's timesteps were expected to {'rise' if moved < 0 else 'fall'} within a "
+            f"generation, but they keep moving the other way (... -> {last:g} -> {value:g}); from now on they are "
+            "read that way. The calls just before were each counted as a generation of its own. Open "
+            "asymrnr_fx.generation(model) per request to make generations explicit",
+            AsymRnRWarning, stacklevel=6,
+        )
+        return True
+
+    def ambiguous(self, last: float, value: float) -> None:
+        """Two calls then a reversal, with no known direction: say so once (the call at ``last`` may be misfiled)."""
+        if self.warned:
+            return
+        self.warned = True
+        warnings.warn(
+            f"asymrnr_fx: the timestep moved one way and then back (... -> {last:g} -> {value:g}) before the "
+            "model's timestep direction was known, so the call at "
+            f"{last:g} may have been counted as the second step of the previous call's generation. Open "
+            "asymrnr_fx.generation(model) per request, or call asymrnr_fx.reset(model) after a warm-up call",
+            AsymRnRWarning, stacklevel=6,
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from torch import nn
 from . import diffusers
 from .diffusers import TRANSFORMER_COMPONENTS, GridFn
 
-__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "tracing"]
+__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
 
 
 def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | None:
@@ -42,3 +42,8 @@ def hooks_of(model: nn.Module) -> list[str]:
 def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The repeated blocks regional compilation compiles, with their module paths."""
     return diffusers.repeated_blocks(model)
+
+
+def timestep_direction(model: nn.Module) -> int | None:
+    """Which way ``model``'s timesteps move within a generation (-1 falls, +1 rises), if known."""
+    return diffusers.timestep_direction(model)

@@ -256,6 +256,26 @@ DYNAMO_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
+#: Which way each pipeline's timesteps move within a generation (-1 falls, +1 rises), where the
+#: diffusers pipeline is known; other models learn it from their own calls (see ``state.Direction``).
+TIMESTEP_DIRECTION: dict[str, int] = {
+    "CogVideoXTransformer3DModel": -1,
+    "HunyuanVideoTransformer3DModel": -1,
+    "WanTransformer3DModel": -1,
+    "LTXVideoTransformer3DModel": -1,
+    # Mochi: not declared. MochiPipeline passes rising timesteps, but callers of the bare transformer
+    # often pass falling ones; it learns from its first generation instead.
+}
+
+
+def timestep_direction(model: nn.Module) -> int | None:
+    """-1 if ``model``'s pipeline passes falling timesteps, +1 rising, None if not known."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in TIMESTEP_DIRECTION:
+            return TIMESTEP_DIRECTION[cls.__name__]
+    return None
+
+
 def is_diffusers_model(model: Any) -> bool:
     """A diffusers ``ModelMixin`` (checked by module name, without importing diffusers)."""
     return any(c.__module__.split(".")[0] == "diffusers" and c.__name__ == "ModelMixin" for c in type(model).__mro__)

@@ -66,7 +66,8 @@ def rewrite_graph(
     _check_explicit_grid(explicit, reports, bool(calls))
     # only a graph that takes the model's timestep is surely the model's own top level, with full
     # module paths; any other graph may be a block fragment that Dynamo reuses for every block
-    select_sites(reports, plan, runtime, prefix=prefix, shared=shared or timestep is None)
+    shared = shared or timestep is None
+    select_sites(reports, plan, runtime, prefix=prefix, shared=shared)
     if not dry_run:
         for call, rep in zip(calls, reports):  # classify_attention keeps the order of the calls
             if not rep.rewrite:
@@ -85,6 +86,7 @@ def rewrite_graph(
         grid=chosen.grid if chosen else None,
         grid_source=chosen.source if chosen else "",
         timestep=timestep.name if timestep is not None else None,
+        rows=() if shared else tuple(dict.fromkeys(prefix + r.path for r in reports if r.ordinal is not None)),
     )
     log.info("asymrnr_fx: rewrote %d of %d attention sites", len(report.rewritten), len(reports))
     return report

@@ -54,6 +54,7 @@ def select_sites(
             features = tuple(f for f in features if f == "q")
         if not features:
             rep.reason = "the plan's ratio is 0 at every step for this site"
+            rep.extra["zero_plan"] = True  # left intact as asked: not a reduction that stopped
             continue
         if any(g < s for g, s in zip(rep.grid, plan.stride)):
             rep.reason = f"grid {rep.grid} is smaller than the stride {plan.stride}: no dst tokens to match to"

@@ -19,7 +19,7 @@ from torch import nn
 
 from ... import api
 from ...plan import Plan
-from ...report import AsymRnRWarning
+from ...errors import AsymRnRWarning
 from .case import TIME_CAP, TIMESTEPS, Case, Grid
 from .probe import geometry_problem
 from .registry import build_model, cases, expected_grid

@@ -116,7 +116,7 @@ def export(
     sites = [str(n.args[site_arg]) for n in gm.graph.nodes if n.op == "call_function" and n.target is _custom_ops.SELECT_OP]
     ep = torch.export.export(gm, args, kwargs, dynamic_shapes=dynamic_shapes)
     ep.graph_module.meta.setdefault("custom", {})[META_KEY] = _make_record(
-        plan, {"timestep": name, "position": position, "sites": list(dict.fromkeys(sites))}
+        plan, {"timestep": name, "position": position, "sites": list(dict.fromkeys(sites)), "rows": list(report.rows)}
     )
     return ep
 
@@ -301,6 +301,7 @@ class Deployed(nn.Module):
         self.timestep_name: str | None = call.get("timestep")
         self.timestep_position: int | None = call.get("position")
         self.runtime = Runtime(plan)
+        self.runtime.register_rows(list(call.get("rows", [])))  # every video site's plan row, zeroed ones too
         self._asymrnr_runtime = self.runtime
 
     def _timestep(self, args: tuple, kwargs: dict) -> Any:

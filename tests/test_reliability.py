@@ -348,3 +348,18 @@ def test_timesteps_against_the_declared_direction_are_relearned_with_a_warning(w
     with pytest.warns(AsymRnRWarning, match="keep moving the other way"):
         _loop(fast, inputs, [100.0, 200.0, 300.0, 400.0, 500.0])
     assert asymrnr_fx.runtime_of(fast).step == 3  # 300 -> step 1, 400 -> 2, 500 -> 3
+
+
+def test_loaded_program_gives_every_block_its_own_row():
+    """The rows travel in the package record: a loaded program of a table plan whose first row is
+    all zeros still gives the second block row 1."""
+    from asymrnr_fx import deploy
+
+    model, inputs, paths = _cogvideox(2)
+    plan = Plan.from_table(q=torch.tensor([[0.0, 0.0], [0.5, 0.5]]), kv=torch.zeros(2, 2), cache_window=1)
+    loaded = deploy.load(deploy.export(model, plan, kwargs=inputs))
+    with torch.no_grad():
+        loaded(**inputs)
+    rt = asymrnr_fx.runtime_of(loaded)
+    assert rt.site_order == {p: i for i, p in enumerate(paths)}
+    assert {e.site for e in rt.events if e.kind == "match"} == {paths[1]}

@@ -43,15 +43,17 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from . import custom_ops as _custom_ops
 from . import integrations
+from .deploy_checks import InputMismatchError, PackageError, check_inputs, input_spec, verify_archive, with_pytree_types, write_manifest
 from .passes import TIMESTEP_NAMES, find_timestep, rewrite_graph
 from .plan import Plan, coerce_plan
 from .report import AsymRnRWarning, Report
 from .runtime import Runtime
 
-__all__ = ["FORMAT_VERSION", "Deployed", "PackageError", "export", "load", "package", "read_record"]
+__all__ = ["FORMAT_VERSION", "Deployed", "InputMismatchError", "PackageError", "export", "load", "package", "read_record"]
 
 #: Version of the record below; :func:`load` refuses any other.
 FORMAT_VERSION = 1
@@ -68,11 +70,6 @@ MODEL_NAME = "model"
 
 
 # importing custom_ops registers asymrnr::select: the proxy executor looks it up when a package loads
-
-
-class PackageError(ValueError):
-    """A package or saved program that :func:`load` cannot use: not ours, another format version, a bad plan."""
-
 
 # --------------------------------------------------------------------------- export
 def export(
@@ -115,9 +112,9 @@ def export(
     site_arg = _select_argument("site")
     sites = [str(n.args[site_arg]) for n in gm.graph.nodes if n.op == "call_function" and n.target is _custom_ops.SELECT_OP]
     ep = torch.export.export(gm, args, kwargs, dynamic_shapes=dynamic_shapes)
-    ep.graph_module.meta.setdefault("custom", {})[META_KEY] = _make_record(
-        plan, {"timestep": name, "position": position, "sites": list(dict.fromkeys(sites)), "rows": list(report.rows)}
-    )
+    call = {"timestep": name, "position": position, "sites": list(dict.fromkeys(sites)), "rows": list(report.rows),
+            "inputs": input_spec(ep, params)}  # checked before every call of a package (see deploy_checks)
+    ep.graph_module.meta.setdefault("custom", {})[META_KEY] = _make_record(plan, call)
     return ep
 
 
@@ -176,7 +173,7 @@ def package(
     metadata = {**dict(configs.pop("aot_inductor.metadata", None) or {}), **record}  # a fresh dict: inductor adds to it
     configs["aot_inductor.metadata"] = metadata
     out = torch._inductor.aoti_compile_and_package(exported, package_path=str(path), inductor_configs=configs)
-    return Path(out)
+    return write_manifest(out)  # a SHA-256 per member: load() refuses a damaged or altered archive
 
 
 # --------------------------------------------------------------------------- load
@@ -227,7 +224,7 @@ def _saved_program_record(path: Path, names: list[str]) -> dict[str, str]:
             program = json.loads(z.read(found[0]))
         custom = (program.get("graph_module", {}).get("metadata") or {}).get("custom")
         record = json.loads(custom).get(META_KEY) if custom else None
-    except (ValueError, AttributeError, KeyError, IndexError) as e:
+    except (ValueError, AttributeError, KeyError, IndexError, zipfile.BadZipFile) as e:
         raise PackageError(f"{path}: cannot read the saved program's metadata ({e})") from None
     if not isinstance(record, dict):
         raise PackageError(
@@ -300,6 +297,8 @@ class Deployed(nn.Module):
         self.sites: list[str] = list(call.get("sites", []))
         self.timestep_name: str | None = call.get("timestep")
         self.timestep_position: int | None = call.get("position")
+        # AOTInductor's runner trusts its inputs (a wrong shape drops data or reads out of bounds): check each call
+        self.input_spec: dict[str, Any] = dict(call.get("inputs") or {}) if kind == "aoti" else {}
         self.runtime = Runtime(plan)
         self.runtime.register_rows(list(call.get("rows", [])))  # every video site's plan row, zeroed ones too
         self._asymrnr_runtime = self.runtime
@@ -317,6 +316,7 @@ class Deployed(nn.Module):
         return None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        check_inputs(self.input_spec, args, kwargs, self.source)
         runtime = self.runtime
         with runtime.call(self._timestep(args, kwargs)):
             out = self.runner(*args, **kwargs)
@@ -350,14 +350,19 @@ def load(path: str | os.PathLike | torch.export.ExportedProgram) -> Deployed:
     copy (own runner, own runtime and state).
     """
     where = "the ExportedProgram" if isinstance(path, torch.export.ExportedProgram) else str(path)
+    if not isinstance(path, torch.export.ExportedProgram):
+        # every member's CRC (and, for a package, its SHA-256) before anything in it is read
+        verify_archive(path, _kind_of(Path(path))[0])
     kind, record = read_record(path)
     plan, call = _check_record(record, where)
     if isinstance(path, torch.export.ExportedProgram):
         runner = path.module()
     elif kind == "export":
-        runner = torch.export.load(str(path)).module()
+        runner = with_pytree_types(lambda: torch.export.load(str(path)).module(), where)
     else:
         from torch._inductor.package import load_package
 
         runner = load_package(str(path), MODEL_NAME)
+        # the runner rebuilds its call spec on every call: resolve its types now (a diffusers output class)
+        with_pytree_types(lambda: [pytree.treespec_loads(s) for s in runner.loader.get_call_spec()], where)
     return Deployed(runner, plan, call, kind=kind, source=where)

@@ -23,7 +23,7 @@ import torch
 pytest.importorskip("diffusers")
 
 import asymrnr_fx  # noqa: E402
-from asymrnr_fx import deploy  # noqa: E402
+from asymrnr_fx import deploy, deploy_checks  # noqa: E402
 from tiny_diffusers import changing_plan, num_sites, step_inputs, tiny_transformer, transformer_inputs  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMESTEPS = (900.0, 750.0, 600.0, 450.0, 300.0, 150.0)
 WINDOW = 3  # 6 steps, cache window 3: matchings at steps 0 and 3, reuse in between
 TOL = {"atol": 1e-5, "rtol": 1e-5}
+MANIFEST = deploy_checks.MANIFEST_NAME
 
 
 @dataclass
@@ -44,10 +45,10 @@ class Built:
     matching: list[int]  # steps at which the reference computed matchings
 
 
-def _build(family: str, tmp_path_factory: pytest.TempPathFactory) -> Built:
+def _build(family: str, tmp_path_factory: pytest.TempPathFactory, return_dict: bool = False) -> Built:
     model = tiny_transformer(family)
     plan = changing_plan(num_sites(family), steps=len(TIMESTEPS), window=WINDOW)
-    inputs = transformer_inputs(family)
+    inputs = {**transformer_inputs(family), "return_dict": return_dict}
     steps = [step_inputs(inputs, t, i) for i, t in enumerate(TIMESTEPS)]
     fast = asymrnr_fx.transform(model, plan)
     with torch.no_grad():
@@ -66,31 +67,60 @@ def cogvideox(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wan(tmp_path_factory):
-    return _build("wan", tmp_path_factory)
+    return _build("wan", tmp_path_factory, return_dict=True)  # diffusers' default: returns a diffusers dataclass
 
 
 # The fresh process: torch and asymrnr_fx only (diffusers must not be needed to run a package).
+# CogVideoX runs first, returning a tuple; Wan's package returns diffusers' output dataclass, so
+# loading it imports diffusers' module for that class. Before the steps, every call whose inputs
+# differ from the export example must be refused (AOTInductor would drop samples or abort).
 FRESH_PROCESS = """
 import sys, torch, asymrnr_fx
 from asymrnr_fx import deploy
 inputs, out = sys.argv[1], sys.argv[2]
 results = {}
-for family, (package, steps) in torch.load(inputs).items():
+for family, (package, steps, wrong) in torch.load(inputs).items():
     model = deploy.load(package)
+    refused = {}
+    for case, change in wrong.items():
+        try:
+            model(**{**steps[0], **change})
+            refused[case] = None
+        except deploy.InputMismatchError as e:
+            refused[case] = str(e)
     with torch.no_grad():
-        outs = [model(**s)[0] for s in steps]
+        full = [model(**s) for s in steps]
     rt = asymrnr_fx.runtime_of(model)
-    results[family] = {"outs": outs, "matching": rt.matching_steps(), "step": rt.step, "match": rt.counts["match"]}
-results["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("diffusers", "transformers", "tiny_diffusers"))
+    results[family] = {"outs": [o[0] for o in full], "type": type(full[0]).__name__, "refused": refused,
+                       "matching": rt.matching_steps(), "step": rt.step, "match": rt.counts["match"],
+                       "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("diffusers", "transformers", "tiny_diffusers"))}
 torch.save(results, out)
 """
+
+
+def _wrong_inputs(built: Built) -> dict[str, dict[str, Any]]:
+    """Inputs a package exported at ``steps[0]``'s shapes must refuse: each case changes one thing."""
+    first = built.steps[0]
+    x, t = first["hidden_states"], first["timestep"]
+    frames = 1 if built.family == "cogvideox" else 2  # [B, F, C, H, W] latents vs [B, C, F, H, W]
+    return {
+        "batch 2": {"hidden_states": torch.cat([x, x])},  # AOTInductor returned only the first sample
+        "larger latent": {"hidden_states": torch.randn(*x.shape[:-2], x.shape[-2] + 4, x.shape[-1] + 4)},
+        "smaller latent": {"hidden_states": torch.randn(*x.shape[:-2], x.shape[-2] // 2, x.shape[-1] // 2)},  # aborted
+        "fewer frames": {"hidden_states": x.narrow(frames, 0, 2)},  # aborted
+        "float64": {"hidden_states": x.double()},
+        "timestep dtype": {"timestep": t.float() if not t.is_floating_point() else t.long()},
+        "python timestep": {"timestep": 500},
+        "return_dict": {"return_dict": not first["return_dict"]},
+        "extra argument": {"attention_kwargs": None},
+    }
 
 
 @pytest.fixture(scope="module")
 def fresh_process(cogvideox, wan, tmp_path_factory):
     """Load both packages in one new Python process, run each family's 6 steps, return what it saw."""
     tmp = tmp_path_factory.mktemp("fresh")
-    torch.save({b.family: (str(b.package), b.steps) for b in (cogvideox, wan)}, tmp / "inputs.pt")
+    torch.save({b.family: (str(b.package), b.steps, _wrong_inputs(b)) for b in (cogvideox, wan)}, tmp / "inputs.pt")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, str(tmp / "inputs.pt"), str(tmp / "out.pt")],
@@ -104,11 +134,21 @@ def fresh_process(cogvideox, wan, tmp_path_factory):
 def test_package_in_fresh_process_matches_transform(family, request, fresh_process):
     built: Built = request.getfixturevalue(family)
     seen = fresh_process[family]
-    assert fresh_process["modules"] == []  # nothing but torch and asymrnr_fx
+    if family == "cogvideox":  # first in the process, returns a tuple: nothing but torch and asymrnr_fx
+        assert seen["modules"] == [] and seen["type"] == "tuple"
+    else:  # diffusers' default return_dict=True: the output class's module is imported when the package loads
+        assert seen["type"] == "Transformer2DModelOutput" and "diffusers.models.modeling_outputs" in seen["modules"]
     for out, ref in zip(seen["outs"], built.reference, strict=True):
         torch.testing.assert_close(out, ref, **TOL)
     assert seen["matching"] == built.matching == [0, 3]  # matchings only at window starts
     assert seen["step"] == len(TIMESTEPS) - 1
+    # every wrong call was refused before the compiled code ran, naming the argument and a fix
+    assert set(seen["refused"]) == set(_wrong_inputs(built))
+    for case, message in seen["refused"].items():
+        assert message is not None, f"{case}: the package ran a call it was not exported for"
+        named = "attention_kwargs" if case == "extra argument" else next(iter(_wrong_inputs(built)[case]))
+        assert repr(named) in message or named in message, (case, message)
+        assert any(fix in message.lower() for fix in ("re-export", "pass ", "convert")), (case, message)
     assert seen["match"] == 2 * len(built.matching) * num_sites(family)  # q and kv per site per window
 
 
@@ -205,8 +245,9 @@ def test_timestep_read_by_position(wan):
     assert model.timestep_position == 1 and asymrnr_fx.runtime_of(model).matching_steps() == [0, 3]
 
 
-def _edit_package(src: Path, dst: Path, edit: Callable[[dict], None]) -> Path:
-    """A copy of ``src`` whose AOTInductor metadata files went through ``edit``."""
+def _edit_package(src: Path, dst: Path, edit: Callable[[dict], None], manifest: bool = True) -> Path:
+    """A copy of ``src`` whose AOTInductor metadata files went through ``edit``; with ``manifest``
+    its hash manifest is written anew (so the record checks behind it are reached)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
             data = zin.read(info)
@@ -214,7 +255,10 @@ def _edit_package(src: Path, dst: Path, edit: Callable[[dict], None]) -> Path:
                 meta = json.loads(data)
                 edit(meta)
                 data = json.dumps(meta).encode()
-            zout.writestr(info, data)
+            if not (manifest and info.filename.endswith(MANIFEST)):
+                zout.writestr(info, data)
+    if manifest:
+        deploy_checks.write_manifest(dst)
     return dst
 
 
@@ -255,3 +299,113 @@ def test_rewritten_package_still_loads_and_foreign_files_are_refused(cogvideox, 
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     with pytest.raises(deploy.PackageError, match="not a zip"):
         deploy.load(tmp_path / "junk.pt2")
+
+
+# --------------------------------------------------------------------------- damaged archives
+def _largest(path: Path) -> zipfile.ZipInfo:
+    with zipfile.ZipFile(path) as z:
+        return max(z.infolist(), key=lambda i: i.file_size)
+
+
+def _flip_in_place(src: Path, dst: Path, member: zipfile.ZipInfo, count: int = 256) -> Path:
+    """A byte copy of ``src`` with ``count`` bytes inverted in the middle of ``member``'s stored data
+    (the zip directory untouched: what a bad disk or a truncated copy does)."""
+    data = bytearray(src.read_bytes())
+    name_len, extra_len = int.from_bytes(data[member.header_offset + 26:member.header_offset + 28], "little"), \
+        int.from_bytes(data[member.header_offset + 28:member.header_offset + 30], "little")
+    start = member.header_offset + 30 + name_len + extra_len + member.compress_size // 2
+    data[start:start + count] = bytes(b ^ 0xFF for b in data[start:start + count])
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_damaged_or_altered_packages_are_refused_before_loading(cogvideox, tmp_path):
+    """Before: 256 flipped bytes in the compiled library's embedded weights loaded and every output was NaN."""
+    member = _largest(cogvideox.package)
+    assert member.filename.endswith(".so") and member.compress_type == zipfile.ZIP_STORED
+    with pytest.raises(deploy.PackageError, match=f"member {member.filename} is damaged.*Bad CRC-32"):
+        deploy.load(_flip_in_place(cogvideox.package, tmp_path / "flipped.pt2", member))
+    # the same bytes changed and the zip rewritten with a matching CRC: the manifest's SHA-256 refuses it
+    with zipfile.ZipFile(cogvideox.package) as zin, zipfile.ZipFile(tmp_path / "rezipped.pt2", "w") as zout:
+        for info in zin.infolist():
+            data = bytearray(zin.read(info))
+            if info.filename == member.filename:
+                data[len(data) // 2:len(data) // 2 + 256] = bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 256])
+            zout.writestr(info, bytes(data))
+    with pytest.raises(deploy.PackageError, match=f"member {member.filename} does not match its SHA-256"):
+        deploy.load(tmp_path / "rezipped.pt2")
+    # a metadata edit without a new manifest, a dropped manifest, an added member
+    with pytest.raises(deploy.PackageError, match="_metadata.json does not match its SHA-256"):
+        deploy.load(_edit_package(cogvideox.package, tmp_path / "edited.pt2", lambda m: m.update(note="x"), manifest=False))
+    with zipfile.ZipFile(cogvideox.package) as zin, zipfile.ZipFile(tmp_path / "bare.pt2", "w") as zout:
+        for info in zin.infolist():
+            if not info.filename.endswith(MANIFEST):
+                zout.writestr(info, zin.read(info))
+    with pytest.raises(deploy.PackageError, match="has no manifest"):
+        deploy.load(tmp_path / "bare.pt2")
+    added = tmp_path / "added.pt2"
+    added.write_bytes(cogvideox.package.read_bytes())
+    with zipfile.ZipFile(added, "a") as z:
+        z.writestr(f"{cogvideox.package.stem}/data/aotinductor/model/extra.so", b"\x7fELF")
+    with pytest.raises(deploy.PackageError, match="extra.so is not in the manifest"):
+        deploy.load(added)
+
+
+def test_damaged_saved_program_is_refused(cogvideox, tmp_path):
+    path = tmp_path / "program.pt2"
+    torch.export.save(cogvideox.ep, path)
+    member = _largest(path)  # a weight
+    with pytest.raises(deploy.PackageError, match=f"member {member.filename} is damaged"):
+        deploy.load(_flip_in_place(path, tmp_path / "flipped.pt2", member))
+
+
+NO_DIFFUSERS = """
+import sys
+sys.modules["diffusers"] = None  # as if diffusers were not installed
+from asymrnr_fx import deploy
+try:
+    deploy.load(sys.argv[1])
+except deploy.PackageError as e:
+    print("REFUSED", e)
+"""
+
+
+def test_dataclass_output_package_without_diffusers_names_the_fix(wan):
+    """Before: NotImplementedError 'Deserializing diffusers...Transformer2DModelOutput in pytree is not registered'."""
+    proc = subprocess.run([sys.executable, "-c", NO_DIFFUSERS, str(wan.package)], check=False, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "REFUSED" in proc.stdout and "Transformer2DModelOutput" in proc.stdout, proc.stdout
+    assert "Install diffusers here, or export with return_dict=False" in proc.stdout
+
+
+def test_input_spec_follows_dynamic_dims():
+    """A dynamic dim is checked against its range and against the dims tied to it (here y's rows = 2 * batch)."""
+
+    class Toy(torch.nn.Module):
+        def forward(self, x, y, scale=2.0, *, mask=None):
+            return x * scale + y[: x.shape[0]].sum() + mask.sum()
+
+    batch = torch.export.Dim("batch", min=1, max=8)
+    ep = torch.export.export(Toy(), (torch.randn(2, 3), torch.randn(4, 3), 3.0), {"mask": torch.ones(2)},
+                             dynamic_shapes={"x": {0: batch}, "y": {0: 2 * batch}, "scale": None, "mask": {0: batch}})
+    spec = json.loads(json.dumps(deploy_checks.input_spec(ep, ["x", "y", "scale", "mask"])))  # as stored
+
+    def check(n: int, rows: int, masked: int, scale: float = 3.0, **extra: Any) -> None:
+        deploy_checks.check_inputs(spec, (torch.randn(n, 3), torch.randn(rows, 3), scale),
+                                   {"mask": torch.ones(masked), **extra}, "toy.pt2")
+
+    check(5, 10, 5)
+    check(8, 16, 8)
+    for args, message in [
+        ((9, 18, 9), r"dim 0 of 'x' is 9, outside the range 1\.\.8"),
+        ((3, 7, 3), r"which never equals 7"),
+        ((3, 8, 3), r"gives .* = 4, but dim 0 of 'x' gave .* = 3; the package was exported with these dims tied"),
+        ((3, 6, 4), r"argument 'mask' .* tied"),
+    ]:
+        with pytest.raises(deploy.InputMismatchError, match=message):
+            check(*args)
+    with pytest.raises(deploy.InputMismatchError, match=r"argument 'scale' is float 2.0, .* the constant 3.0.*Pass scale=3.0"):
+        check(3, 6, 3, scale=2.0)
+    with pytest.raises(deploy.InputMismatchError, match=r"\['extra'\] not passed at export"):
+        check(3, 6, 3, extra=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from asymrnr_fx.toy import dataset, scorer
+from asymrnr_fx.toy import dataset, rendering, scorer
 
 torch.set_num_threads(1)
 
@@ -74,7 +74,7 @@ def test_scorer_labels_other_shapes(spec) -> None:
         acc = scorer.prompt_accuracy(clips, attrs, spec=spec)
         assert min(acc[k] for k in ("colour", "shape", "direction")) > 0.95, acc
     # a filled disc of a ring's area is not a ring: the hole is what the scorer reads
-    masks = torch.from_numpy(dataset._shape_coverage("circle", 16, 16, 12.5, 32, 32) > 0.5).numpy()[None]
+    masks = torch.from_numpy(rendering._shape_coverage("circle", 16, 16, 12.5, 32, 32) > 0.5).numpy()[None]
     assert scorer.classify_shape(masks, spec.shapes) == "circle"
 
 
@@ -109,7 +109,7 @@ def test_init_from_a_smaller_vocabulary_keeps_its_words_and_initialises_the_new_
 
 
 def test_stages_parse_canvases_and_alternating_parts() -> None:
-    from asymrnr_fx.toy.train import eval_spec, parse_stages, part_spec
+    from asymrnr_fx.toy.recipes import eval_spec, parse_stages, part_spec
 
     stages = parse_stages("2@24+8:3000:16,16:600", default_batch=8)
     assert stages == [(((2, 24), (8, None)), 3000, 16), (((16, None),), 600, 8)]

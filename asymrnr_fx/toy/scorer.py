@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import dataset
+from . import dataset, rendering
 
 CHROMA_THRESHOLD = 0.3  # background chroma stays below ~0.2, object colours are above ~0.7
 MAX_COLOUR_DISTANCE = 0.45  # RGB distance to the chosen palette colour for a pixel to count
@@ -118,7 +118,7 @@ def shape_ious(mask: np.ndarray, shapes: Sequence[str] = dataset.SHAPES) -> np.n
     for shape in shapes:
         side = _SIDE_PER_SQRT_AREA[shape] * np.sqrt(len(ys))
         centre_y = cy - side / 6.0 if shape == "triangle" else cy
-        cov = dataset._shape_coverage(shape, cx, centre_y, side, *mask.shape)
+        cov = rendering._shape_coverage(shape, cx, centre_y, side, *mask.shape)
         ious.append(np.minimum(mask, cov).sum() / np.maximum(mask, cov).sum())
     return np.array(ious)
 

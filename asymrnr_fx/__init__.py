@@ -5,83 +5,72 @@
     model = asymrnr_fx.transform(model, plan)                                  # eager
     model = torch.compile(model, backend="asymrnr", options={"plan": plan})    # inductor
 
-The core is imported here; the calibration names below (``calibrate``, ``Calibration``,
-``plan_for_budget``, ``plot_plan`` ...) load :mod:`asymrnr_fx.calibration` on first use, so
-``import asymrnr_fx`` needs only torch and sympy (see tests/test_layers.py).
+The user API is imported here; deployment lives in :mod:`asymrnr_fx.deploy` and calibration in
+:mod:`asymrnr_fx.calibration` (never imported by the core, so ``import asymrnr_fx`` needs only
+torch and sympy; see tests/test_layers.py).
 """
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import Any
 
 from . import custom_ops as _custom_ops  # noqa: F401  (registers asymrnr::select)
+from . import deploy  # noqa: F401  (asymrnr_fx.deploy.export / package / load)
 from .api import AsymRnRModule, generation, inspect, reset, runtime_of, set_step, transform, transform_graph
-from .backend import asymrnr_backend, register
-from .passes import rewrite_graph
-from .deploy import export, load, package
+from .backend import register
+from .errors import AsymRnRWarning
 from .pipelines import apply, remove
 from .plan import Plan, default_plan
-from .report import AsymRnRWarning, Report
-from .runtime import Runtime
+from .plan_fields import PlanError
+from .report import Report
 from .state import Generation
-
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time see __getattr__
-    from .calibration import (
-        Calibration,
-        calibrate,
-        measure_sensitivity,
-        plan_for_budget,
-        plan_for_speedup,
-        plot_calibration,
-        plot_plan,
-    )
 
 register()
 
-#: Names served lazily from the calibration layer (the core never imports it).
-_LAZY = ("Calibration", "calibrate", "measure_sensitivity", "plan_for_budget", "plan_for_speedup",
-         "plot_calibration", "plot_plan")
+#: Names that moved to their own namespace: ``asymrnr_fx.<old>`` still works, with a DeprecationWarning.
+_MOVED = {
+    "export": "deploy", "package": "deploy", "load": "deploy",
+    "Calibration": "calibration", "calibrate": "calibration", "measure_sensitivity": "calibration",
+    "plan_for_budget": "calibration", "plan_for_speedup": "calibration", "plot_calibration": "calibration",
+    "plot_plan": "calibration",
+    "Runtime": "runtime", "rewrite_graph": "passes", "asymrnr_backend": "backend",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
+    """Serve a moved name from its module (loaded on first use: the core never imports calibration)."""
+    if name == "calibration":  # asymrnr_fx.calibration.<name> without an import of its own
+        return importlib.import_module(".calibration", __name__)
+    home = _MOVED.get(name)
+    if home is None:
         raise AttributeError(f"module 'asymrnr_fx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(".calibration", __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+    warnings.warn(f"asymrnr_fx.{name} moved to asymrnr_fx.{home}.{name}; import it from there",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(f".{home}", __name__), name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_MOVED))
 
 
 __version__ = "0.1.0"
 
+#: The user API (at most 16 names). Deployment is :mod:`asymrnr_fx.deploy`, plans from
+#: measurements are :mod:`asymrnr_fx.calibration`, the pass itself :mod:`asymrnr_fx.passes`.
 __all__ = [
     "AsymRnRModule",
     "AsymRnRWarning",
-    "Calibration",
     "Generation",
     "Plan",
+    "PlanError",
     "Report",
-    "Runtime",
     "apply",
-    "export",
-    "load",
-    "package",
-    "asymrnr_backend",
-    "calibrate",
     "default_plan",
     "generation",
     "inspect",
-    "measure_sensitivity",
-    "plan_for_budget",
-    "plan_for_speedup",
-    "plot_calibration",
-    "plot_plan",
     "remove",
     "reset",
-    "rewrite_graph",
     "runtime_of",
     "set_step",
     "transform",

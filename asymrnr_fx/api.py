@@ -6,13 +6,14 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from . import compose, integrations
-from .backend import analysis_backend
+from . import integrations
+from .integrations import hooks
+from .backend import analysis_backend, default_runtime, runtimes_for
 from .calls import call_timestep, fresh_entry, named_call
 from .module import AsymRnRModule, GridFn, Options
 from .plan import Plan, coerce_plan
 from .report import Report
-from .runtime import Runtime, default_runtime, runtimes_for
+from .runtime import Runtime
 from .state import Generation
 
 __all__ = [
@@ -51,7 +52,7 @@ def transform(
         model: any ``nn.Module`` whose attention calls ``F.scaled_dot_product_attention``.
         plan: the ratios and options (:class:`Plan`, a dict of ``Plan.uniform`` arguments, or a saved
             plan's path). Default ``Plan.uniform(q=0.5, kv=0.3)``; for real models prefer a published or
-            calibrated plan (``Plan.published(...)``, ``asymrnr_fx.plan_for_budget(...)``).
+            calibrated plan (``Plan.published(...)``, ``asymrnr_fx.calibration.plan_for_budget(...)``).
         runtime: a :class:`~asymrnr_fx.runtime.Runtime` (or subclass, e.g. calibration's recording
             runtime) instead of a fresh one; give ``plan=None`` with it (its plan is used).
         **options: ``grid``, ``compile`` (False / True / ``"regional"``), ``fullgraph``, ``inductor``,
@@ -66,8 +67,8 @@ def transform(
     opts = Options.of(options)
     if isinstance(model, AsymRnRModule):
         model = model.model  # a new transform beside it: the given one keeps reducing (untransform() drops it)
-    compose.check(model, opts.compile)  # refuse hooks that would silently turn the reduction off
-    compose.warn_backends(model)
+    hooks.check(model, opts.compile)  # refuse hooks that would silently turn the reduction off
+    hooks.warn_backends(model)
     if plan is None and runtime is not None:
         return AsymRnRModule(model, runtime.plan, opts, runtime)
     return AsymRnRModule(model, coerce_plan(plan), opts, runtime)
@@ -85,25 +86,20 @@ def transform_graph(
     module runs eagerly, reads its timestep input once per call, and carries its runtime
     (see :func:`runtime_of`).
     """
-    from .passes import find_timestep, rewrite_graph
-    from .passes.graph import user_inputs
+    from .passes import rewrite_graph
 
     plan = coerce_plan(plan)
     runtime = Runtime(plan)
     runtime.bind(gm)
-    report = rewrite_graph(gm, plan, runtime, grid=grid)
+    report = rewrite_graph(gm, plan, runtime.capture(), grid=grid)
     runtime.register_rows(report.rows)
     runtime.reports.append(report)
-    timestep = find_timestep(gm)
-    position = list(user_inputs(gm)).index(timestep) if timestep is not None else None
+    position = report.timestep_index  # graph inputs are placeholders in order
     forward = gm.forward
 
     def run(*args: Any, **kwargs: Any) -> Any:
         t = args[position] if position is not None and position < len(args) else call_timestep(kwargs)
-        with runtime.call(t):
-            out = forward(*args, **kwargs)
-        runtime.check_site_count()
-        return out
+        return runtime.run(lambda: forward(*args, **kwargs), t)
 
     gm.forward = run
     gm._asymrnr_runtime = runtime
@@ -128,13 +124,12 @@ def inspect(
                 model(*args, **kwargs)
         return model.report
     plan = coerce_plan(plan)
-    compose.warn_backends(model)  # sites a non-SDPA attention backend keeps intact never reach the graph
+    hooks.warn_backends(model)  # sites a non-SDPA attention backend keeps intact never reach the graph
     runtime = Runtime(plan)
     grid_fn = grid_fn if grid_fn is not None else integrations.grid_fn_for(model)
-    if grid_fn is not None:
-        runtime.grid_hint = grid_fn(model, args, kwargs)
-    fn = torch.compile(fresh_entry(), backend=analysis_backend(plan, runtime, grid), dynamic=False)
     call_args, call_kwargs = named_call(model, args, kwargs)
+    capture = runtime.capture(grid_fn(model, args, kwargs) if grid_fn is not None else None)
+    fn = torch.compile(fresh_entry(), backend=analysis_backend(plan, runtime, grid, capture), dynamic=False)
     with torch.no_grad(), integrations.tracing(model):
         fn(model, call_args, call_kwargs)
     return Report(list(runtime.reports))

@@ -14,56 +14,95 @@ timestep input once, on the host, before the graph runs.
 
 Options: ``plan`` (Plan, dict, or saved-plan path; default :func:`~asymrnr_fx.plan.default_plan`),
 ``grid`` ((F, H, W) video tokens), ``compile`` (False runs the rewritten graph eagerly),
-``inductor`` (inductor config patches). ``runtime`` and ``region`` are set by
-:func:`asymrnr_fx.transform`; ``specialized`` by :mod:`.specialize` (a graph captured with
-symbolic lengths is rewritten as one static copy per concrete shape).
+``inductor`` (inductor config patches), parsed once into a :class:`BackendConfig`.
+:func:`asymrnr_fx.transform` hands the backend a ready config with its private settings
+(the model's runtime, whether the graph is a regional block); :mod:`.specialize` marks the
+static copies of a graph captured with symbolic lengths. None of these is a user option.
+
+This module also owns the runtimes of bare ``torch.compile`` models, kept on their plan.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import threading
 import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.fx as fx
 
-from .passes import find_attention, find_timestep, rewrite_graph
+from .passes import find_attention, rewrite_graph
 from .passes.graph import parameter_inputs
-from .plan import coerce_plan
+from .plan import Plan, coerce_plan
 from .report import warn_nothing_rewritten
-from .runtime import Runtime, runtime_for
+from .runtime import Runtime
 from .specialize import PerShape, has_symbolic_inputs
-from .state import Call, calling, current_call
+from .context import current_call
 
-_OPTION_NAMES = ("plan", "grid", "runtime", "compile", "inductor", "region", "specialized")
+_IDS = itertools.count(1)
+#: What users may pass as ``torch.compile(..., backend="asymrnr", options={...})``.
+USER_OPTIONS = ("plan", "grid", "compile", "inductor")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """The backend's settings, parsed once. User options first; the rest is set by
+    :func:`asymrnr_fx.transform` (``runtime``, ``region``) or by :mod:`.specialize`
+    (``specialized``) and is not a user option.
+    """
+
+    plan: Plan | None = None  # None: the default plan (bare torch.compile only)
+    grid: tuple[int, int, int] | None = None
+    compile: bool = True
+    inductor: Mapping[str, Any] = field(default_factory=dict)
+    runtime: "weakref.ref[Runtime] | None" = None  # the transformed model's runtime
+    region: bool = False  # a regional block graph, shared by every block of its class
+    specialized: bool = False  # a static copy of a symbolic graph
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> "BackendConfig":
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - set(USER_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown asymrnr backend options {unknown}; known: {list(USER_OPTIONS)}")
+        return cls(plan=coerce_plan(opts.get("plan")), grid=opts.get("grid"), compile=bool(opts.get("compile", True)),
+                   inductor=dict(opts.get("inductor") or {}))
 
 
 def asymrnr_backend(
     gm: fx.GraphModule,
     example_inputs: Sequence[Any],
-    options: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
     mode: str | None = None,
+    *,
+    config: BackendConfig | None = None,
     **_: Any,
 ) -> Callable[..., Any]:
-    """The ``asymrnr`` Dynamo backend: rewrite attention, then compile with inductor."""
-    opts = dict(options or {})
-    unknown = sorted(set(opts) - set(_OPTION_NAMES))
-    if unknown:
-        raise ValueError(f"unknown asymrnr backend options {unknown}; known: {list(_OPTION_NAMES)}")
+    """The ``asymrnr`` Dynamo backend: rewrite attention, then compile with inductor.
+
+    ``options`` are the user's (see :data:`USER_OPTIONS`); :func:`asymrnr_fx.transform` passes a
+    ready ``config`` instead.
+    """
+    cfg = config if config is not None else BackendConfig.from_options(options)
     if has_symbolic_inputs(example_inputs) and find_attention(gm):
         # symbolic lengths cannot be placed on a grid: rewrite a static copy per concrete shape
-        static_opts = {**opts, "specialized": True}
-        return PerShape(gm, lambda static, args: asymrnr_backend(static, args, static_opts, mode)).entry()
-    bound = _deref(opts.get("runtime"))
+        static = dataclasses.replace(cfg, specialized=True)
+        return PerShape(gm, lambda graph, args: asymrnr_backend(graph, args, mode=mode, config=static)).entry()
+    bound = _deref(cfg.runtime)
     call = current_call()
     params = parameter_inputs(gm)
     runtime = bound or (call.runtime if call is not None else None)
     if runtime is None:
-        runtime = runtime_for(coerce_plan(opts.get("plan")), _anchor(example_inputs, params))
-    prefix = call.prefix if call is not None and call.runtime is runtime else ""
-    report = rewrite_graph(gm, runtime.plan, runtime, grid=opts.get("grid"), prefix=prefix, shared=bool(opts.get("region")))
+        runtime = runtime_for(cfg.plan if cfg.plan is not None else coerce_plan(None), _anchor(example_inputs, params))
+    own = call is not None and call.runtime is runtime
+    prefix = call.prefix if own else ""
+    capture = call.capture if own and call.capture is not None else runtime.capture()  # per call, never on the runtime
+    report = rewrite_graph(gm, runtime.plan, capture, grid=cfg.grid, prefix=prefix, shared=cfg.region)
     runtime.register_rows(report.rows)
-    if not prefix and not opts.get("region"):  # the model's own names in reports (not a wrapper's path)
+    if not prefix and not cfg.region:  # the model's own names in reports (not a wrapper's path)
         for site in report.sites:
             site.path = runtime.canonical(site.path)
     runtime.reports.append(report)
@@ -74,11 +113,11 @@ def asymrnr_backend(
         # rewritten is said now
         dynamic = bool(report.sites) and has_symbolic_inputs(example_inputs)
         unreduced_video = bound is None and any(s.kind in ("self", "joint") and not s.extra.get("zero_plan") for s in video_sites)
-        if dynamic or opts.get("specialized") or unreduced_video or not any(r.rewritten for r in runtime.reports):
+        if dynamic or cfg.specialized or unreduced_video or not any(r.rewritten for r in runtime.reports):
             runtime.warned = True
             runtime.counts["warned"] += 1
             warn_nothing_rewritten(report, dynamic=dynamic)
-    compiled = gm.forward if not opts.get("compile", True) else _inductor(gm, example_inputs, report, opts, mode)
+    compiled = gm.forward if not cfg.compile else _inductor(gm, example_inputs, report, cfg.inductor, mode)
     if not report.rewritten:
         if bound is None:
             return compiled
@@ -88,15 +127,68 @@ def asymrnr_backend(
             return compiled(*args)
 
         return counted
-    timestep = find_timestep(gm)
-    placeholders = list(gm.graph.find_nodes(op="placeholder"))
     return _GraphRunner(
-        compiled,
-        weakref.ref(runtime) if bound is not None else None,
-        runtime.plan,
-        placeholders.index(timestep) if timestep is not None else None,
+        compiled, weakref.ref(runtime) if bound is not None else None, runtime.plan, report.timestep_index,
         params[0] if params else None,
     ).entry()
+
+
+# --------------------------------------------------------------------------- runtimes of bare torch.compile
+_PLANS: "weakref.WeakSet[Plan]" = weakref.WeakSet()  # plans with backend-path runtimes (for all_runtimes)
+_PLAN_LOCK = threading.Lock()
+_RUNTIMES_ATTR = "_asymrnr_runtimes"
+
+
+def _plan_runtimes(plan: Plan) -> dict[int | None, Runtime]:
+    """The backend-path runtimes of ``plan``, kept on the plan itself.
+
+    Why there and not in a process-wide table: a runtime holds its plan, so any table holding
+    runtimes would keep every plan ever used alive (``reset(Plan.uniform(...))`` in a loop grew
+    one by one); owned by the plan, they go when the plan goes.
+    """
+    runtimes = plan.__dict__.get(_RUNTIMES_ATTR)
+    if runtimes is None:
+        runtimes = {}
+        object.__setattr__(plan, _RUNTIMES_ATTR, runtimes)  # Plan is frozen; this is bookkeeping, not a field
+        _PLANS.add(plan)
+    return runtimes
+
+
+def runtime_for(plan: Plan, anchor: int | None = None) -> Runtime:
+    """The runtime of one model compiled with ``torch.compile(backend="asymrnr", options={"plan": plan})``.
+
+    Models are told apart by ``anchor`` (the storage address of one of their parameters, read
+    by the graph wrapper at run time), so two models of one class compiled with the same plan
+    object share Dynamo's graph but never a clock or a matching. ``anchor=None`` (asked for
+    before any model ran, e.g. ``runtime_of(plan)``) gives a runtime the first model adopts.
+    """
+    with _PLAN_LOCK:
+        runtimes = _plan_runtimes(plan)
+        rt = runtimes.get(anchor)
+        if rt is None and anchor is not None and None in runtimes:
+            rt = runtimes[anchor] = runtimes.pop(None)  # the first model adopts the runtime asked for early
+        if rt is None:
+            rt = runtimes[anchor] = Runtime(plan)
+            rt.reports = next(iter(runtimes.values())).reports  # same graphs: share what the pass found
+        rt.last_used = next(_IDS)  # for default_runtime
+        return rt
+
+
+def runtimes_for(plan: Plan) -> list[Runtime]:
+    return list(plan.__dict__.get(_RUNTIMES_ATTR, {}).values())
+
+
+def all_runtimes() -> list[Runtime]:
+    """Every backend-path runtime of this process (for debugging: which plans ran, on how many models)."""
+    return [rt for plan in list(_PLANS) for rt in runtimes_for(plan)]
+
+
+def default_runtime(plan: Plan) -> Runtime:
+    """The most recently used backend-path runtime of ``plan`` (one is made if there is none)."""
+    found = runtimes_for(plan)
+    if not found:
+        return runtime_for(plan)
+    return max(found, key=lambda r: getattr(r, "last_used", 0))
 
 
 class _GraphRunner:
@@ -133,16 +225,10 @@ class _GraphRunner:
                 "compile='regional') or asymrnr_fx.apply(pipe, plan, compile='regional'). Or pin the step with "
                 "asymrnr_fx.set_step(plan, i)"
             )
-        if self.ts is not None:
-            runtime.observe_timestep(args[self.ts], state)
-        runtime.last_state = state
-        with calling(Call(runtime, state)):
-            out = self._invoke(args)
-        runtime.check_site_count()
-        return out
+        return runtime.run(lambda: self._invoke(args), args[self.ts] if self.ts is not None else None)
 
 
-def _inductor(gm: fx.GraphModule, example_inputs: Sequence[Any], report: Any, opts: dict, mode: str | None) -> Callable:
+def _inductor(gm: fx.GraphModule, example_inputs: Sequence[Any], report: Any, inductor: Mapping[str, Any], mode: str | None) -> Callable:
     from torch._inductor import list_mode_options
     from torch._inductor.compile_fx import compile_fx
 
@@ -153,7 +239,7 @@ def _inductor(gm: fx.GraphModule, example_inputs: Sequence[Any], report: Any, op
     from . import ops
 
     patches = dict(list_mode_options(mode)) if mode else {}
-    patches.update(opts.get("inductor") or {})
+    patches.update(inductor or {})
     if report.rewritten:  # so AOTAutograd's cache does not bypass the rewritten graph (warm starts)
         marked = dict(patches.get("unsafe_marked_cacheable_functions") or inductor_config.unsafe_marked_cacheable_functions)
         patches["unsafe_marked_cacheable_functions"] = {**marked, **ops.graph_function_cache_keys()}
@@ -199,11 +285,11 @@ def _allow_data_dependent_sizes(example_inputs: Sequence[Any]) -> list[Any]:
     return list(example_inputs)
 
 
-def analysis_backend(plan: Any, runtime: Runtime, grid: tuple[int, int, int] | None) -> Callable[..., Any]:
+def analysis_backend(plan: Any, runtime: Runtime, grid: tuple[int, int, int] | None, capture: Any = None) -> Callable[..., Any]:
     """A backend that only classifies (for :func:`asymrnr_fx.inspect`) and runs the graph as captured."""
 
     def backend(gm: fx.GraphModule, example_inputs: Sequence[Any], **_: Any) -> Callable[..., Any]:
-        runtime.reports.append(rewrite_graph(gm, plan, runtime, grid=grid, dry_run=True))
+        runtime.reports.append(rewrite_graph(gm, plan, capture, grid=grid, dry_run=True))
         return gm.forward
 
     return backend

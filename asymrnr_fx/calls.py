@@ -84,10 +84,15 @@ def shape_key(value: Any) -> Any:
 
 
 class ShapeCache:
-    """One compiled trampoline per input shape, at most :data:`MAX_SHAPES`, least recently used dropped."""
+    """One compiled function per input shape, at most :data:`MAX_SHAPES`, least recently used dropped.
 
-    def __init__(self, make: Callable[[], Callable[..., Any]], what: str) -> None:
-        self.make, self.what = make, what
+    The one LRU behind every per-shape compile: a transformed model's trampolines, regional
+    blocks, and the static specializations of a symbolic graph (:mod:`.specialize`).
+    ``make(key)`` builds the function for a new key (``make()`` if it takes no argument).
+    """
+
+    def __init__(self, make: Callable[..., Callable[..., Any]], what: str, *, with_key: bool = False) -> None:
+        self.make, self.what, self.with_key = make, what, with_key
         self.fns: OrderedDict[Any, Callable[..., Any]] = OrderedDict()
         self.evicted = 0
 
@@ -103,10 +108,10 @@ class ShapeCache:
                 warnings.warn(
                     f"asymrnr_fx: {self.what} has been called with more than {MAX_SHAPES} input shapes; the least "
                     "recently used shape's graph was dropped and is recompiled (still reduced) if it comes back. "
-                    "Raise asymrnr_fx.api.MAX_SHAPES if your server alternates between more shapes.",
+                    "Raise asymrnr_fx.calls.MAX_SHAPES if your server alternates between more shapes.",
                     AsymRnRWarning, stacklevel=4,
                 )
-        fn = self.fns[key] = self.make()
+        fn = self.fns[key] = self.make(key) if self.with_key else self.make()
         return fn
 
 

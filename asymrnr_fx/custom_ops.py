@@ -11,6 +11,10 @@ compiled region plus the site's grid and text layout, see
 :func:`asymrnr_fx.sites.encode_site`) and the feature. No runtime id or step is passed:
 the op reads the active call (runtime, generation state, region prefix) from a context
 variable set outside the graph, so graphs are shareable across blocks, models, processes.
+
+This module holds only the op's schema and fake (what the passes and the compiler need);
+the kernel is registered by :mod:`asymrnr_fx.runtime`, so the rewrite never imports the
+run-time state.
 """
 from __future__ import annotations
 
@@ -18,15 +22,16 @@ from typing import Optional
 
 import torch
 
-from .runtime import select_active
 from .sites import decode_site
 
 
 @torch.library.custom_op("asymrnr::select", mutates_args=())
 def select(x: torch.Tensor, anchor: Optional[torch.Tensor], site: str, feature: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(keep [B, H, n], assign [B, H, L])`` for one site and feature at the current step."""
-    with torch.no_grad():
-        return select_active(x, anchor, site, feature)
+    """``(keep [B, H, n], assign [B, H, L])`` for one site and feature at the current step.
+
+    The real kernel replaces this body when :mod:`asymrnr_fx.runtime` is imported.
+    """
+    raise RuntimeError("asymrnr::select has no kernel in this process: import asymrnr_fx (its runtime registers it)")
 
 
 @select.register_fake

@@ -48,7 +48,9 @@ from torch.utils import _pytree as pytree
 from . import custom_ops as _custom_ops
 from . import integrations
 from .deploy_checks import InputMismatchError, PackageError, check_inputs, input_spec, verify_archive, with_pytree_types, write_manifest
-from .passes import TIMESTEP_NAMES, find_timestep, rewrite_graph
+from .passes import rewrite_graph
+from .calls import call_timestep
+from .context import Capture
 from .plan import Plan, coerce_plan
 from .report import AsymRnRWarning, Report
 from .runtime import Runtime
@@ -93,19 +95,18 @@ def export(
         raise TypeError(f"export() needs an nn.Module, got {type(model).__name__}")
     plan = coerce_plan(plan)
     args, kwargs = tuple(args), dict(kwargs or {})
-    runtime = Runtime(plan)
     grid_fn = integrations.grid_fn_for(model)
-    if grid_fn is not None:
-        runtime.grid_hint = grid_fn(model, args, kwargs)
+    capture = Capture(grid_fn(model, args, kwargs) if grid_fn is not None else None)
     gm = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes).module()
-    report = rewrite_graph(gm, plan, runtime, grid=grid)
+    report = rewrite_graph(gm, plan, capture, grid=grid)
     if not report.rewritten:
         warnings.warn(
             f"asymrnr_fx.deploy.export: no attention site of {type(model).__name__} was rewritten; the program "
             f"runs the unreduced model.\n{Report([report])}",
             AsymRnRWarning, stacklevel=2,
         )
-    timestep = find_timestep(gm)
+    placeholders = list(gm.graph.find_nodes(op="placeholder"))
+    timestep = placeholders[report.timestep_index] if report.timestep_index is not None else None
     name = str(timestep.target) if timestep is not None else None
     params = list(_inspect.signature(gm.forward).parameters)
     position = params.index(name) if name in params and params.index(name) < len(args) else None
@@ -309,19 +310,11 @@ class Deployed(nn.Module):
             return args[pos]
         if name is not None:
             return kwargs.get(name)
-        for n in TIMESTEP_NAMES:  # no timestep input found at export: try the usual names
-            v = kwargs.get(n)
-            if isinstance(v, (torch.Tensor, int, float)) and not isinstance(v, bool):
-                return v
-        return None
+        return call_timestep(kwargs)  # no timestep input found at export: the usual names
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         check_inputs(self.input_spec, args, kwargs, self.source)
-        runtime = self.runtime
-        with runtime.call(self._timestep(args, kwargs)):
-            out = self.runner(*args, **kwargs)
-        runtime.check_site_count()
-        return out
+        return self.runtime.run(lambda: self.runner(*args, **kwargs), self._timestep(args, kwargs))
 
     def cache_context(self, name: str) -> contextlib.AbstractContextManager:
         """A separate matching per diffusers cache context ("cond"/"uncond"), as :meth:`AsymRnRModule.cache_context`."""

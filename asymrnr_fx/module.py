@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import types
 from dataclasses import dataclass, fields
@@ -12,13 +13,14 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from . import compose, integrations
-from .backend import asymrnr_backend
+from . import integrations
+from .integrations import hooks
+from .backend import BackendConfig, asymrnr_backend
 from .calls import ShapeCache, call_timestep, dense, fresh_entry, named_call, shape_key, video_inputs
 from .plan import Plan
 from .report import AsymRnRWarning, Report, warn_nothing_rewritten
 from .runtime import Runtime
-from .state import Call, calling, current_call
+from .context import calling, current_call
 
 GridFn = integrations.GridFn
 _COMPILE_MODES = (False, True, "regional")
@@ -101,16 +103,12 @@ class AsymRnRModule(nn.Module):
         self.compiled = options.compile
         self._warned_fallback = False
         compile, fullgraph = options.compile, options.fullgraph
-        backend_options = {
-            "runtime": weakref.ref(self.runtime), "grid": options.grid, "compile": bool(compile),
-            "inductor": dict(options.inductor or {}),
-        }
+        config = BackendConfig(plan, options.grid, bool(compile), dict(options.inductor or {}), weakref.ref(self.runtime))
         tracing = integrations.dynamo_config_for(model)
 
         def make(region: bool = False) -> Callable[[], Callable[..., Any]]:
             def build() -> Callable[..., Any]:
-                opts = {**backend_options, "region": region}
-                backend = functools.partial(asymrnr_backend, options=opts)
+                backend = functools.partial(asymrnr_backend, config=dataclasses.replace(config, region=region))
                 fn = torch.compile(fresh_entry(bypass_hooks=region), backend=backend, dynamic=False, fullgraph=fullgraph)
                 return torch._dynamo.config.patch(**tracing)(fn) if tracing else fn
             return build
@@ -124,24 +122,23 @@ class AsymRnRModule(nn.Module):
         self._checked = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        compose.check_call(self.model)  # a hook or backend changed after transform(): refuse or report first
-        if self.grid_fn is not None:
-            self.runtime.grid_hint = self.grid_fn(self.model, args, kwargs)
+        hooks.check_call(self.model)  # a hook or backend changed after transform(): refuse or report first
+        hint = self.grid_fn(self.model, args, kwargs) if self.grid_fn is not None else None
         args, kwargs = named_call(self.model, args, kwargs)
-        self.runtime.call_inputs = video_inputs(args, kwargs)
         runtime = self.runtime
+        capture = runtime.capture(hint, video_inputs(args, kwargs))  # for graphs Dynamo captures during this call
         graphs = runtime.counts["graph_call"]
         gave_up = _dynamo_gave_up()
         captured, warned = len(runtime.reports), runtime.counts["warned"]
-        with runtime.call(call_timestep(kwargs)), _pass_errors():
-            if self._shapes is None:  # regional: the model runs eagerly, its blocks compiled
-                out = self.model(*args, **kwargs)
-            else:
-                out = self._shapes.get(shape_key((args, kwargs)))(self.model, args, kwargs)
+        if self._shapes is None:  # regional: the model runs eagerly, its blocks compiled
+            run = functools.partial(self.model, *args, **kwargs)
+        else:
+            run = functools.partial(self._shapes.get(shape_key((args, kwargs))), self.model, args, kwargs)
+        with _pass_errors():
+            out = runtime.run(run, call_timestep(kwargs), capture)
         new = runtime.reports[captured:]
         if not self._checked:
             self._checked = True
-            runtime.check_site_count()
             if runtime.reports and not any(r.rewritten for r in runtime.reports) and not runtime.warned:
                 warn_nothing_rewritten(runtime.reports[-1], hooks=integrations.hooks_of(self.model))
         elif new and runtime.counts["warned"] == warned and not any(r.rewritten for r in new) and _video_sites(new):
@@ -320,7 +317,7 @@ def _region_dispatcher(block: nn.Module) -> Callable[..., Any]:
         # the first block often gets a strided slice, the rest a fresh tensor: one layout, one graph
         args = tuple(dense(a) for a in args)
         kwargs = {k: dense(v) for k, v in kwargs.items()}
-        with calling(Call(call.runtime, call.state, prefix)):
+        with calling(dataclasses.replace(call, prefix=prefix)):
             return cache.get(shape_key((args, kwargs)))(self, args, kwargs, forward_fn)
 
     forward.regions = regions  # type: ignore[attr-defined]

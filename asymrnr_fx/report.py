@@ -1,4 +1,8 @@
-"""What the pass found and did, as a table people can read and a dict tools can use."""
+"""What the pass found and did, as a table people can read and a dict tools can use.
+
+A leaf (it imports only :mod:`.errors`): the passes fill these records, and everything above
+reads them.
+"""
 from __future__ import annotations
 
 import warnings
@@ -7,9 +11,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import AsymRnRWarning
-from .passes.classify_attention import SiteReport
 
-__all__ = ["AsymRnRWarning", "GraphReport", "Report", "warn_nothing_rewritten"]
+__all__ = ["AsymRnRWarning", "GraphReport", "Report", "SiteReport", "warn_nothing_rewritten"]
+
+
+@dataclass
+class SiteReport:
+    """One row of the report: an attention call, its class, and whether/why it is rewritten."""
+
+    node: str
+    path: str
+    module_type: str
+    form: str
+    kind: str = "other"
+    q_len: int | None = None
+    kv_len: int | None = None
+    heads: int | None = None
+    grid: tuple[int, int, int] | None = None
+    text_len: int = 0
+    text_position: str | None = None
+    rewrite: bool = False
+    features: tuple[str, ...] = ()
+    ordinal: int | None = None
+    occurrence: int = 0
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d["grid"] = list(self.grid) if self.grid else None
+        d["features"] = list(self.features)
+        return d
 
 
 @dataclass
@@ -20,6 +52,8 @@ class GraphReport:
     grid: tuple[int, int, int] | None = None
     grid_source: str = ""
     timestep: str | None = None
+    #: Position of the timestep among the graph's inputs (placeholders), for whoever runs the graph.
+    timestep_index: int | None = None
     #: Full module paths of every video site of a graph that is surely the model's top level, in
     #: the order they run, rewritten or not (a site the plan zeroes everywhere keeps its row):
     #: the plan rows the runtime hands out. Empty for a graph that may serve several modules.

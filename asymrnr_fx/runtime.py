@@ -19,19 +19,24 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import weakref
+import types
 from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+from . import custom_ops as _custom_ops
 from . import ops
 from .plan import Plan
+from .site_table import SiteTable
 from .sites import GraphSite, SiteSpec, decode_site, encode_site  # noqa: F401  (re-exported)
-from .state import Call, CacheEntry, Direction, GenerationState, calling, current_call, explicit_state
+from .context import Call, Capture, calling, current_call
+from .state import CacheEntry, Direction, GenerationState, explicit_state
 
 _IDS = itertools.count(1)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,25 +53,16 @@ class CacheEvent:
 
 # --------------------------------------------------------------------------- runtime
 class Runtime:
-    """One transformed model's plan, site table, observability, and the default per-thread state."""
+    """One transformed model: its plan, its :class:`~asymrnr_fx.site_table.SiteTable`, the matching
+    and selection per call, observability, and the default per-thread state."""
 
     def __init__(self, plan: Plan, max_events: int = 20_000) -> None:
         self.plan = plan
         self.id = next(_IDS)
-        self.site_order: dict[str, int] = {}  # full module path -> plan row
-        self.sites: dict[str, SiteSpec] = {}  # full key -> spec
-        self._specs: dict[tuple[str, str, int | None], SiteSpec] = {}  # (site string, prefix, anchor) -> spec
-        self._model: "weakref.ref | None" = None
-        self._param_names: dict[int, str] = {}
-        self._unknown: set[int] = set()
-        self._canonical: dict[str, str] = {}  # graph module path -> the model's own name
+        self.table = SiteTable(plan)  # which module each site string is, and its plan row
         self.events: deque[CacheEvent] = deque(maxlen=max_events)
         self.counts: Counter[str] = Counter()
         self.reports: list = []  # one GraphReport per captured graph
-        # What the model call in progress says about the grid, for graphs captured during it: the
-        # integration's grid (model config + arguments) and the call's 5-D float inputs.
-        self.grid_hint: tuple[int, int, int] | None = None
-        self.call_inputs: list[tuple[str, tuple[int, ...]]] = []
         self.warned = False  # an AsymRnRWarning about unrewritten sites was given
         self.direction = Direction()  # what the model's timesteps do, once known (declared or seen)
         self._local = threading.local()
@@ -125,127 +121,57 @@ class Runtime:
             value = float(timestep)
         state.observe(value, self.direction)
 
-    def call(self, timestep: Any = None, prefix: str = "") -> calling:
+    def capture(
+        self, grid_hint: tuple[int, int, int] | None = None, call_inputs: Iterable[tuple[str, tuple[int, ...]]] = ()
+    ) -> Capture:
+        """The capture context of a call: what graphs captured during it may learn (rows: a live read-only view)."""
+        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order))
+
+    def call(self, timestep: Any = None, prefix: str = "", capture: Capture | None = None) -> calling:
         """Context manager for one model call: reads the timestep once, then makes the call active."""
         state = self.current_state()
         self.observe_timestep(timestep, state)
         self.last_state = state
-        return calling(Call(self, state, prefix))
+        return calling(Call(self, state, prefix, capture))
 
-    # ------------------------------------------------------------------ sites
-    def ordinal(self, path: str) -> int:
-        """Plan row of an attention module: its place among the model's video sites.
+    def run(self, fn: Callable[[], T], timestep: Any = None, capture: Capture | None = None) -> T:
+        """The one way a model call runs: read the timestep, open the call, run ``fn``, check the site count.
 
-        Rows come from :meth:`register_rows` (a graph of the whole model lists every video site,
-        rewritten or not) or, for graphs that serve several modules (regional blocks, frames after
-        a graph break, where every video site is rewritten), from the order the sites first run.
+        Used by the transformed module, :func:`asymrnr_fx.transform_graph`, the backend's graph
+        runner (bare ``torch.compile``) and loaded packages alike.
         """
-        if path not in self.site_order:
-            n = self.plan.num_sites
-            if n is not None and len(self.site_order) >= n:
-                raise ValueError(
-                    f"plan {self.plan.name or ''} has ratios for {n} attention sites, but the model has more "
-                    f"(site {len(self.site_order) + 1} is {path}); build the plan for this model's number of "
-                    "attention blocks"
-                )
-            self.site_order[path] = len(self.site_order)
-        return self.site_order[path]
+        with self.call(timestep, capture=capture):
+            out = fn()
+        self.check_site_count()
+        return out
 
-    def register_rows(self, paths: "tuple[str, ...] | list[str]") -> None:
-        """Give each video site of a captured top-level graph its row, in graph order.
+    # ------------------------------------------------------------------ sites (the table's)
+    @property
+    def site_order(self) -> dict[str, int]:
+        return self.table.site_order
 
-        Why at capture: a site whose plan ratios are all zero is left intact, so it never runs
-        ``asymrnr::select``; numbering only the sites that run would shift every later row.
-        """
-        for path in paths:
-            self.ordinal(self.canonical(path))
-
-    def canonical(self, path: str) -> str:
-        """The model's own name for the module a graph path reaches (``path`` itself if none).
-
-        Why: Dynamo names a module by how the code reached it, so a block reached through a
-        wrapper (a hook's closure, a patched bound ``forward``) gets a path such as
-        ``blocks.0.forward.__self__.attn1``; plan rows and cache keys must not depend on that.
-        """
-        found = self._canonical.get(path)
-        if found is not None:
-            return found
-        model = self._model() if self._model is not None else None
-        found = path
-        if model is not None and path:
-            obj: Any = model
-            try:
-                for part in path.split("."):
-                    obj = obj[int(part)] if part.isdigit() and isinstance(obj, (tuple, list)) else getattr(obj, part)
-            except (AttributeError, IndexError, TypeError, KeyError):
-                obj = None
-            if isinstance(obj, torch.nn.Module):
-                names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
-                found = names.get(id(obj), path)
-        if len(self._canonical) < 100_000:
-            self._canonical[path] = found
-        return found
+    @property
+    def sites(self) -> dict[str, SiteSpec]:
+        return self.table.sites
 
     @property
     def num_sites(self) -> int:
-        return len(self.site_order)
+        return self.table.num_sites
 
     def bind(self, model: Any) -> None:
-        """Remember the model whose parameters identify its attention modules at run time."""
-        self._model = weakref.ref(model)
-        self._param_names = {}
-        self._canonical = {}
+        self.table.bind(model)
 
-    def _anchored_path(self, relative: str, ptr: int) -> str | None:
-        """The full path of the attention module whose parameter lives at ``ptr``, or None.
+    def register_rows(self, paths: "tuple[str, ...] | list[str]") -> None:
+        self.table.register_rows(paths)
 
-        The graph's own path may be relative (a block graph, a frame resumed after a hook's
-        graph break); the parameter says which module instance actually ran.
-        """
-        name = self._param_names.get(ptr)
-        if name is None and ptr not in self._unknown:
-            model = self._model() if self._model is not None else None
-            if model is not None:  # built lazily, rebuilt when weights moved (``.to()``, offloading)
-                self._param_names = {p.data_ptr(): n for n, p in model.named_parameters()}
-                name = self._param_names.get(ptr)
-            if name is None:
-                self._unknown.add(ptr)
-        if name is None:
-            return None
-        owner = name.split(".")[:-1]  # the module holding the parameter, e.g. blocks.3.attn1.to_q
-        leaf = relative.rsplit(".", 1)[-1]
-        if leaf in owner:  # the graph's (relative) module name, placed in the full path
-            return ".".join(owner[: len(owner) - owner[::-1].index(leaf)])
-        # no usable name (a frame resumed inside the attention module): the projection's parent
-        return ".".join(owner[:-1]) or None
+    def canonical(self, path: str) -> str:
+        return self.table.canonical(path)
 
     def resolve(self, site: str, prefix: str = "", anchor: torch.Tensor | None = None) -> SiteSpec:
-        """The spec of a site string run under ``prefix`` with parameter ``anchor`` (cached)."""
-        ptr = anchor.data_ptr() if anchor is not None and self._model is not None else None
-        spec = self._specs.get((site, prefix, ptr))
-        if spec is None:
-            g = decode_site(site)
-            path = (self._anchored_path(g.path, ptr) if ptr is not None else None) or self.canonical(prefix + g.path)
-            spec = SiteSpec(
-                key=f"{path}#{g.occurrence}", path=path, ordinal=self.ordinal(path), occurrence=g.occurrence,
-                kind=g.kind, grid=g.grid, text_len=g.text_len, text_first=g.text_first,
-            )
-            if len(self._specs) > 100_000:  # weights that move every call (offloading): stay bounded
-                self._specs.clear()
-                self._unknown.clear()
-            self._specs[site, prefix, ptr] = spec
-            self.sites[spec.key] = spec
-        return spec
+        return self.table.resolve(site, prefix, anchor)
 
     def check_site_count(self) -> None:
-        """After a full call: a table plan must have exactly as many rows as the model has sites."""
-        n = self.plan.num_sites
-        if n is not None and self.num_sites not in (0, n):
-            raise ValueError(
-                f"plan {self.plan.name or ''} has ratios for {n} attention sites but the model has "
-                f"{self.num_sites} video attention sites ({', '.join(list(self.site_order)[:3])}, ...); "
-                "build the plan for this model's number of attention blocks"
-            )
+        self.table.check_site_count()
 
     # ------------------------------------------------------------------ selection
     def ratio(self, spec: SiteSpec, feature: str, state: GenerationState) -> float:
@@ -319,7 +245,7 @@ def select_active(
     if call is None:
         raise RuntimeError(
             "asymrnr::select ran outside a call of a transformed model. Call the module returned by "
-            "asymrnr_fx.transform() / asymrnr_fx.load() (not the original model or a bare AOTInductor runner), or use "
+            "asymrnr_fx.transform() / asymrnr_fx.deploy.load() (not the original model or a bare AOTInductor runner), or use "
             "torch.compile(model, backend='asymrnr')"
         )
     runtime = call.runtime
@@ -336,6 +262,16 @@ def select_active(
     return runtime.select_site(x, spec, call.state, feature)
 
 
+def _select_kernel(
+    x: torch.Tensor, anchor: torch.Tensor | None, site: str, feature: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        return select_active(x, anchor, site, feature)
+
+
+_custom_ops.select.register_kernel(None, _select_kernel)  # every device: the work is Python over torch ops
+
+
 class _HostReadCounter(torch.utils._python_dispatch.TorchDispatchMode):
     """Counts aten calls that read device data on the host (``item``, ``nonzero``, ...) into ``counts["select_host_read"]``."""
 
@@ -349,62 +285,3 @@ class _HostReadCounter(torch.utils._python_dispatch.TorchDispatchMode):
         if func._schema.name in self._SYNCING:
             self._counts["select_host_read"] += 1
         return func(*args, **(kwargs or {}))
-
-
-# --------------------------------------------------------------------------- backend-path runtimes
-_PLANS: "weakref.WeakSet[Plan]" = weakref.WeakSet()  # plans with backend-path runtimes (for all_runtimes)
-_PLAN_LOCK = threading.Lock()
-_RUNTIMES_ATTR = "_asymrnr_runtimes"
-
-
-def _plan_runtimes(plan: Plan) -> dict[int | None, Runtime]:
-    """The backend-path runtimes of ``plan``, kept on the plan itself.
-
-    Why there and not in a process-wide table: a runtime holds its plan, so any table holding
-    runtimes would keep every plan ever used alive (``reset(Plan.uniform(...))`` in a loop grew
-    one by one); owned by the plan, they go when the plan goes.
-    """
-    runtimes = plan.__dict__.get(_RUNTIMES_ATTR)
-    if runtimes is None:
-        runtimes = {}
-        object.__setattr__(plan, _RUNTIMES_ATTR, runtimes)  # Plan is frozen; this is bookkeeping, not a field
-        _PLANS.add(plan)
-    return runtimes
-
-
-def runtime_for(plan: Plan, anchor: int | None = None) -> Runtime:
-    """The runtime of one model compiled with ``torch.compile(backend="asymrnr", options={"plan": plan})``.
-
-    Models are told apart by ``anchor`` (the storage address of one of their parameters, read
-    by the graph wrapper at run time), so two models of one class compiled with the same plan
-    object share Dynamo's graph but never a clock or a matching. ``anchor=None`` (asked for
-    before any model ran, e.g. ``runtime_of(plan)``) gives a runtime the first model adopts.
-    """
-    with _PLAN_LOCK:
-        runtimes = _plan_runtimes(plan)
-        rt = runtimes.get(anchor)
-        if rt is None and anchor is not None and None in runtimes:
-            rt = runtimes[anchor] = runtimes.pop(None)  # the first model adopts the runtime asked for early
-        if rt is None:
-            rt = runtimes[anchor] = Runtime(plan)
-            rt.reports = next(iter(runtimes.values())).reports  # same graphs: share what the pass found
-        rt.last_used = next(_IDS)
-        return rt
-
-
-def runtimes_for(plan: Plan) -> list[Runtime]:
-    return list(plan.__dict__.get(_RUNTIMES_ATTR, {}).values())
-
-
-def all_runtimes() -> list[Runtime]:
-    """Every backend-path runtime of this process (for debugging: which plans ran, on how many models)."""
-    return [rt for plan in list(_PLANS) for rt in runtimes_for(plan)]
-
-
-def default_runtime(plan: Plan) -> Runtime:
-    """The most recently used backend-path runtime of ``plan`` (one is made if there is none)."""
-    found = runtimes_for(plan)
-    if not found:
-        return runtime_for(plan)
-    return max(found, key=lambda r: getattr(r, "last_used", 0))
-

@@ -13,22 +13,18 @@ from the captured graph with ``make_fx`` (pre-dispatch, so attention stays one
 the placeholders get the captured names back (timestep and video inputs are found by
 name), and that static graph goes through the normal backend: the pass, then inductor.
 Dynamo itself keeps one graph for all shapes, so its recompile limit is never reached;
-we keep the last :data:`MAX_SHAPES` specializations and warn when one is dropped.
+we keep the last :data:`asymrnr_fx.calls.MAX_SHAPES` specializations (the one per-shape LRU,
+:class:`~asymrnr_fx.calls.ShapeCache`) and warn when one is dropped.
 """
 from __future__ import annotations
 
 import copy
-import warnings
-from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.fx as fx
 
-from .errors import AsymRnRWarning
-
-#: Static specializations kept per symbolic graph (least recently used dropped first).
-MAX_SHAPES = 16
+from .calls import ShapeCache
 
 
 def has_symbolic_inputs(example_inputs: Sequence[Any]) -> bool:
@@ -93,29 +89,22 @@ class PerShape:
     def __init__(self, gm: fx.GraphModule, compile_static: Callable[[fx.GraphModule, list], Callable[..., Any]]) -> None:
         self.gm = gm
         self.compile_static = compile_static
-        self.compiled: OrderedDict[tuple, Callable[..., Any]] = OrderedDict()
         self.scalars = scalar_inputs(gm)
+        self._args: tuple = ()  # the call being specialized (read by _specialize)
+        self.compiled = ShapeCache(self._specialize, "one symbolic graph compiled with backend='asymrnr'", with_key=True)
 
     def entry(self) -> Callable[..., Any]:
         def run(*args: Any) -> Any:  # Dynamo calls a backend's result with the graph inputs, unboxed
             return self.run(args)
         return run
 
+    def _specialize(self, key: tuple) -> Callable[..., Any]:
+        return self.compile_static(specialize(self.gm, self._args), list(self._args))
+
     def run(self, args: tuple) -> Any:
-        key = _shape_key(args, self.scalars)
-        fn = self.compiled.get(key)
-        if fn is None:
-            fn = self.compile_static(specialize(self.gm, args), list(args))
-            self.compiled[key] = fn
-            if len(self.compiled) > MAX_SHAPES:
-                dropped, _ = self.compiled.popitem(last=False)
-                warnings.warn(
-                    f"asymrnr_fx: more than {MAX_SHAPES} input shapes through one compiled graph; the least recently "
-                    f"used specialization ({dropped[:2]}...) was dropped and will be compiled again if it returns. "
-                    "Raise asymrnr_fx.specialize.MAX_SHAPES if you serve more shapes",
-                    AsymRnRWarning,
-                    stacklevel=2,
-                )
-        else:
-            self.compiled.move_to_end(key)
+        self._args = args
+        try:
+            fn = self.compiled.get(_shape_key(args, self.scalars))
+        finally:
+            self._args = ()
         return fn(*args)

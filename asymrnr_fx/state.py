@@ -14,10 +14,9 @@ Which state a call uses:
 * otherwise the runtime's implicit state for the current thread: one stream of calls per
   thread, with generation boundaries guessed from the timestep (see :class:`Clock`).
 
-The call itself (:class:`Call`) is set in a context variable by the code that runs the
-model (the transformed module's ``forward``, the backend's graph wrapper, a regional block
-wrapper, a loaded package), so the ``asymrnr::select`` op inside the compiled graph finds
-its runtime, state and site prefix without any id baked into the graph.
+The call itself (:class:`asymrnr_fx.context.Call`) is set in a context variable by
+:meth:`asymrnr_fx.runtime.Runtime.run`, so the ``asymrnr::select`` op inside the compiled
+graph finds its runtime, state and site prefix without any id baked into the graph.
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ import itertools
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import torch
 
@@ -35,7 +34,12 @@ from .errors import AsymRnRWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
-    from .runtime import Runtime
+
+
+class Runtime(Protocol):
+    """What a :class:`Generation` needs of a runtime (kept structural: the runtime imports this module)."""
+
+    plan: Any
 
 _STATE_IDS = itertools.count()
 
@@ -169,41 +173,7 @@ class Direction:
         )
 
 
-@dataclass(frozen=True)
-class Call:
-    """The model call in progress: which runtime and state ``asymrnr::select`` uses.
-
-    ``prefix`` is the module path of the region being run when only a block is compiled
-    (regional compilation): the graph names its sites relative to the block.
-    """
-
-    runtime: "Runtime"
-    state: GenerationState
-    prefix: str = ""
-
-
-_CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("asymrnr_call", default=None)
 _GENERATIONS: contextvars.ContextVar[tuple["Generation", ...]] = contextvars.ContextVar("asymrnr_generations", default=())
-
-
-def current_call() -> Call | None:
-    return _CALL.get()
-
-
-class calling:
-    """Context manager that makes ``call`` the active call (restores the previous one after)."""
-
-    __slots__ = ("call", "_token")
-
-    def __init__(self, call: Call) -> None:
-        self.call = call
-
-    def __enter__(self) -> Call:
-        self._token = _CALL.set(self.call)
-        return self.call
-
-    def __exit__(self, *exc: Any) -> None:
-        _CALL.reset(self._token)
 
 
 class Generation:

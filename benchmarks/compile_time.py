@@ -65,7 +65,7 @@ def package_build(path: str, layers: int, threads: int | None) -> float:
     model = tiny_transformer("cogvideox", layers=layers)
     plan = asymrnr_fx.Plan.uniform(q=0.5, kv=0.3)
     start = time.perf_counter()
-    asymrnr_fx.package(asymrnr_fx.export(model, plan, kwargs=transformer_inputs("cogvideox")), path)
+    asymrnr_fx.deploy.package(asymrnr_fx.deploy.export(model, plan, kwargs=transformer_inputs("cogvideox")), path)
     return time.perf_counter() - start
 
 
@@ -80,7 +80,7 @@ def package_load(path: str, threads: int | None) -> float:
         torch.set_num_threads(threads)
     inputs = transformer_inputs("cogvideox")
     start = time.perf_counter()
-    loaded = asymrnr_fx.load(path)
+    loaded = asymrnr_fx.deploy.load(path)
     with torch.no_grad():
         loaded(**inputs)
     return time.perf_counter() - start
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"| {mode} | {row['cold']:.1f} | {row['warm']:.1f} |")
     if "package" in results:
         p = results["package"]
-        print(f"AOTInductor package (asymrnr_fx.export + package, cold cache): build {p['build']:.1f} s; "
-              f"asymrnr_fx.load + first output in a fresh process (empty cache): {p['load']:.1f} s")
+        print(f"AOTInductor package (asymrnr_fx.deploy.export + package, cold cache): build {p['build']:.1f} s; "
+              f"asymrnr_fx.deploy.load + first output in a fresh process (empty cache): {p['load']:.1f} s")
     r = results
     if "asymrnr-regional" in r and "inductor-regional" in r:
         print(f"regional asymrnr / regional inductor, cold: {r['asymrnr-regional']['cold'] / r['inductor-regional']['cold']:.2f}x")

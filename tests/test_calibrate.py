@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import asymrnr_fx
-from asymrnr_fx import Calibration, Plan
+from asymrnr_fx import Plan
+from asymrnr_fx.calibration import Calibration
 from asymrnr_fx.calibration import (
     RecordingRuntime,
     budget,
@@ -256,8 +257,8 @@ def _is_png(path):
 
 def test_heatmaps_are_written(dit_cal_sens, tmp_path):
     plan = plan_for_budget(dit_cal_sens, 0.6)
-    assert _is_png(asymrnr_fx.plot_plan(plan, tmp_path / "plan.png"))
-    assert _is_png(asymrnr_fx.plot_calibration(dit_cal_sens, tmp_path / "cal.png", plan=plan))
+    assert _is_png(asymrnr_fx.calibration.plot_plan(plan, tmp_path / "plan.png"))
+    assert _is_png(asymrnr_fx.calibration.plot_calibration(dit_cal_sens, tmp_path / "cal.png", plan=plan))
     assert _is_png(plot_plan(Plan.published("cogvideox-2b", "base"), tmp_path / "published.png"))
     assert _is_png(plot_plan(Plan.uniform(0.5, 0.3), tmp_path / "uniform.png", num_sites=4, num_steps=10))
 

@@ -138,12 +138,12 @@ def _mag_cache(family: str):
 def test_hooks_that_would_lose_the_reduction_are_refused_in_either_order(family, hook, name):
     model = tiny_transformer(family, layers=2)
     hook(family)(model)
-    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=f"does not compose with {name}.*FirstBlockCache"):
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match=f"does not compose with {name}.*FirstBlockCache"):
         asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))  # hook first: transform refuses
     model = tiny_transformer(family, layers=2)
     fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
     hook(family)(model)  # asymrnr first: the next call refuses, before anything runs unreduced
-    with torch.no_grad(), model.cache_context("cond"), pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=name):
+    with torch.no_grad(), model.cache_context("cond"), pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match=name):
         fast(**transformer_inputs(family))
     assert not fast.runtime.reports  # nothing was captured or run
 
@@ -153,7 +153,7 @@ def test_apply_refuses_a_pipeline_whose_transformer_carries_a_refused_hook():
 
     pipe = tiny_pipeline("wan").pipe
     _mag_cache("wan")(pipe.transformer)
-    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="MagCache"):
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match="MagCache"):
         asymrnr_fx.apply(pipe, asymrnr_fx.Plan.uniform(0.5, 0.3))
 
 
@@ -164,7 +164,7 @@ def test_group_offloading_is_refused_at_both_levels():
         model = tiny_transformer("wan", layers=2)
         extra = {"num_blocks_per_group": 1} if level == "block_level" else {}
         model.enable_group_offload(torch.device("cpu"), offload_device=torch.device("cpu"), offload_type=level, **extra)
-        with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=f"group offloading \\({level}\\)"):
+        with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match=f"group offloading \\({level}\\)"):
             asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
 
 
@@ -172,7 +172,7 @@ def test_accelerate_cpu_offload_is_refused():
     accelerate = pytest.importorskip("accelerate")
     model = tiny_transformer("wan", layers=2)
     accelerate.cpu_offload(model, execution_device=torch.device("cpu"))
-    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="cpu_offload"):
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match="cpu_offload"):
         asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
 
 
@@ -186,11 +186,11 @@ def test_offloading_detection_reads_the_hook_registries():
     hook = ModelHook()
     hook.config = SimpleNamespace(offload_type=SimpleNamespace(value="leaf_level"))
     HookRegistry.check_if_exists_or_initialize(model.blocks[0].attn1.to_q).register_hook(hook, "group_offloading")
-    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match=r"group offloading \(leaf_level\) \(on blocks.0.attn1.to_q\)"):
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match=r"group offloading \(leaf_level\) \(on blocks.0.attn1.to_q\)"):
         asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
     model = tiny_transformer("wan", layers=2)
     model.blocks[0]._hf_hook = type("AlignDevicesHook", (), {"offload": True})()  # what cpu_offload attaches
-    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="accelerate cpu_offload"):
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match="accelerate cpu_offload"):
         asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
 
 
@@ -242,7 +242,7 @@ def test_regional_compilation_refuses_blocks_that_already_carry_a_hook():
 
     model = tiny_transformer("wan", layers=2)
     apply_first_block_cache(model, FirstBlockCacheConfig(threshold=0.0))
-    with pytest.raises(asymrnr_fx.compose.IncompatibleHookError, match="fbc_block_hook, fbc_leader_block_hook.*compile=True"):
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match="fbc_block_hook, fbc_leader_block_hook.*compile=True"):
         asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3), compile="regional")  # would drop the hook
 
 
@@ -250,8 +250,8 @@ def test_partial_fallback_is_said_once(monkeypatch):
     """Should a refused hook get through anyway (here FasterCache, with the refusal switched off),
     the moment Dynamo gives up on part of the model raises one AsymRnRWarning, although other
     graphs of the same call still run: never a silent stop."""
-    monkeypatch.setattr(asymrnr_fx.compose, "check", lambda *a, **k: None)
-    monkeypatch.setattr(asymrnr_fx.compose, "check_call", lambda *a, **k: None)
+    monkeypatch.setattr(asymrnr_fx.integrations.hooks, "check", lambda *a, **k: None)
+    monkeypatch.setattr(asymrnr_fx.integrations.hooks, "check_call", lambda *a, **k: None)
     now = {"t": 900.0}
     model = tiny_transformer("wan", layers=2)
     fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2))

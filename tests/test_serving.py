@@ -115,7 +115,7 @@ def test_two_models_one_plan_object_never_share_a_clock(cog):
     for k in (0, 1):
         for a, b in zip(outs[k], expected[k]):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    runtimes = asymrnr_fx.runtime.runtimes_for(plan)
+    runtimes = asymrnr_fx.backend.runtimes_for(plan)
     assert len(runtimes) == 2 and all(rt.matching_steps() == [0, 2] for rt in runtimes)
 
 
@@ -333,9 +333,9 @@ def test_raw_backend_refuses_an_ambiguous_grid_instead_of_guessing():
 def test_shape_specializations_are_bounded(monkeypatch):
     """One symbolic Dynamo graph (a model whose sizes never specialize), more shapes than kept:
     the least recently used specialization is dropped with a warning, and every shape is still reduced."""
-    from asymrnr_fx import specialize
+    from asymrnr_fx import calls
 
-    monkeypatch.setattr(specialize, "MAX_SHAPES", 2)
+    monkeypatch.setattr(calls, "MAX_SHAPES", 2)  # the one per-shape LRU limit
     model = _Unfolded()
     plan = Plan.uniform(0.5, 0.3)
     compiled = torch.compile(model, backend="asymrnr", dynamic=True, options={"plan": plan, "compile": False})

@@ -217,7 +217,7 @@ def test_backend_resolves_by_name_in_a_fresh_interpreter():
         m = torch.compile(M(), backend="asymrnr", options={"compile": False})
         out = m(torch.randn(1, 4, 2, 4, 4), torch.tensor([1.0]))
         import asymrnr_fx
-        rewritten = [r for r in asymrnr_fx.runtime.all_runtimes() if r.sites]
+        rewritten = [r for r in asymrnr_fx.backend.all_runtimes() if r.sites]
         assert len(rewritten) == 1 and rewritten[0].plan.name == "default"
         print("OK", tuple(out.shape))
         """
@@ -236,6 +236,6 @@ def test_options_are_one_validated_object(model):
     with pytest.raises(ValueError, match="grid must be three ints"):
         asymrnr_fx.transform(model, plan, grid=(2.5, 6, 6))
     with pytest.raises(ValueError, match="runs its own plan"):
-        asymrnr_fx.transform(model, plan, runtime=asymrnr_fx.Runtime(Plan.uniform(0.2, 0.1)))
+        asymrnr_fx.transform(model, plan, runtime=asymrnr_fx.runtime.Runtime(Plan.uniform(0.2, 0.1)))
     fast = asymrnr_fx.transform(model, plan, grid=[4, 6, 6])
     assert fast.options.grid == (4, 6, 6) and fast.options == asymrnr_fx.api.Options(grid=(4, 6, 6))

@@ -23,15 +23,18 @@ It imports no other calibration module but :mod:`.common`, so
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import torch
 
 from ..plan import FEATURES
 from .common import jsonable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .result import Calibration
+class Calibration(Protocol):
+    """What a sensitivity reads of a :class:`~asymrnr_fx.calibration.result.Calibration` (structural:
+    the result module imports this one)."""
+
+    def distortion(self, feature: str, ratio: float | torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(eq=False)

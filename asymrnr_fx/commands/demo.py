@@ -7,8 +7,8 @@ prompts (attribute triples never trained on), 20 steps, with
 * the baseline (unreduced model, compiled by inductor);
 * AsymRnR with the plan a user would pick: a **calibrated** plan keeping
   :data:`PLAN_BUDGET` = 0.6 of the video-video attention cost, made by
-  :func:`asymrnr_fx.calibrate` + :func:`asymrnr_fx.measure_sensitivity` +
-  :func:`asymrnr_fx.plan_for_budget` on *other* prompts and noise (:data:`CALIBRATION_PROMPTS`
+  :func:`asymrnr_fx.calibration.calibrate` + :func:`~asymrnr_fx.calibration.measure_sensitivity` +
+  :func:`~asymrnr_fx.calibration.plan_for_budget` on *other* prompts and noise (:data:`CALIBRATION_PROMPTS`
   training captions, seed :data:`CALIBRATION_SEED`; the demo's prompts are held out and use
   seed 0). It is computed once and shipped next to the weights
   (``<weights stem>.plan.safetensors``, plus its calibration ``<stem>.calibration.safetensors`` so

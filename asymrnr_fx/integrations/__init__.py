@@ -1,5 +1,6 @@
-"""Model-library integrations: what the graph alone cannot tell the pass (the video grid,
-tracing settings, which blocks repeat).
+"""Model-library integrations: every other library's knowledge lives here (the video grid,
+tracing settings, which blocks repeat, timestep direction, and :mod:`.hooks`: which hooks and
+attention backends compose with the reduction).
 
 :mod:`asymrnr_fx.api` calls the functions below for every model; they return the
 library-specific answers (today: diffusers) and nothing for other models, so a hand-written
@@ -13,10 +14,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from . import diffusers
+from . import diffusers, hooks
 from .diffusers import TRANSFORMER_COMPONENTS, GridFn
 
-__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
+__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "hooks", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
 
 
 def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | None:

@@ -304,16 +304,25 @@ def tracing(model: nn.Module) -> contextlib.AbstractContextManager:
     return torch._dynamo.config.patch(**cfg) if cfg else contextlib.nullcontext()
 
 
+def diffusers_hook_names(module: nn.Module) -> list[str]:
+    """Names in ``module``'s own diffusers hook registry (``module._diffusers_hook``), in registration order."""
+    registry = getattr(module, "_diffusers_hook", None)
+    return list(getattr(registry, "hooks", {}) or {})
+
+
+def accelerate_hooks(module: nn.Module) -> list[Any]:
+    """accelerate's hooks on ``module`` (``module._hf_hook``, a ``SequentialHook`` unpacked), read without importing accelerate."""
+    hook = getattr(module, "_hf_hook", None)
+    return [] if hook is None else list(getattr(hook, "hooks", None) or (hook,))
+
+
 def hooks_of(model: nn.Module) -> list[str]:
     """Names of the hooks in ``model``, sorted: diffusers' (``module._diffusers_hook`` registries) and
     accelerate's (``module._hf_hook``, as ``accelerate:<class>``), so a warning can name an offloading hook too."""
     names = set()
     for module in model.modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        names.update(getattr(registry, "hooks", {}) or {})
-        hf = getattr(module, "_hf_hook", None)
-        if hf is not None:
-            names.update(f"accelerate:{type(h).__name__}" for h in (getattr(hf, "hooks", None) or (hf,)))
+        names.update(diffusers_hook_names(module))
+        names.update(f"accelerate:{type(h).__name__}" for h in accelerate_hooks(module))
     return sorted(names)
 
 

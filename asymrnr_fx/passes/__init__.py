@@ -3,7 +3,9 @@
 ``find_attention`` -> ``find_timestep`` -> ``infer_grid`` -> ``classify_attention`` ->
 ``select_sites`` (analysis) -> ``rewrite_attention`` (transformation).
 """
-from .classify_attention import SiteReport, classify_attention
+from ..report import SiteReport
+from .analysis import Analysis
+from .classify_attention import classify_attention
 from .find_attention import AttentionCall, find_attention
 from .find_timestep import TIMESTEP_NAMES, find_timestep
 from .infer_grid import GridCandidate, infer_grids
@@ -13,6 +15,7 @@ from .select_sites import select_sites
 
 __all__ = [
     "PASSES",
+    "Analysis",
     "TIMESTEP_NAMES",
     "AttentionCall",
     "GridCandidate",

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .find_attention import node_value
+from .graph import node_value
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -25,47 +25,22 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+
 from typing import Any
 
 import torch
 import torch.fx as fx
 
+from ..report import SiteReport
+from .analysis import Analysis
 from .attention_masks import _same, mask_query_variation, video_rows_variation
-from .find_attention import AttentionCall, node_shape, node_value
+from .find_attention import AttentionCall
+from .forms import supported
+from .graph import node_shape, node_value
 from .infer_grid import GridCandidate
 
 _CAT_TARGETS = {torch.cat, torch.concat, torch.concatenate, torch.ops.aten.cat.default}
 _PROMPT_INPUT = re.compile(r"encoder|text|prompt|context|caption|txt", re.IGNORECASE)
-
-
-@dataclass
-class SiteReport:
-    """One row of the report: an attention call, its class, and whether/why it is rewritten."""
-
-    node: str
-    path: str
-    module_type: str
-    form: str
-    kind: str = "other"
-    q_len: int | None = None
-    kv_len: int | None = None
-    heads: int | None = None
-    grid: tuple[int, int, int] | None = None
-    text_len: int = 0
-    text_position: str | None = None
-    rewrite: bool = False
-    features: tuple[str, ...] = ()
-    ordinal: int | None = None
-    occurrence: int = 0
-    reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        d["grid"] = list(self.grid) if self.grid else None
-        d["features"] = list(self.features)
-        return d
 
 
 def _static(shape: tuple | None) -> bool:
@@ -134,8 +109,8 @@ def _video_span(rep: SiteReport, cand: GridCandidate | None) -> tuple[int, int] 
 
 def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: str, no_grid: str) -> SiteReport:
     rep = SiteReport(call.node.name, call.path, call.module_type, call.form)
-    if call.form == "unsupported":
-        rep.reason = f"unsupported attention op {call.node.target}; only scaled_dot_product_attention is rewritten"
+    if call.spec is None:
+        rep.reason = f"unsupported attention op {call.node.target}; only {supported()} is rewritten"
         return rep
     a = call.args
     q_shape, k_shape, v_shape = (node_shape(a[n]) for n in ("query", "key", "value"))
@@ -149,15 +124,9 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
         return rep
     rep.q_len, rep.kv_len = (q_shape[2], k_shape[2]) if static else (None, None)
     rep.heads = q_shape[1]
-    if a["is_causal"] is not False:
-        rep.reason = "causal attention (is_causal) is not a video DiT attention"
-        return rep
-    if a["enable_gqa"] is not False and (a["attn_mask"] is not None or k_shape[1] != q_shape[1]):
-        rep.reason = "grouped-query attention with a mask or fewer key heads is not supported"
-        return rep
-    mask = node_value(a["attn_mask"]) if isinstance(a["attn_mask"], fx.Node) else a["attn_mask"]
-    if mask is not None and not isinstance(mask, torch.Tensor):
-        rep.reason = f"attention mask of type {type(mask).__name__} is not supported"
+    refused = call.spec.check(a, q_shape, k_shape)  # what the op's own arguments rule out
+    if refused:
+        rep.reason = refused
         return rep
     if cand is None:
         rep.reason = no_grid
@@ -294,3 +263,26 @@ def _classify_attention(
         no_grid = f"no candidate video grid matches the attention lengths (tried {tried}); pass grid=(F, H, W)"
     return [_classify_one(c, None, text_pos, no_grid) for c in calls], None
 
+
+def classify_attention_pass(a: Analysis) -> None:
+    a.reports, a.chosen = classify_attention(a.calls, a.candidates, a.plan.text_position)
+    _check_explicit_grid(a.grid, a.reports, bool(a.calls))
+
+
+def _check_explicit_grid(explicit: tuple[int, int, int] | None, reports: list[SiteReport], any_calls: bool) -> None:
+    """Raise when an explicit grid explains no attention call of this graph.
+
+    Sites over the prompt alone (text refiners, tagged ``prompt_only`` above) do not count: a
+    graph holding only those is a piece of the model call before a graph break (HunyuanVideo
+    1.5, Framepack), and the video attention runs in another graph.
+    """
+    if explicit is None or not any_calls:
+        return
+    n = explicit[0] * explicit[1] * explicit[2]
+    reports = [r for r in reports if not r.extra.get("prompt_only")]
+    if reports and not any(r.kind == "joint" or n in (r.q_len, r.kv_len) for r in reports):
+        lengths = sorted({r.q_len for r in reports if r.q_len is not None})
+        raise ValueError(
+            f"grid {explicit} gives {n} video tokens, but the attention sites have sequence lengths {lengths}; "
+            "give the grid in tokens after patching (frames / temporal patch, height / patch, width / patch)"
+        )

@@ -1,11 +1,8 @@
-"""Analysis pass: every scaled-dot-product-attention call in a graph, arguments normalised.
+"""Analysis pass: every attention call in a graph, arguments normalised.
 
-Dynamo graphs call ``torch._C._nn.scaled_dot_product_attention`` either positionally or
-with keyword-only ``query=/key=/value=`` (diffusers' attention dispatch); exported graphs
-call ``aten.scaled_dot_product_attention.default`` (a hand-built graph may call the
-overload packet ``aten.scaled_dot_product_attention`` itself, which dispatches to the same
-op). All are brought to one argument dict so the
-later passes never care which form they met. Lower-level attention ops (flash/efficient
+Which call targets are attention, and how their arguments read, is each form's knowledge
+(:mod:`.forms`); this pass only walks the graph and records, per call, its form, its
+arguments by name and the module it came from. Lower-level attention ops (flash/efficient
 kernels after decomposition) are found too, but only to be reported as unsupported.
 """
 from __future__ import annotations
@@ -14,27 +11,23 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.fx as fx
 
-SDPA_TORCH = torch._C._nn.scaled_dot_product_attention
-SDPA_ATEN = torch.ops.aten.scaled_dot_product_attention.default
-SDPA_ATEN_PACKET = torch.ops.aten.scaled_dot_product_attention
-#: Call targets rewritten as attention, and the form each is reported as.
-SDPA_FORMS: tuple[tuple[Any, str], ...] = ((SDPA_TORCH, "torch"), (SDPA_ATEN, "aten"), (SDPA_ATEN_PACKET, "aten"))
-ARG_NAMES: tuple[str, ...] = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-DEFAULTS: dict[str, Any] = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+from .analysis import Analysis
+from .forms import AttentionForm, form_of
+from .graph import node_shape, node_value  # noqa: F401  (re-exported: older imports)
 
 
 @dataclass
 class AttentionCall:
-    """One attention node and what it was called with."""
+    """One attention node, its form, and what it was called with."""
 
     node: fx.Node
-    form: str  # "torch" | "aten" | "unsupported"
+    form: str  # the reported variant: "torch" | "aten" | "unsupported"
     args: dict[str, Any]
     path: str
     module_type: str
+    spec: AttentionForm | None = None  # the form that reads and rebuilds it (None: unsupported)
 
     @property
     def query(self) -> fx.Node:
@@ -47,18 +40,6 @@ class AttentionCall:
     @property
     def value(self) -> fx.Node:
         return self.args["value"]
-
-
-def node_value(node: Any) -> Any:
-    """The fake/example value Dynamo (``example_value``) or export (``val``) recorded for a node."""
-    if not isinstance(node, fx.Node):
-        return None
-    return node.meta.get("val", node.meta.get("example_value"))
-
-
-def node_shape(node: Any) -> tuple | None:
-    val = node_value(node)
-    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
 
 
 def clean_module_path(raw: str) -> str:
@@ -80,34 +61,28 @@ def _module_of(node: fx.Node) -> tuple[str, str]:
     return clean_module_path(str(raw)) or node.name, name.rsplit(".", 1)[-1]
 
 
-def _normalise(node: fx.Node) -> dict[str, Any]:
-    bound = dict(DEFAULTS)
-    for name, value in zip(ARG_NAMES, node.args):
-        bound[name] = value
-    bound.update(node.kwargs)
-    return bound
-
-
-def sdpa_form(target: Any) -> str | None:
-    """``"torch"``/``"aten"`` for a scaled-dot-product-attention call target, else None."""
-    return next((form for fn, form in SDPA_FORMS if target is fn), None)
-
-
 def _is_other_attention(node: fx.Node) -> bool:
     name = getattr(node.target, "__name__", str(node.target))
     return "scaled_dot_product" in name and "backward" not in name
 
 
 def find_attention(gm: fx.GraphModule) -> list[AttentionCall]:
-    """All attention calls in graph order; forms the rewrite cannot handle are marked ``unsupported``."""
+    """All attention calls in graph order; ops no form rewrites are marked ``unsupported``."""
     calls = []
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
-        form = sdpa_form(node.target) or ("unsupported" if _is_other_attention(node) else None)
-        if form is None:
+        found = form_of(node.target)
+        if found is None and not _is_other_attention(node):
             continue
         path, module_type = _module_of(node)
-        args = _normalise(node) if form != "unsupported" else {}
-        calls.append(AttentionCall(node, form, args, path, module_type))
+        if found is None:
+            calls.append(AttentionCall(node, "unsupported", {}, path, module_type))
+        else:
+            form, variant = found
+            calls.append(AttentionCall(node, variant, form.read(node), path, module_type, form))
     return calls
+
+
+def find_attention_pass(a: Analysis) -> None:
+    a.calls = find_attention(a.gm)

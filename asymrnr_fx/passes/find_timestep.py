@@ -12,8 +12,8 @@ import re
 import torch
 import torch.fx as fx
 
-from .find_attention import node_value
-from .graph import user_inputs
+from .analysis import Analysis
+from .graph import node_value, user_inputs
 
 #: Argument names that carry the denoising time (also used on call arguments by the API).
 TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma", "sigmas")
@@ -41,3 +41,10 @@ def find_timestep(gm: fx.GraphModule) -> fx.Node | None:
             return node
         loose = loose or node
     return loose
+
+
+def find_timestep_pass(a: Analysis) -> None:
+    a.timestep = find_timestep(a.gm)
+    # only a graph that takes the model's timestep is surely the model's own top level, with full
+    # module paths; any other graph may be a block fragment that Dynamo reuses for every block
+    a.shared = a.shared or a.timestep is None

@@ -1,9 +1,22 @@
 """Graph helpers shared by the passes."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
+import torch
 import torch.fx as fx
+
+
+def node_value(node: Any) -> Any:
+    """The fake/example value Dynamo (``example_value``) or export (``val``) recorded for a node."""
+    if not isinstance(node, fx.Node):
+        return None
+    return node.meta.get("val", node.meta.get("example_value"))
+
+
+def node_shape(node: Any) -> tuple | None:
+    val = node_value(node)
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
 
 
 def user_inputs(gm: fx.GraphModule) -> Iterator[fx.Node]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from .find_attention import node_value
-from .graph import user_inputs
+from .analysis import Analysis
+from .graph import node_value, user_inputs
 
 # Temporal-major order: spatial patching is far more common than temporal, so an
 # ambiguous token count resolves to the smaller temporal patch.
@@ -110,3 +110,8 @@ def embedding_patch(gm: fx.GraphModule) -> tuple[int, int, int] | None:
             continue
         found.add(kernel if len(kernel) == 3 else (1, *kernel))
     return found.pop() if len(found) == 1 else None
+
+
+def infer_grid_pass(a: Analysis) -> None:
+    a.grid = a.grid if a.grid is not None else a.plan.grid
+    a.candidates = infer_grids(a.gm, explicit=a.grid, hint=a.capture.grid_hint, call_inputs=list(a.capture.call_inputs))

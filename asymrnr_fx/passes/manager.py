@@ -1,4 +1,4 @@
-"""The pass driver: one ordered list of passes over one captured graph.
+"""The pass manager: one ordered list of passes, each ``pass(analysis)``, over one captured graph.
 
 Order (each pass in its own file)::
 
@@ -9,103 +9,66 @@ Order (each pass in its own file)::
     select_sites        analysis        which sites to rewrite, with which features
     rewrite_attention   transformation  select -> reduce -> attention -> restore, per site
 
-The analysis passes never change the graph, so ``dry_run`` (for :func:`asymrnr_fx.inspect`)
-stops before the last one. The driver is also the one place that turns an explicit grid
-that explains no attention call into an error naming both numbers.
+Every pass reads and fills one :class:`~.analysis.Analysis` (as Torch-TensorRT's
+``build_from_passlist`` runs one signature). The analysis passes never change the graph,
+so ``dry_run`` (for :func:`asymrnr_fx.inspect`) stops before the first transformation.
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import torch.fx as fx
 
+from ..context import Capture
 from ..plan import Plan
-from .classify_attention import classify_attention
-from .find_attention import find_attention
-from .find_timestep import find_timestep
-from .graph import nearest_parameter
-from .infer_grid import infer_grids
-from .rewrite_attention import rewrite_attention
-from .select_sites import select_sites
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..report import GraphReport
-    from ..runtime import Runtime
+from ..report import GraphReport
+from .analysis import Analysis, Pass
+from .classify_attention import classify_attention_pass
+from .find_attention import find_attention_pass
+from .find_timestep import find_timestep_pass
+from .infer_grid import infer_grid_pass
+from .rewrite_attention import rewrite_attention_pass
+from .select_sites import select_sites_pass
 
 log = logging.getLogger("asymrnr_fx")
 
-PASSES: tuple[str, ...] = (
-    "find_attention", "find_timestep", "infer_grid", "classify_attention", "select_sites", "rewrite_attention",
+ANALYSES: tuple[Pass, ...] = (
+    find_attention_pass, find_timestep_pass, infer_grid_pass, classify_attention_pass, select_sites_pass,
 )
+TRANSFORMATIONS: tuple[Pass, ...] = (rewrite_attention_pass,)
+#: Every pass, in the order :func:`rewrite_graph` runs them.
+PASSES: tuple[Pass, ...] = ANALYSES + TRANSFORMATIONS
 
 
 def rewrite_graph(
     gm: fx.GraphModule,
     plan: Plan,
-    runtime: "Runtime",
+    capture: Capture | None = None,
     *,
     grid: tuple[int, int, int] | None = None,
     prefix: str = "",
     shared: bool = False,
     dry_run: bool = False,
-) -> "GraphReport":
+) -> GraphReport:
     """Run :data:`PASSES` over ``gm`` in place and return what they found.
 
-    ``prefix``/``shared`` describe a region graph (regional compilation: the module path of
-    the block being captured, and whether the graph serves every block of its class).
+    ``capture`` is what the model call in progress tells the pass (grid hint, 5-D inputs, plan
+    rows known so far; see :class:`asymrnr_fx.context.Capture`). ``prefix``/``shared``
+    describe a region graph (regional compilation: the module path of the block being
+    captured, and whether the graph serves every block of its class).
     """
-    from ..report import GraphReport
-    from ..sites import GraphSite, encode_site
-
-    calls = find_attention(gm)
-    timestep = find_timestep(gm)
-    explicit = tuple(grid) if grid is not None else plan.grid
-    candidates = infer_grids(gm, explicit=explicit, hint=runtime.grid_hint, call_inputs=runtime.call_inputs)
-    reports, chosen = classify_attention(calls, candidates, plan.text_position)
-    _check_explicit_grid(explicit, reports, bool(calls))
-    # only a graph that takes the model's timestep is surely the model's own top level, with full
-    # module paths; any other graph may be a block fragment that Dynamo reuses for every block
-    shared = shared or timestep is None
-    select_sites(reports, plan, runtime, prefix=prefix, shared=shared)
-    if not dry_run:
-        for call, rep in zip(calls, reports):  # classify_attention keeps the order of the calls
-            if not rep.rewrite:
-                continue
-            site = GraphSite(
-                rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first", plan.stride
-            )
-            rewrite_attention(
-                gm, call, site=encode_site(site), features=rep.features, mode=plan.mode, symmetric=plan.symmetric,
-                anchor=nearest_parameter(call.query),
-            )
-        gm.graph.lint()
-        gm.recompile()
+    a = Analysis(gm, plan, capture if capture is not None else Capture(), grid=tuple(grid) if grid else None,
+                 prefix=prefix, shared=shared)
+    for run in ANALYSES if dry_run else PASSES:
+        run(a)
+    placeholders = list(gm.graph.find_nodes(op="placeholder"))
     report = GraphReport(
-        reports,
-        grid=chosen.grid if chosen else None,
-        grid_source=chosen.source if chosen else "",
-        timestep=timestep.name if timestep is not None else None,
-        rows=() if shared else tuple(dict.fromkeys(prefix + r.path for r in reports if r.ordinal is not None)),
+        a.reports,
+        grid=a.chosen.grid if a.chosen else None,
+        grid_source=a.chosen.source if a.chosen else "",
+        timestep=a.timestep.name if a.timestep is not None else None,
+        timestep_index=placeholders.index(a.timestep) if a.timestep in placeholders else None,
+        rows=() if a.shared else tuple(dict.fromkeys(prefix + r.path for r in a.reports if r.ordinal is not None)),
     )
-    log.info("asymrnr_fx: rewrote %d of %d attention sites", len(report.rewritten), len(reports))
+    log.info("asymrnr_fx: rewrote %d of %d attention sites", len(report.rewritten), len(a.reports))
     return report
-
-
-def _check_explicit_grid(explicit: tuple[int, int, int] | None, reports: list, any_calls: bool) -> None:
-    """Raise when an explicit grid explains no attention call of this graph.
-
-    Sites over the prompt alone (text refiners, tagged ``prompt_only`` by classify_attention) do
-    not count: a graph holding only those is a piece of the model call before a graph break
-    (HunyuanVideo 1.5, Framepack), and the video attention runs in another graph.
-    """
-    if explicit is None or not any_calls:
-        return
-    n = explicit[0] * explicit[1] * explicit[2]
-    reports = [r for r in reports if not r.extra.get("prompt_only")]
-    if reports and not any(r.kind == "joint" or n in (r.q_len, r.kv_len) for r in reports):
-        lengths = sorted({r.q_len for r in reports if r.q_len is not None})
-        raise ValueError(
-            f"grid {explicit} gives {n} video tokens, but the attention sites have sequence lengths {lengths}; "
-            "give the grid in tokens after patching (frames / temporal patch, height / patch, width / patch)"
-        )

@@ -26,7 +26,10 @@ from typing import Any
 import torch.fx as fx
 
 from .. import custom_ops, ops
+from ..sites import GraphSite, encode_site
+from .analysis import Analysis
 from .find_attention import AttentionCall
+from .graph import nearest_parameter
 
 
 def _call(graph: fx.Graph, fn: Any, args: tuple, meta: dict) -> fx.Node:
@@ -70,10 +73,9 @@ def rewrite_attention(
             kv_assign = _call(graph, operator.getitem, (sel, 1), meta)
             a["key"] = _reduce(graph, reduce, a["key"], kv_keep, kv_assign, meta)
             a["value"] = _reduce(graph, reduce, a["value"], kv_keep, kv_assign, meta)
-        if isinstance(a["attn_mask"], fx.Node):
+        if isinstance(a["attn_mask"], fx.Node) and call.spec.reduces_mask:
             a["attn_mask"] = _call(graph, ops.reduce_mask, (a["attn_mask"], q_keep, kv_keep), meta)
-    node.args = (a.pop("query"), a.pop("key"), a.pop("value"))
-    node.kwargs = a
+    call.spec.write(node, a)  # the form rebuilds its call on the reduced tensors
     if q_assign is not None:
         with graph.inserting_after(node):
             restored = _call(graph, ops.restore_tokens, (node, q_assign), meta)
@@ -86,3 +88,17 @@ def _reduce(graph: fx.Graph, gather: Any, x: Any, keep: fx.Node, assign: fx.Node
     if gather is not None:
         return _call(graph, gather, (x, keep), meta)
     return _call(graph, ops.merge_tokens, (x, keep, assign), meta)
+
+
+def rewrite_attention_pass(a: Analysis) -> None:
+    """Rewrite every site select_sites chose (classify_attention keeps the order of the calls)."""
+    for call, rep in zip(a.calls, a.reports):
+        if not rep.rewrite:
+            continue
+        site = GraphSite(rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first", a.plan.stride)
+        rewrite_attention(
+            a.gm, call, site=encode_site(site), features=rep.features, mode=a.plan.mode, symmetric=a.plan.symmetric,
+            anchor=nearest_parameter(call.query),
+        )
+    a.gm.graph.lint()
+    a.gm.recompile()

@@ -9,27 +9,27 @@ the rewrite mechanical.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from ..plan import Plan
-from .classify_attention import SiteReport
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..runtime import Runtime
+from ..report import SiteReport
+from .analysis import Analysis
 
 _VIDEO_KINDS = ("self", "joint")
 
 
 def select_sites(
-    reports: list[SiteReport], plan: Plan, runtime: "Runtime", *, prefix: str = "", shared: bool = False
+    reports: list[SiteReport], plan: Plan, rows: Mapping[str, int] | None = None, *, prefix: str = "", shared: bool = False
 ) -> list[SiteReport]:
     """Mark the reports to rewrite (``rewrite``, ``features``, ``ordinal``, ``occurrence``) and return them.
 
     ``prefix`` is the module path of the compiled region (regional compilation); ``shared``
     says the graph may run for several modules (every block of a class, or a frame resumed
     after a graph break inside a block), so the features are those the plan uses at *any*
-    site rather than at this one.
+    site rather than at this one. ``rows`` are the plan rows the model already numbered
+    (module path -> row, from the capture context).
     """
+    rows = rows if rows is not None else {}
     occurrences: Counter[str] = Counter()
     provisional: dict[str, int] = {}
     chosen = []
@@ -41,7 +41,7 @@ def select_sites(
             continue
         # provisional: the runtime numbers sites when they run (a graph's own names may be relative)
         path = prefix + rep.path
-        rep.ordinal = runtime.site_order.get(path, provisional.setdefault(path, len(runtime.site_order) + len(provisional)))
+        rep.ordinal = rows.get(path, provisional.setdefault(path, len(rows) + len(provisional)))
         if not shared and plan.num_sites is not None and rep.ordinal >= plan.num_sites:
             raise ValueError(
                 f"plan {plan.name or ''} has ratios for {plan.num_sites} attention sites, but the model has more "
@@ -69,3 +69,7 @@ def _features(plan: Plan, ordinal: int, shared: bool) -> tuple[str, ...]:
         return plan.features_used(ordinal)
     used = {f for site in range(plan.num_sites) for f in plan.features_used(site)}
     return tuple(f for f in ("q", "kv") if f in used)
+
+
+def select_sites_pass(a: Analysis) -> None:
+    select_sites(a.reports, a.plan, a.capture.rows, prefix=a.prefix, shared=a.shared)

@@ -1,4 +1,5 @@
-"""What AsymRnR composes with: diffusers cache hooks, offloading hooks and attention backends.
+"""Hook verdicts: what AsymRnR composes with among diffusers cache hooks, offloading hooks
+(diffusers' and accelerate's) and diffusers attention backends.
 
 Why this exists: the pass only sees what Dynamo captures. A hook that runs its module outside
 the captured graph (``torch.compiler.disable``), or that makes Dynamo recompile per module
@@ -22,15 +23,16 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Iterator
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
-from .errors import AsymRnRWarning
+from ..errors import AsymRnRWarning, IncompatibleHookError
+from .diffusers import accelerate_hooks, diffusers_hook_names, repeated_blocks
 
-
-class IncompatibleHookError(ValueError):
-    """A hook (cache, offloading) that would silently turn the reduction off; the message names it and the fix."""
+__all__ = ["ACCELERATE_HOOKS", "HOOKS", "SDPA_BACKENDS", "IncompatibleHookError", "Verdict", "backend_sites", "check",
+           "check_call", "verdicts", "warn_backends"]
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,18 @@ HOOKS: dict[str, Verdict] = {
     )),
 }
 
+#: accelerate hooks (``module._hf_hook``) -> verdict, each with the predicate that recognises it.
+ACCELERATE_HOOKS: tuple[tuple[Callable[[Any], bool], Verdict], ...] = (
+    (lambda hook: type(hook).__name__ == "AlignDevicesHook" and bool(getattr(hook, "offload", False)), Verdict(
+        "accelerate cpu_offload", False,
+        "accelerate's AlignDevicesHook loads every module's weights in its pre-forward hook, outside the graph "
+        "Dynamo captures, so no attention call reaches the rewritten graph",
+        _OFFLOAD_FIX,
+    )),
+)
+
 #: diffusers attention backends that call ``torch.nn.functional.scaled_dot_product_attention`` (rewritable).
 SDPA_BACKENDS = frozenset({"native", "_native_flash", "_native_math", "_native_efficient", "_native_cudnn"})
-
-
-def _hook_names(module: nn.Module) -> list[str]:
-    registry = getattr(module, "_diffusers_hook", None)
-    return list(getattr(registry, "hooks", {}) or {})
-
-
-def _accelerate_hooks(module: nn.Module) -> Iterator[Any]:
-    """accelerate's hooks on ``module`` (``module._hf_hook``, unpacking a ``SequentialHook``), read without importing accelerate."""
-    hook = getattr(module, "_hf_hook", None)
-    if hook is None:
-        return
-    yield from (getattr(hook, "hooks", None) or (hook,))
 
 
 def verdicts(model: nn.Module) -> dict[str, tuple[Verdict, list[str]]]:
@@ -117,7 +116,7 @@ def verdicts(model: nn.Module) -> dict[str, tuple[Verdict, list[str]]]:
     """
     found: dict[str, tuple[Verdict, list[str]]] = {}
     for path, module in model.named_modules():
-        for name in _hook_names(module):
+        for name in diffusers_hook_names(module):
             verdict = HOOKS.get(name)
             if verdict is None:
                 continue
@@ -125,15 +124,10 @@ def verdicts(model: nn.Module) -> dict[str, tuple[Verdict, list[str]]]:
                 level = _group_offload_level(module, name)
                 verdict = Verdict(f"group offloading ({level})" if level else verdict.tool, False, verdict.reason, verdict.fix)
             found.setdefault(verdict.tool, (verdict, []))[1].append(path or "<model>")
-        for hook in _accelerate_hooks(module):
-            if type(hook).__name__ == "AlignDevicesHook" and getattr(hook, "offload", False):
-                verdict = Verdict(
-                    "accelerate cpu_offload", False,
-                    "accelerate's AlignDevicesHook loads every module's weights in its pre-forward hook, outside the "
-                    "graph Dynamo captures, so no attention call reaches the rewritten graph",
-                    _OFFLOAD_FIX,
-                )
-                found.setdefault(verdict.tool, (verdict, []))[1].append(path or "<model>")
+        for hook in accelerate_hooks(module):
+            for recognises, verdict in ACCELERATE_HOOKS:
+                if recognises(hook):
+                    found.setdefault(verdict.tool, (verdict, []))[1].append(path or "<model>")
     return found
 
 
@@ -159,9 +153,7 @@ def check(model: nn.Module, compile: Any = False) -> None:
             f"Composes: {', '.join(sorted({v.tool for v in HOOKS.values() if v.composes}))}."
         )
     if compile == "regional":
-        from . import integrations
-
-        hooked = {path: _hook_names(block) for path, block in integrations.repeated_blocks(model) if _hook_names(block)}
+        hooked = {path: names for path, block in repeated_blocks(model) if (names := diffusers_hook_names(block))}
         if hooked:
             names = sorted({n for ns in hooked.values() for n in ns})
             raise IncompatibleHookError(

@@ -1,0 +1,29 @@
+"""Attention forms: one file per way of calling attention, each an :class:`~.base.AttentionForm`.
+
+The passes loop over :data:`FORMS`; adding a form is a new file here and an entry below.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import ARGUMENTS, AttentionForm
+from .sdpa import SDPA
+
+#: Every form the passes rewrite, in the order they are tried.
+FORMS: tuple[AttentionForm, ...] = (SDPA,)
+
+__all__ = ["ARGUMENTS", "FORMS", "SDPA", "AttentionForm", "form_of", "supported"]
+
+
+def form_of(target: Any) -> tuple[AttentionForm, str] | None:
+    """``(form, variant)`` of a call target that some form rewrites, else None."""
+    for form in FORMS:
+        variant = form.variant(target)
+        if variant is not None:
+            return form, variant
+    return None
+
+
+def supported() -> str:
+    """How messages list the rewritten ops."""
+    return " / ".join(f.describe for f in FORMS)

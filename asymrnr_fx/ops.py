@@ -247,6 +247,11 @@ def restore_tokens(out: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
     return torch.gather(out, -2, _expand_index(assign, out))
 
 
+def restore_lse(lse: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """Full-length log-sum-exp ``[B, H, L]`` from the reduced one: each query takes its dst's, as its output does."""
+    return torch.gather(lse, -1, assign)
+
+
 def reduce_mask(mask: torch.Tensor, q_keep: torch.Tensor | None, kv_keep: torch.Tensor | None) -> torch.Tensor:
     """Cut an attention mask down to the kept query rows and key columns.
 
@@ -297,7 +302,7 @@ def _may_be_one(n: int | torch.SymInt) -> bool:
 
 
 # The functions the rewrite pass inserts into graphs as ``call_function`` nodes.
-GRAPH_FUNCTIONS = (gather_tokens, merge_tokens, restore_tokens, reduce_mask)
+GRAPH_FUNCTIONS = (gather_tokens, merge_tokens, restore_tokens, restore_lse, reduce_mask)
 
 
 def graph_function_cache_keys() -> dict[str, str]:

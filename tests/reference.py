@@ -106,6 +106,15 @@ def ref_attention(q, k, v, mask, scale):
     return torch.softmax(s, dim=-1) @ v.double()
 
 
+def ref_lse(q, k, mask, scale):
+    """log(sum_j exp(q k_j * scale + mask_j)) per query, in float64, for one (batch, head)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = q.double() @ k.double().T * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.double()
+    return torch.logsumexp(s, dim=-1)
+
+
 @dataclass
 class RefMatching:
     dst: list
@@ -125,12 +134,17 @@ def ref_matching(x_video, grid, stride, seed, similarity):
 
 
 def ref_asymrnr_attention(
-    q, k, v, *, grid, q_ratio, kv_ratio, q_match, kv_match, text_len=0, text_first=True, mask=None, scale=None, mode="replace"
+    q, k, v, *, grid, q_ratio, kv_ratio, q_match, kv_match, text_len=0, text_first=True, mask=None, scale=None, mode="replace",
+    return_lse=False,
 ):
-    """Reduced attention with restoration, one (batch, head) at a time. Returns q's dtype."""
+    """Reduced attention with restoration, one (batch, head) at a time. Returns q's dtype.
+
+    With ``return_lse``: ``(output, lse)``, the log-sum-exp of each reduced query row over the
+    reduced keys, restored with the same slots as the output."""
     B, H, L, _ = q.shape
     n = grid[0] * grid[1] * grid[2]
     out = torch.empty(B, H, L, v.shape[-1], dtype=torch.float64)
+    lse = torch.empty(B, H, L, dtype=torch.float64)
     for b in range(B):
         for h in range(H):
             if q_match is not None:
@@ -149,15 +163,13 @@ def ref_asymrnr_attention(
                 rows = q_keep if mm.shape[0] != 1 else [0]
                 cols = kv_keep if mm.shape[1] != 1 else [0]
                 m = mm[rows][:, cols]
-            o = ref_attention(
-                ref_reduce(q[b, h], q_keep, q_slot, mode),
-                ref_reduce(k[b, h], kv_keep, kv_slot, mode),
-                ref_reduce(v[b, h], kv_keep, kv_slot, mode),
-                m,
-                scale,
-            )
+            qr, kr = ref_reduce(q[b, h], q_keep, q_slot, mode), ref_reduce(k[b, h], kv_keep, kv_slot, mode)
+            o = ref_attention(qr, kr, ref_reduce(v[b, h], kv_keep, kv_slot, mode), m, scale)
             out[b, h] = torch.stack([o[q_slot[p]] for p in range(L)])
-    return out.to(q.dtype)
+            if return_lse:
+                s = ref_lse(qr, kr, m, scale)
+                lse[b, h] = torch.stack([s[q_slot[p]] for p in range(L)])
+    return (out.to(q.dtype), lse.to(q.dtype)) if return_lse else out.to(q.dtype)
 
 
 @dataclass
@@ -187,7 +199,8 @@ class ReferenceAsymRnR:
         self.step = step
         self.calls = 0
 
-    def __call__(self, query=None, key=None, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    def __call__(self, query=None, key=None, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+                 return_lse=False):
         assert not is_causal and dropout_p == 0.0
         ordinal = self.calls
         self.calls += 1
@@ -220,7 +233,7 @@ class ReferenceAsymRnR:
         return ref_asymrnr_attention(
             query, key, value, grid=site.grid, q_ratio=matches["q"][1], kv_ratio=matches["kv"][1],
             q_match=matches["q"][0], kv_match=matches["kv"][0], text_len=site.text_len,
-            text_first=site.text_first, mask=attn_mask, scale=scale, mode=plan.mode,
+            text_first=site.text_first, mask=attn_mask, scale=scale, mode=plan.mode, return_lse=return_lse,
         )
 
 

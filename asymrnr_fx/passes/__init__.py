@@ -1,7 +1,9 @@
 """FX passes, one per file, run in the order of :data:`manager.PASSES` by :func:`manager.rewrite_graph`.
 
 ``find_attention`` -> ``find_timestep`` -> ``infer_grid`` -> ``classify_attention`` ->
-``select_sites`` (analysis) -> ``rewrite_attention`` (transformation).
+``select_sites`` (analysis) -> ``rewrite_attention`` (transformation), each ``pass(analysis)``
+over one :class:`~.analysis.Analysis`. What an attention op looks like is its form's
+knowledge (:mod:`.forms`), never a pass's.
 """
 from ..report import SiteReport
 from .analysis import Analysis

@@ -110,7 +110,7 @@ def _video_span(rep: SiteReport, cand: GridCandidate | None) -> tuple[int, int] 
 def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: str, no_grid: str) -> SiteReport:
     rep = SiteReport(call.node.name, call.path, call.module_type, call.form)
     if call.spec is None:
-        rep.reason = f"unsupported attention op {call.node.target}; only {supported()} is rewritten"
+        rep.reason = f"unsupported attention op {call.node.target}; the attention ops rewritten are {supported()}"
         return rep
     a = call.args
     q_shape, k_shape, v_shape = (node_shape(a[n]) for n in ("query", "key", "value"))
@@ -124,7 +124,7 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
         return rep
     rep.q_len, rep.kv_len = (q_shape[2], k_shape[2]) if static else (None, None)
     rep.heads = q_shape[1]
-    refused = call.spec.check(a, q_shape, k_shape)  # what the op's own arguments rule out
+    refused = call.spec.check(a, q_shape, k_shape) or call.spec.output_reason(call.node)  # what the op rules out
     if refused:
         rep.reason = refused
         return rep

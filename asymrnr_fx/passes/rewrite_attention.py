@@ -76,12 +76,23 @@ def rewrite_attention(
         if isinstance(a["attn_mask"], fx.Node) and call.spec.reduces_mask:
             a["attn_mask"] = _call(graph, ops.reduce_mask, (a["attn_mask"], q_keep, kv_keep), meta)
     call.spec.write(node, a)  # the form rebuilds its call on the reduced tensors
-    if q_assign is not None:
-        with graph.inserting_after(node):
-            restored = _call(graph, ops.restore_tokens, (node, q_assign), meta)
-        if "example_value" in meta:  # restored = the original output's shape; AOTAutograd's cache
-            restored.meta["example_value"] = meta["example_value"]  # checks method calls on it by this
-        node.replace_all_uses_with(restored, delete_user_cb=lambda user: user is not restored)
+    if q_assign is None:
+        return
+    if call.spec.outputs is None:
+        _restore(graph, node, ops.restore_tokens, q_assign, meta)
+        return
+    for user in list(node.users):  # a tuple output: each used part (classify_attention checked them) restored
+        kind = call.spec.outputs[user.args[1]]
+        _restore(graph, user, ops.restore_tokens if kind == "tokens" else ops.restore_lse, q_assign, user.meta)
+
+
+def _restore(graph: fx.Graph, out: fx.Node, restore: Any, assign: fx.Node, meta: dict) -> None:
+    """Replace every use of ``out`` (a reduced-length result) by ``restore(out, assign)``."""
+    with graph.inserting_after(out):
+        restored = _call(graph, restore, (out, assign), meta)
+    if "example_value" in meta:  # restored = the original output's shape; AOTAutograd's cache
+        restored.meta["example_value"] = meta["example_value"]  # checks method calls on it by this
+    out.replace_all_uses_with(restored, delete_user_cb=lambda user: user is not restored)
 
 
 def _reduce(graph: fx.Graph, gather: Any, x: Any, keep: fx.Node, assign: fx.Node, meta: dict) -> fx.Node:

@@ -8,11 +8,12 @@ from typing import Any
 
 from .base import ARGUMENTS, AttentionForm
 from .sdpa import SDPA
+from .sdpa_lse import SDPA_LSE_CPU, SDPA_LSE_FLASH
 
 #: Every form the passes rewrite, in the order they are tried.
-FORMS: tuple[AttentionForm, ...] = (SDPA,)
+FORMS: tuple[AttentionForm, ...] = (SDPA, SDPA_LSE_CPU, SDPA_LSE_FLASH)
 
-__all__ = ["ARGUMENTS", "FORMS", "SDPA", "AttentionForm", "form_of", "supported"]
+__all__ = ["ARGUMENTS", "FORMS", "SDPA", "SDPA_LSE_CPU", "SDPA_LSE_FLASH", "AttentionForm", "form_of", "supported"]
 
 
 def form_of(target: Any) -> tuple[AttentionForm, str] | None:
@@ -26,4 +27,4 @@ def form_of(target: Any) -> tuple[AttentionForm, str] | None:
 
 def supported() -> str:
     """How messages list the rewritten ops."""
-    return " / ".join(f.describe for f in FORMS)
+    return ", ".join(f.describe for f in FORMS)

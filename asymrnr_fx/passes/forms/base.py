@@ -7,6 +7,7 @@ form in one file (``forms/sdpa.py`` ...), find / classify / rewrite loop over
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,14 @@ class AttentionForm:
         check: ``(args, q_shape, k_shape) -> reason`` ("" when the call can be reduced): what this op's
             own arguments rule out (causal, grouped-query layouts, mask types).
         reduces_mask: its mask is a tensor over ``[..., Lq, Lk]`` that
-            :func:`asymrnr_fx.ops.reduce_mask` can index down to the kept tokens.
+            :func:`asymrnr_fx.ops.reduce_mask` can index down to the kept tokens (a form whose
+            mask cannot be reduced must refuse masked calls in ``check``).
+        op_args: the argument names the op itself takes (default: all of :data:`ARGUMENTS`);
+            the others are defaults for the passes only and are never written back.
+        outputs: None for an op returning the attention output; for an op returning a tuple,
+            the index of each output the reduction restores: ``"tokens"`` (``[B, H, L, D]``) or
+            ``"lse"`` (the log-sum-exp, ``[B, H, L]``). A call that uses any other output is
+            left intact.
     """
 
     name: str
@@ -40,6 +48,8 @@ class AttentionForm:
     defaults: Mapping[str, Any]
     check: Callable[[Mapping[str, Any], tuple, tuple], str]
     reduces_mask: bool = True
+    op_args: tuple[str, ...] | None = None
+    outputs: Mapping[int, str] | None = None
 
     def variant(self, target: Any) -> str | None:
         """The reported variant of ``target`` if this form owns it (compared by identity), else None."""
@@ -53,7 +63,19 @@ class AttentionForm:
         return bound
 
     def write(self, node: fx.Node, args: Mapping[str, Any]) -> None:
-        """Point ``node`` at (reduced) arguments: query, key, value positional, the rest by keyword."""
-        rest = dict(args)
-        node.args = (rest.pop("query"), rest.pop("key"), rest.pop("value"))
-        node.kwargs = rest
+        """Point ``node`` at (reduced) arguments: query, key, value positional, the op's other arguments by keyword."""
+        own = self.op_args if self.op_args is not None else ARGUMENTS
+        node.args = (args["query"], args["key"], args["value"])
+        node.kwargs = {k: args[k] for k in own if k not in ("query", "key", "value") and k in args}
+
+    def output_reason(self, node: fx.Node) -> str:
+        """Why the call's outputs cannot be restored ("" when they can): a tuple output used other
+        than by indexing one of :attr:`outputs`."""
+        if self.outputs is None:
+            return ""
+        for user in node.users:
+            index = user.args[1] if user.op == "call_function" and user.target is operator.getitem else None
+            if index not in self.outputs:
+                what = f"output {index}" if isinstance(index, int) else f"its output tuple ({user.name})"
+                return f"{self.describe} call uses {what}, which the reduction cannot restore"
+        return ""

@@ -35,11 +35,14 @@ class Capture:
     arguments), or None. ``call_inputs``: the call's 5-D float tensors as ``(name, shape)``.
     ``rows``: module path -> plan row for the sites the model already numbered (a read-only
     view: graphs captured later in the same call see rows registered by earlier ones).
+    ``patch``: the (t, h, w) patch of the model's patch embedding, read from its modules, for
+    graphs that do not show it (a regional block graph starts after the embedding).
     """
 
     grid_hint: tuple[int, int, int] | None = None
     call_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
     rows: Mapping[str, int] = field(default_factory=lambda: _NO_ROWS)
+    patch: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ class AsymRnRModule(nn.Module):
         if self.runtime.direction.value is None:
             self.runtime.direction.value = integrations.timestep_direction(model)
         self.grid_fn = options.grid_fn if options.grid_fn is not None else integrations.grid_fn_for(model)
+        self._patch = _embedding_patch(model)  # for graphs that start after the embedding (regional blocks)
         self.compiled = options.compile
         self._warned_fallback = False
         compile, fullgraph = options.compile, options.fullgraph
@@ -126,7 +127,7 @@ class AsymRnRModule(nn.Module):
         hint = self.grid_fn(self.model, args, kwargs) if self.grid_fn is not None else None
         args, kwargs = named_call(self.model, args, kwargs)
         runtime = self.runtime
-        capture = runtime.capture(hint, video_inputs(args, kwargs))  # for graphs Dynamo captures during this call
+        capture = runtime.capture(hint, video_inputs(args, kwargs), self._patch)  # for graphs captured during this call
         graphs = runtime.counts["graph_call"]
         gave_up = _dynamo_gave_up()
         captured, warned = len(runtime.reports), runtime.counts["warned"]
@@ -259,6 +260,20 @@ def _pass_errors() -> Iterator[None]:
         if isinstance(inner, (ValueError, TypeError)):
             raise inner from None
         raise
+
+
+def _embedding_patch(model: nn.Module) -> tuple[int, int, int] | None:
+    """The (t, h, w) patch of ``model``'s patch embedding: its one kind of convolution whose stride
+    equals its kernel (Conv3d, or Conv2d over frames), as the pass reads it from a graph; None if
+    there is none or several."""
+    found = set()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)) and tuple(m.stride) == tuple(m.kernel_size):
+            kernel = tuple(int(k) for k in m.kernel_size)
+            if len(kernel) == 2 and max(kernel) == 1:
+                continue
+            found.add(kernel if len(kernel) == 3 else (1, *kernel))
+    return found.pop() if len(found) == 1 else None
 
 
 def _video_sites(reports: list) -> list:

@@ -122,10 +122,11 @@ class Runtime:
         state.observe(value, self.direction)
 
     def capture(
-        self, grid_hint: tuple[int, int, int] | None = None, call_inputs: Iterable[tuple[str, tuple[int, ...]]] = ()
+        self, grid_hint: tuple[int, int, int] | None = None, call_inputs: Iterable[tuple[str, tuple[int, ...]]] = (),
+        patch: tuple[int, int, int] | None = None,
     ) -> Capture:
         """The capture context of a call: what graphs captured during it may learn (rows: a live read-only view)."""
-        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order))
+        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order), patch)
 
     def call(self, timestep: Any = None, prefix: str = "", capture: Capture | None = None) -> calling:
         """Context manager for one model call: reads the timestep once, then makes the call active."""

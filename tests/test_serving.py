@@ -402,6 +402,32 @@ def test_graph_breaks_inside_blocks_keep_one_site_per_block():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_regional_blocks_of_a_hand_written_model_read_the_patch_from_the_model():
+    """A block graph starts after the patch embedding, so its grid was ambiguous ((4, 8, 8) with patch
+    (1, 2, 2), or (1, 16, 16) with (4, 1, 1): both 256 tokens) and nothing was reduced. The model's
+    own Conv3d (stride = kernel) tells them apart, as the embedding in a whole-model graph does."""
+    from asymrnr_fx.testing import TinyVideoDiT
+
+    torch.manual_seed(0)
+    model = TinyVideoDiT(dim=16, heads=2, depth=2, frames=4, height=16, width=16).eval()
+    plan = changing_plan(2, steps=3, window=2)
+    x = torch.randn(1, 4, 4, 16, 16)
+
+    def run(fast):
+        with torch.no_grad(), asymrnr_fx.generation(fast):
+            return [fast(x, torch.tensor([t])) for t in TIMESTEPS]
+
+    eager = run(asymrnr_fx.transform(model, plan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        regional = asymrnr_fx.transform(model, plan, compile="regional")
+        outs = run(regional)
+    for a, b in zip(outs, eager):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert [g.grid for g in regional.report.graphs] == [(4, 8, 8)]
+    assert regional.runtime.num_sites == 2
+
+
 @pytest.mark.parametrize("family", ["wan", "hunyuanvideo"])
 def test_regional_compilation_of_other_families_matches_eager(family):
     """Wan and HunyuanVideo declare ``_repeated_blocks``; one graph per block class serves all blocks.

@@ -53,6 +53,7 @@ def infer_grids(
     explicit: tuple[int, int, int] | None = None,
     hint: tuple[int, int, int] | None = None,
     call_inputs: list[tuple[str, tuple[int, ...]]] = (),
+    patch: tuple[int, int, int] | None = None,
 ) -> list[GridCandidate]:
     """Grid candidates, most trusted first.
 
@@ -76,8 +77,8 @@ def infer_grids(
                     grid = (math.ceil(f / pt), h // p, w // p)
                     source = f"input {name} {list(shape)} as {layout}, patch ({pt}, {p}, {p})"
                     out.append(GridCandidate(grid, source, patch=(pt, p, p)))
-    patch = embedding_patch(gm)
-    if patch is not None:  # the graph shows its patch embedding: only grids of that patch are possible
+    patch = embedding_patch(gm) or patch  # the graph's own, else the model's (a block graph starts after it)
+    if patch is not None:  # the patch embedding is known: only grids of that patch are possible
         out = [c for c in out if c.patch is None or c.patch == patch]
     return out
 
@@ -114,4 +115,5 @@ def embedding_patch(gm: fx.GraphModule) -> tuple[int, int, int] | None:
 
 def infer_grid_pass(a: Analysis) -> None:
     a.grid = a.grid if a.grid is not None else a.plan.grid
-    a.candidates = infer_grids(a.gm, explicit=a.grid, hint=a.capture.grid_hint, call_inputs=list(a.capture.call_inputs))
+    a.candidates = infer_grids(a.gm, explicit=a.grid, hint=a.capture.grid_hint, call_inputs=list(a.capture.call_inputs),
+                               patch=a.capture.patch)

@@ -101,6 +101,51 @@ def test_two_threads_each_get_their_solo_output(wan):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
+def test_first_calls_on_two_threads_each_capture_with_their_own_call(wan):
+    """What a call tells the pass (its grid, its inputs) travels with the call, not on the model.
+
+    Two threads make the first calls of one transformed Wan at two latent sizes at once; the grid
+    function makes both compute their grid before either is captured (it used to be a mailbox on
+    the runtime: the second thread's grid overwrote the first's, and one graph was rewritten from
+    another call's grid). Each graph must be rewritten from its own call's grid."""
+    from asymrnr_fx import integrations
+
+    barrier = threading.Barrier(2, timeout=120)
+    config_grid = integrations.grid_fn_for(wan)
+
+    def both_first(model, args, kwargs):
+        grid = config_grid(model, args, kwargs)
+        barrier.wait()  # both calls have their grid before either graph is captured
+        return grid
+
+    fast = asymrnr_fx.transform(wan, changing_plan(2, steps=3, window=2), grid_fn=both_first)
+    ins = [inputs_for("wan", 3), inputs_for("wan", 4)]
+    ins[1]["hidden_states"] = ins[1]["hidden_states"][:, :, :2]  # 2 latent frames: grid (2, 4, 4)
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def worker(k):
+        try:
+            with torch.no_grad():
+                results[k] = [fast(**step_inputs(ins[k], t, i))[0] for i, t in enumerate(TIMESTEPS)]
+        except BaseException as e:  # noqa: BLE001 - reported below, never a hang
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    assert not errors and not any(th.is_alive() for th in threads), errors
+    graphs = {g.grid: g.grid_source for g in fast.report.graphs}
+    assert graphs == {(4, 4, 4): "model config and inputs", (2, 4, 4): "model config and inputs"}
+    for k in (0, 1):  # and each thread's run equals the same request run alone
+        alone = solo(asymrnr_fx.transform(wan, changing_plan(2, steps=3, window=2)), ins[k])
+        for x, y in zip(results[k], alone):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
 def test_two_models_one_plan_object_never_share_a_clock(cog):
     other = tiny_transformer("cogvideox", layers=2, seed=5)
     plan = changing_plan(2, steps=3, window=2)

@@ -22,7 +22,7 @@ from .backend import register
 from .errors import AsymRnRWarning
 from .pipelines import apply, remove
 from .plan import Plan, default_plan
-from .plan_fields import PlanError
+from .errors import PlanError
 from .report import Report
 from .state import Generation
 

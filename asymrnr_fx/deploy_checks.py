@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 import torch
 from torch.utils import _pytree as pytree
 
+from .errors import InputMismatchError, PackageError
+
 __all__ = [
     "InputMismatchError", "PackageError", "check_inputs", "input_spec", "verify_archive", "with_pytree_types",
     "write_manifest",
@@ -36,16 +38,6 @@ T = TypeVar("T")
 MANIFEST_NAME = "asymrnr_fx/manifest.json"
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
-
-
-class PackageError(ValueError):
-    """A package or saved program that :func:`asymrnr_fx.deploy.load` cannot use: not ours, another
-    format version, a bad plan, a damaged archive."""
-
-
-class InputMismatchError(PackageError):
-    """A call whose inputs differ from those the package was exported for (the compiled code
-    would silently drop data or read out of bounds, so the call is refused before it runs)."""
 
 
 # --------------------------------------------------------------------------- input spec

@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence, Union
 
 import torch
 
+from .errors import PlanError, PlanTypeError  # noqa: F401  (defined in the leaf errors.py; imported from here too)
+
 #: The two reduced features: queries, and keys/values (K pruned with V's matching).
 FEATURES: tuple[str, ...] = ("q", "kv")
 TEXT_POSITIONS: tuple[str, ...] = ("auto", "first", "last")
@@ -42,25 +44,6 @@ Ratios = Union[float, tuple[tuple[float, ...], ...]]
 RatiosLike = Union[float, torch.Tensor, Sequence[Sequence[float]]]
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-class PlanError(ValueError):
-    """A plan field with an invalid value; :attr:`field` names it."""
-
-    def __init__(self, field_name: str, detail: str, source: str | None = None) -> None:
-        self.field = field_name
-        self.detail = detail
-        self.source = source
-        where = f" (in {source})" if source else ""
-        super().__init__(f"Plan.{field_name}{where}: {detail}")
-
-    def located(self, source: str) -> "PlanError":
-        """The same error, saying where the value came from (e.g. a plan file)."""
-        return type(self)(self.field, self.detail, source)
-
-
-class PlanTypeError(PlanError, TypeError):
-    """A plan field of the wrong type (also a :class:`PlanError`, hence a ``ValueError``)."""
 
 
 def option(default: Any, check: Callable[[str, Any], Any], stage: str, *, calibrated: bool = False) -> Any:

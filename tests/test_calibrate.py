@@ -386,3 +386,30 @@ def test_pipeline_calibration_restores_the_transformer_and_its_outputs():
         reduced = tp(generator=torch.Generator().manual_seed(0)).frames
     asymrnr_fx.remove(tp.pipe)
     assert reduced.shape == ref.shape and torch.isfinite(reduced).all()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a safetensors file", "is not a readable asymrnr_fx calibration"),
+        ("{not json", "is a damaged asymrnr_fx calibration .JSONDecodeError"),
+        ("[" * 100_000 + "]" * 100_000, "is a damaged asymrnr_fx calibration .RecursionError"),
+        ('{"sites": ["a"]}', "is a damaged asymrnr_fx calibration .KeyError: 'options'"),
+        ('{"sites": 3, "options": {}, "curve_ratios": []}', "is a damaged asymrnr_fx calibration .TypeError"),
+    ],
+    ids=["junk", "bad-json", "deep-json", "missing-key", "wrong-type"],
+)
+def test_damaged_calibration_files_name_the_file(tmp_path, content, message):
+    """A damaged or hostile calibration file is a ValueError naming the file and the fix, never a bare parser error."""
+    from safetensors.torch import save_file
+
+    from asymrnr_fx.calibration.result import META_KEY
+
+    path = tmp_path / "cal.safetensors"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        save_file({"stats.x": torch.zeros(1)}, str(path), metadata={META_KEY: content})
+    with pytest.raises(ValueError, match=message) as raised:
+        Calibration.load(path)
+    assert str(path) in str(raised.value) and "re-run asymrnr_fx.calibration.calibrate()" in str(raised.value)

@@ -154,14 +154,27 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
-        from safetensors import safe_open
+        """Read a file written by :meth:`save`; any damaged or foreign file is a ``ValueError`` naming it."""
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
-            if raw is None:
-                raise ValueError(f"{path} is not an asymrnr_fx calibration (no {META_KEY!r} metadata)")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(raw)
+        redo = "re-run asymrnr_fx.calibration.calibrate() (it writes a new file)"
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get(META_KEY)
+                if raw is None:
+                    raise ValueError(f"{path} is not an asymrnr_fx calibration (no {META_KEY!r} metadata)")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except SafetensorError as e:  # not safetensors at all, a bad header, truncated data
+            raise ValueError(f"{path} is not a readable asymrnr_fx calibration ({e}); {redo}") from None
+        try:
+            return cls._from_saved(json.loads(raw), tensors)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as e:
+            raise ValueError(
+                f"{path} is a damaged asymrnr_fx calibration ({type(e).__name__}: {str(e)[:200]}); {redo}"
+            ) from None
+
+    @classmethod
+    def _from_saved(cls, meta: Any, tensors: dict[str, torch.Tensor]) -> "Calibration":
         stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
         cal = cls(
             stats=stats,

@@ -247,6 +247,27 @@ def restore_tokens(out: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
     return torch.gather(out, -2, _expand_index(assign, out))
 
 
+def _bshd_index(index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, n]`` token indices as a ``[B, n, H, D]`` gather index for ``[B, S, H, D]`` tensors."""
+    return index.transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
+
+
+def gather_tokens_bshd(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """:func:`gather_tokens` for ``[B, S, H, D]`` kernels (flash-attn): tokens along dim 1, a contiguous result
+    (the kernels, and inductor's stride checks of their calls, expect the layout they were traced with)."""
+    return torch.gather(x, 1, _bshd_index(keep, x))
+
+
+def merge_tokens_bshd(x: torch.Tensor, keep: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """:func:`merge_tokens` for ``[B, S, H, D]`` kernels."""
+    return merge_tokens(x.transpose(1, 2), keep, assign).transpose(1, 2).contiguous()
+
+
+def restore_tokens_bshd(out: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """:func:`restore_tokens` for ``[B, S, H, D]`` kernels."""
+    return torch.gather(out, 1, _bshd_index(assign, out))
+
+
 def restore_lse(lse: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
     """Full-length log-sum-exp ``[B, H, L]`` from the reduced one: each query takes its dst's, as its output does."""
     return torch.gather(lse, -1, assign)
@@ -302,7 +323,8 @@ def _may_be_one(n: int | torch.SymInt) -> bool:
 
 
 # The functions the rewrite pass inserts into graphs as ``call_function`` nodes.
-GRAPH_FUNCTIONS = (gather_tokens, merge_tokens, restore_tokens, restore_lse, reduce_mask)
+GRAPH_FUNCTIONS = (gather_tokens, merge_tokens, restore_tokens, restore_lse, reduce_mask, gather_tokens_bshd,
+                   merge_tokens_bshd, restore_tokens_bshd)
 
 
 def graph_function_cache_keys() -> dict[str, str]:

@@ -8,6 +8,7 @@ whole reduced problem. Ops that exist only on CUDA are checked on graphs built b
 from __future__ import annotations
 
 import operator
+from typing import Optional
 
 import pytest
 import torch
@@ -144,3 +145,104 @@ def test_cuda_flash_kernel_is_a_form_and_other_outputs_keep_it_intact():
     report = rewrite_graph(intact, Plan.uniform(q=0.5, kv=0.3), grid=GRID)
     assert not report.rewritten
     assert report.sites[0].reason == "aten._scaled_dot_product_flash_attention call uses output 2, which the reduction cannot restore"
+
+
+# --------------------------------------------------------------------------- kernel table: flash-attn 2
+def _flash_stand_in() -> object:
+    """``flash_attn::_flash_attn_forward`` as flash-attn 2 registers it (same name, schema, ``[B, S, H, D]``
+    layout and outputs), computed on the CPU by the aten flash kernel; the real one is CUDA-only."""
+    if hasattr(torch.ops, "flash_attn") and hasattr(torch.ops.flash_attn, "_flash_attn_forward"):
+        return torch.ops.flash_attn._flash_attn_forward.default
+
+    @torch.library.custom_op("flash_attn::_flash_attn_forward", mutates_args=())
+    def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, softmax_scale: float, causal: bool,
+                window_size_left: int, window_size_right: int, softcap: float, alibi_slopes: Optional[torch.Tensor],
+                return_softmax: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, lse = LSE_CPU(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal, scale=softmax_scale)
+        return out.transpose(1, 2).contiguous(), lse, q.new_empty(0), torch.zeros(2, dtype=torch.int64)
+
+    @forward.register_fake
+    def _(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes, return_softmax):
+        b, s, h, _ = q.shape
+        return (q.new_empty(q.shape), q.new_empty(b, h, s, dtype=torch.float32), q.new_empty(0),
+                torch.empty(2, dtype=torch.int64))
+
+    return torch.ops.flash_attn._flash_attn_forward.default
+
+
+FLASH = _flash_stand_in()
+
+
+class FlashBlock(Block):
+    """A DiT block calling flash-attn's op with ``[B, S, H, D]`` tensors, as diffusers' ``flash`` backend does."""
+
+    causal = False
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return FLASH(q, k, v, 0.0, q.shape[-1] ** -0.5, self.causal, -1, -1, 0.0, None, False)[0]
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
+        b, n, d = x.shape
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).unbind(2)  # [B, S, H, D] each
+        a = self.attend(q, k, v)
+        x = x + gate1 * self.proj(a.reshape(b, n, d))
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.mlp(h)
+
+
+def _flash_model(causal: bool = False) -> TinyVideoDiT:
+    torch.manual_seed(0)
+    m = TinyVideoDiT(channels=4, dim=32, depth=2, heads=2, frames=2, height=8, width=8).eval()
+    for i, block in enumerate(m.blocks):
+        flash = FlashBlock(32, 2)
+        flash.load_state_dict(block.state_dict())
+        flash.causal = causal
+        m.blocks[i] = flash
+    return m
+
+
+def _flash_reference(model: torch.nn.Module, plan: Plan, x: torch.Tensor, monkeypatch) -> list[torch.Tensor]:
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
+
+    def reference(self, q, k, v):  # the slow reference works in [B, H, S, D]
+        return ref(query=q.transpose(1, 2), key=k.transpose(1, 2), value=v.transpose(1, 2)).transpose(1, 2)
+
+    monkeypatch.setattr(FlashBlock, "attend", reference)
+    expected = []
+    with torch.no_grad():
+        for step, t in enumerate(STEPS):
+            ref.start_forward(step)
+            expected.append(model(hidden_states=x, timestep=torch.tensor([t])))
+    monkeypatch.undo()
+    return expected
+
+
+def test_flash_attn_kernel_table_entry_matches_reference_eager_and_compiled(monkeypatch):
+    model, x, plan = _flash_model(), torch.randn(1, 4, 2, 8, 8), _plan()
+    fast = asymrnr_fx.transform(model, plan, grid=GRID)
+    eager = _run(fast, x)
+    assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [("flash_attn", "self", True)] * 2
+    plain = _run(model, x)
+    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-6)  # ratio 0: the model itself
+    assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))
+    for step, (a, b) in enumerate(zip(eager, _flash_reference(model, plan, x, monkeypatch))):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"step {step}")
+    mean = Plan.from_table(q=plan.table("q"), kv=plan.table("kv"), cache_window=1, mode="mean")  # merging, [B, S, H, D]
+    for step, (a, b) in enumerate(zip(_run(asymrnr_fx.transform(model, mean, grid=GRID), x),
+                                      _flash_reference(model, mean, x, monkeypatch))):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"mean mode, step {step}")
+
+    compiled = asymrnr_fx.transform(model, plan, grid=GRID, compile=True)
+    for step, (a, b) in enumerate(zip(_run(compiled, x), eager)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+    assert len(compiled.runtime.reports) == 1  # one graph while the kept counts change
+
+
+def test_flash_attn_calls_it_cannot_reduce_are_left_intact_with_the_reason():
+    model = _flash_model(causal=True)
+    report = asymrnr_fx.inspect(model, hidden_states=torch.randn(1, 4, 2, 8, 8), timestep=torch.tensor([900.0]),
+                                plan=Plan.uniform(q=0.5, kv=0.3), grid=GRID)
+    assert [(s.form, s.rewrite, s.reason) for s in report.sites] == [
+        ("flash_attn", False, "causal attention is not a video DiT attention")] * 2

@@ -113,7 +113,7 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
         rep.reason = f"unsupported attention op {call.node.target}; the attention ops rewritten are {supported()}"
         return rep
     a = call.args
-    q_shape, k_shape, v_shape = (node_shape(a[n]) for n in ("query", "key", "value"))
+    q_shape, k_shape, v_shape = (call.spec.shape(a[n]) for n in ("query", "key", "value"))  # [B, H, L, D]
     if not all(s is not None and len(s) == 4 for s in (q_shape, k_shape, v_shape)):
         rep.reason = "query/key/value are not [batch, heads, tokens, dim] tensors with recorded shapes"
         return rep

@@ -23,6 +23,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import torch
 import torch.fx as fx
 
 from .. import custom_ops, ops
@@ -53,37 +54,44 @@ def rewrite_attention(
     """Insert selection, reduction and restoration around ``call.node`` in place."""
     graph, node, a = gm.graph, call.node, dict(call.args)
     meta = node.meta
-    reduce = ops.gather_tokens if mode == "replace" else None
+    bshd = call.spec.layout == "bshd"  # [B, S, H, D] kernels: select sees [B, H, S, D], tokens move along dim 1
+    reduce = (ops.gather_tokens_bshd if bshd else ops.gather_tokens) if mode == "replace" else None
+    merge = ops.merge_tokens_bshd if bshd else ops.merge_tokens
+    restore_tokens = ops.restore_tokens_bshd if bshd else ops.restore_tokens
+
+    def heads_first(x: Any) -> Any:
+        return _call(graph, torch.transpose, (x, 1, 2), meta) if bshd else x
+
     select = custom_ops.SELECT_OP
     q_keep = q_assign = kv_keep = None
     with graph.inserting_before(node):
         if "q" in features:
             matched_on = a["key"] if symmetric else a["query"]
-            sel = _call(graph, select, (matched_on, anchor, site, "q"), meta)
+            sel = _call(graph, select, (heads_first(matched_on), anchor, site, "q"), meta)
             q_keep = _call(graph, operator.getitem, (sel, 0), meta)
             q_assign = _call(graph, operator.getitem, (sel, 1), meta)
             if symmetric:  # one matching and one ratio for Q, K and V (the SymRnR / ToMe baseline)
                 kv_keep = q_keep
-                a["key"] = _reduce(graph, reduce, a["key"], q_keep, q_assign, meta)
-                a["value"] = _reduce(graph, reduce, a["value"], q_keep, q_assign, meta)
-            a["query"] = _reduce(graph, reduce, a["query"], q_keep, q_assign, meta)
+                a["key"] = _reduce(graph, reduce, merge, a["key"], q_keep, q_assign, meta)
+                a["value"] = _reduce(graph, reduce, merge, a["value"], q_keep, q_assign, meta)
+            a["query"] = _reduce(graph, reduce, merge, a["query"], q_keep, q_assign, meta)
         if "kv" in features:
-            sel = _call(graph, select, (a["value"], anchor, site, "kv"), meta)
+            sel = _call(graph, select, (heads_first(a["value"]), anchor, site, "kv"), meta)
             kv_keep = _call(graph, operator.getitem, (sel, 0), meta)
             kv_assign = _call(graph, operator.getitem, (sel, 1), meta)
-            a["key"] = _reduce(graph, reduce, a["key"], kv_keep, kv_assign, meta)
-            a["value"] = _reduce(graph, reduce, a["value"], kv_keep, kv_assign, meta)
+            a["key"] = _reduce(graph, reduce, merge, a["key"], kv_keep, kv_assign, meta)
+            a["value"] = _reduce(graph, reduce, merge, a["value"], kv_keep, kv_assign, meta)
         if isinstance(a["attn_mask"], fx.Node) and call.spec.reduces_mask:
             a["attn_mask"] = _call(graph, ops.reduce_mask, (a["attn_mask"], q_keep, kv_keep), meta)
     call.spec.write(node, a)  # the form rebuilds its call on the reduced tensors
     if q_assign is None:
         return
     if call.spec.outputs is None:
-        _restore(graph, node, ops.restore_tokens, q_assign, meta)
+        _restore(graph, node, restore_tokens, q_assign, meta)
         return
     for user in list(node.users):  # a tuple output: each used part (classify_attention checked them) restored
         kind = call.spec.outputs[user.args[1]]
-        _restore(graph, user, ops.restore_tokens if kind == "tokens" else ops.restore_lse, q_assign, user.meta)
+        _restore(graph, user, restore_tokens if kind == "tokens" else ops.restore_lse, q_assign, user.meta)
 
 
 def _restore(graph: fx.Graph, out: fx.Node, restore: Any, assign: fx.Node, meta: dict) -> None:
@@ -95,10 +103,10 @@ def _restore(graph: fx.Graph, out: fx.Node, restore: Any, assign: fx.Node, meta:
     out.replace_all_uses_with(restored, delete_user_cb=lambda user: user is not restored)
 
 
-def _reduce(graph: fx.Graph, gather: Any, x: Any, keep: fx.Node, assign: fx.Node, meta: dict) -> fx.Node:
+def _reduce(graph: fx.Graph, gather: Any, merge: Any, x: Any, keep: fx.Node, assign: fx.Node, meta: dict) -> fx.Node:
     if gather is not None:
         return _call(graph, gather, (x, keep), meta)
-    return _call(graph, ops.merge_tokens, (x, keep, assign), meta)
+    return _call(graph, merge, (x, keep, assign), meta)
 
 
 def rewrite_attention_pass(a: Analysis) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch.fx as fx
+
+from ..graph import node_shape
 
 #: The argument names every form's :meth:`AttentionForm.read` returns (a form without one gives its default).
 ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -39,6 +41,13 @@ class AttentionForm:
             the index of each output the reduction restores: ``"tokens"`` (``[B, H, L, D]``) or
             ``"lse"`` (the log-sum-exp, ``[B, H, L]``). A call that uses any other output is
             left intact.
+        op_names: qualified op names (``"flash_attn::_flash_attn_forward"``) -> variant, for ops
+            a library registers at import (matched by name: the library need not be installed
+            for the table to exist).
+        layout: ``"bhsd"`` (``[batch, heads, tokens, dim]``, SDPA's) or ``"bshd"`` (flash-attn,
+            xformers: ``[batch, tokens, heads, dim]``); ``"tokens"`` outputs have the same layout.
+        aliases: the op's own keyword names for arguments of :data:`ARGUMENTS` (``softmax_scale``
+            -> ``scale``); a form with aliases writes its arguments back positionally.
     """
 
     name: str
@@ -50,20 +59,37 @@ class AttentionForm:
     reduces_mask: bool = True
     op_args: tuple[str, ...] | None = None
     outputs: Mapping[int, str] | None = None
+    op_names: Mapping[str, str] = field(default_factory=dict)
+    layout: str = "bhsd"
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     def variant(self, target: Any) -> str | None:
-        """The reported variant of ``target`` if this form owns it (compared by identity), else None."""
-        return next((v for t, v in self.targets.items() if t is target), None)
+        """The reported variant of ``target`` if this form owns it (by identity, or by op name), else None."""
+        found = next((v for t, v in self.targets.items() if t is target), None)
+        schema = getattr(target, "_schema", None)
+        if found is None and schema is not None and getattr(target, "_overloadname", None) == "default":
+            found = self.op_names.get(schema.name)
+        return found
 
     def read(self, node: fx.Node) -> dict[str, Any]:
         """The call's arguments by name, defaults filled in."""
         bound = dict(self.defaults)
         bound.update(zip(self.arg_names, node.args))
-        bound.update(node.kwargs)
+        bound.update((self.aliases.get(k, k), v) for k, v in node.kwargs.items())
         return bound
+
+    def shape(self, node: Any) -> tuple | None:
+        """The ``[batch, heads, tokens, dim]`` shape of a q/k/v argument, whatever the layout."""
+        shape = node_shape(node)
+        if shape is None or self.layout == "bhsd" or len(shape) != 4:
+            return shape
+        return (shape[0], shape[2], shape[1], shape[3])
 
     def write(self, node: fx.Node, args: Mapping[str, Any]) -> None:
         """Point ``node`` at (reduced) arguments: query, key, value positional, the op's other arguments by keyword."""
+        if self.aliases:  # the op's keyword names differ from the canonical ones: all positional
+            node.args, node.kwargs = tuple(args[n] for n in self.arg_names), {}
+            return
         own = self.op_args if self.op_args is not None else ARGUMENTS
         node.args = (args["query"], args["key"], args["value"])
         node.kwargs = {k: args[k] for k in own if k not in ("query", "key", "value") and k in args}

@@ -69,6 +69,16 @@ def _run(m: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         return [m(hidden_states=x, timestep=torch.tensor([t])) for t in STEPS]
 
 
+def _reference_run(model: torch.nn.Module, ref: ReferenceAsymRnR, x: torch.Tensor) -> list[torch.Tensor]:
+    """The model's steps with its attention patched to the slow reference (the caller patches)."""
+    out = []
+    with torch.no_grad():
+        for step, t in enumerate(STEPS):
+            ref.start_forward(step)
+            out.append(model(hidden_states=x, timestep=torch.tensor([t])))
+    return out
+
+
 def test_lse_form_matches_reference_eager_and_compiled(model, monkeypatch):
     x = torch.randn(1, 4, 2, 8, 8)
     plan = _plan()
@@ -82,11 +92,7 @@ def test_lse_form_matches_reference_eager_and_compiled(model, monkeypatch):
 
     ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
     monkeypatch.setattr(LseBlock, "attend", staticmethod(lambda q, k, v: ref(query=q, key=k, value=v, return_lse=True)))
-    expected = []
-    with torch.no_grad():
-        for step, t in enumerate(STEPS):
-            ref.start_forward(step)
-            expected.append(model(hidden_states=x, timestep=torch.tensor([t])))
+    expected = _reference_run(model, ref, x)
     monkeypatch.undo()
     for step, (a, b) in enumerate(zip(eager, expected)):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"step {step}")
@@ -210,11 +216,7 @@ def _flash_reference(model: torch.nn.Module, plan: Plan, x: torch.Tensor, monkey
         return ref(query=q.transpose(1, 2), key=k.transpose(1, 2), value=v.transpose(1, 2)).transpose(1, 2)
 
     monkeypatch.setattr(FlashBlock, "attend", reference)
-    expected = []
-    with torch.no_grad():
-        for step, t in enumerate(STEPS):
-            ref.start_forward(step)
-            expected.append(model(hidden_states=x, timestep=torch.tensor([t])))
+    expected = _reference_run(model, ref, x)
     monkeypatch.undo()
     return expected
 

@@ -248,3 +248,67 @@ def test_flash_attn_calls_it_cannot_reduce_are_left_intact_with_the_reason():
                                 plan=Plan.uniform(q=0.5, kv=0.3), grid=GRID)
     assert [(s.form, s.rewrite, s.reason) for s in report.sites] == [
         ("flash_attn", False, "causal attention is not a video DiT attention")] * 2
+
+
+# --------------------------------------------------------------------------- flex_attention
+def _relative_bias(score, b, h, q_idx, kv_idx):
+    return score + 0.01 * (q_idx - kv_idx)
+
+
+class FlexBlock(Block):
+    """A DiT block calling ``flex_attention(q, k, v)``, optionally with a position-dependent score_mod."""
+
+    score_mod = None
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        return flex_attention(q, k, v, score_mod=self.score_mod)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
+        b, n, d = x.shape
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = self.attend(q, k, v)
+        x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, n, d))
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.mlp(h)
+
+
+def _flex_model(score_mod=None) -> TinyVideoDiT:
+    torch.manual_seed(0)
+    m = TinyVideoDiT(channels=4, dim=32, depth=2, heads=2, frames=2, height=8, width=8).eval()
+    for i, block in enumerate(m.blocks):
+        flex = FlexBlock(32, 2)
+        flex.load_state_dict(block.state_dict())
+        flex.score_mod = score_mod
+        m.blocks[i] = flex
+    return m
+
+
+def test_flex_attention_without_mods_matches_reference_eager_and_compiled(monkeypatch):
+    model, x, plan = _flex_model(), torch.randn(1, 4, 2, 8, 8), _plan()
+    fast = asymrnr_fx.transform(model, plan, grid=GRID)
+    eager = _run(fast, x)
+    assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [("flex", "self", True)] * 2
+    plain = _run(model, x)
+    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-5)  # ratio 0: the model itself
+    assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
+    monkeypatch.setattr(FlexBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
+    expected = _reference_run(model, ref, x)
+    monkeypatch.undo()
+    for step, (a, b) in enumerate(zip(eager, expected)):
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5, msg=f"step {step}")
+    compiled = asymrnr_fx.transform(model, plan, grid=GRID, compile=True)
+    for step, (a, b) in enumerate(zip(_run(compiled, x), eager)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+    assert len(compiled.runtime.reports) == 1  # one graph while the kept counts change
+
+
+def test_flex_attention_with_a_score_mod_is_left_intact_with_the_reason():
+    report = asymrnr_fx.inspect(_flex_model(_relative_bias), hidden_states=torch.randn(1, 4, 2, 8, 8),
+                                timestep=torch.tensor([900.0]), plan=Plan.uniform(q=0.5, kv=0.3), grid=GRID)
+    assert [(s.form, s.rewrite) for s in report.sites] == [("flex", False)] * 2
+    assert all("score_mod" in s.reason for s in report.sites)

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import AsymRnRWarning, IncompatibleHookError
 from .diffusers import accelerate_hooks, diffusers_hook_names, repeated_blocks
 
-__all__ = ["ACCELERATE_HOOKS", "HOOKS", "SDPA_BACKENDS", "IncompatibleHookError", "Verdict", "backend_sites", "check",
+__all__ = ["ACCELERATE_HOOKS", "HOOKS", "REWRITTEN_BACKENDS", "SDPA_BACKENDS", "IncompatibleHookError", "Verdict", "backend_sites", "check",
            "check_call", "verdicts", "warn_backends"]
 
 
@@ -105,6 +105,9 @@ ACCELERATE_HOOKS: tuple[tuple[Callable[[Any], bool], Verdict], ...] = (
 
 #: diffusers attention backends that call ``torch.nn.functional.scaled_dot_product_attention`` (rewritable).
 SDPA_BACKENDS = frozenset({"native", "_native_flash", "_native_math", "_native_efficient", "_native_cudnn"})
+#: diffusers attention backends whose calls reach a form the passes rewrite: SDPA's, and ``flex``
+#: (``flex_attention`` without a score_mod or block_mask; see :mod:`asymrnr_fx.passes.forms.flex`).
+REWRITTEN_BACKENDS = SDPA_BACKENDS | {"flex"}
 
 
 def verdicts(model: nn.Module) -> dict[str, tuple[Verdict, list[str]]]:
@@ -164,7 +167,7 @@ def check(model: nn.Module, compile: Any = False) -> None:
 
 
 def backend_sites(model: nn.Module) -> list[tuple[str, str]]:
-    """Attention modules whose diffusers backend is not SDPA: (module path, backend name), in model order.
+    """Attention modules whose diffusers backend the passes do not rewrite: (module path, backend name), in model order.
 
     A processor without its own backend uses diffusers' process-wide active backend, so that
     one counts too (``set_attention_backend`` sets both).
@@ -181,7 +184,7 @@ def backend_sites(model: nn.Module) -> list[tuple[str, str]]:
                 active = _active_backend()
             backend = active
         name = str(getattr(backend, "value", backend))
-        if name and name not in SDPA_BACKENDS:
+        if name and name not in REWRITTEN_BACKENDS:
             out.append((path, name))
     return out
 
@@ -204,12 +207,13 @@ def warn_backends(model: nn.Module) -> list[tuple[str, str]]:
     key = frozenset(sites)
     if sites and _WARNED.get(model) != key:
         _WARNED[model] = key
-        lines = "; ".join(f"{path}: left intact: attention backend '{name}' is not SDPA" for path, name in sites[:8])
+        lines = "; ".join(f"{path}: left intact: attention backend '{name}' is not SDPA or flex" for path, name in sites[:8])
         more = f"; ... ({len(sites)} sites)" if len(sites) > 8 else ""
         warnings.warn(
-            f"asymrnr_fx: {len(sites)} attention sites are not reduced ({lines}{more}). AsymRnR rewrites only "
-            "scaled_dot_product_attention; use model.set_attention_backend('native') (or '_native_flash', "
-            "'_native_math', '_native_efficient', '_native_cudnn')",
+            f"asymrnr_fx: {len(sites)} attention sites are not reduced ({lines}{more}). AsymRnR rewrites the "
+            "backends that call scaled_dot_product_attention or flex_attention; use "
+            "model.set_attention_backend('native') (or 'flex', '_native_flash', '_native_math', '_native_efficient', "
+            "'_native_cudnn')",
             AsymRnRWarning, stacklevel=3,
         )
     elif not sites:

@@ -8,13 +8,14 @@ from typing import Any
 
 from .base import ARGUMENTS, AttentionForm
 from .sdpa import SDPA
+from .flex import FLEX_ATTENTION
 from .kernels import FLASH_ATTN_2, KERNELS
 from .sdpa_lse import SDPA_LSE_CPU, SDPA_LSE_FLASH
 
 #: Every form the passes rewrite, in the order they are tried.
-FORMS: tuple[AttentionForm, ...] = (SDPA, SDPA_LSE_CPU, SDPA_LSE_FLASH, *KERNELS)
+FORMS: tuple[AttentionForm, ...] = (SDPA, SDPA_LSE_CPU, SDPA_LSE_FLASH, FLEX_ATTENTION, *KERNELS)
 
-__all__ = ["ARGUMENTS", "FLASH_ATTN_2", "FORMS", "KERNELS", "SDPA", "SDPA_LSE_CPU", "SDPA_LSE_FLASH", "AttentionForm",
+__all__ = ["ARGUMENTS", "FLASH_ATTN_2", "FLEX_ATTENTION", "FORMS", "KERNELS", "SDPA", "SDPA_LSE_CPU", "SDPA_LSE_FLASH", "AttentionForm",
            "form_of", "supported"]
 
 

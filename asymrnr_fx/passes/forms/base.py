@@ -47,7 +47,9 @@ class AttentionForm:
         layout: ``"bhsd"`` (``[batch, heads, tokens, dim]``, SDPA's) or ``"bshd"`` (flash-attn,
             xformers: ``[batch, tokens, heads, dim]``); ``"tokens"`` outputs have the same layout.
         aliases: the op's own keyword names for arguments of :data:`ARGUMENTS` (``softmax_scale``
-            -> ``scale``); a form with aliases writes its arguments back positionally.
+            -> ``scale``).
+        write_positional: write every argument back positionally, in ``arg_names`` order (ops
+            whose keyword names differ from the canonical ones, or that take no keywords).
     """
 
     name: str
@@ -62,6 +64,7 @@ class AttentionForm:
     op_names: Mapping[str, str] = field(default_factory=dict)
     layout: str = "bhsd"
     aliases: Mapping[str, str] = field(default_factory=dict)
+    write_positional: bool = False
 
     def variant(self, target: Any) -> str | None:
         """The reported variant of ``target`` if this form owns it (by identity, or by op name), else None."""
@@ -87,7 +90,7 @@ class AttentionForm:
 
     def write(self, node: fx.Node, args: Mapping[str, Any]) -> None:
         """Point ``node`` at (reduced) arguments: query, key, value positional, the op's other arguments by keyword."""
-        if self.aliases:  # the op's keyword names differ from the canonical ones: all positional
+        if self.write_positional:
             node.args, node.kwargs = tuple(args[n] for n in self.arg_names), {}
             return
         own = self.op_args if self.op_args is not None else ARGUMENTS

@@ -43,6 +43,7 @@ FLASH_ATTN_2 = AttentionForm(
     reduces_mask=False,  # the kernel takes no mask
     layout="bshd",
     outputs={0: "tokens", 1: "lse"},
+    write_positional=True,
 )
 
 #: Every kernel-table form, tried after SDPA's.

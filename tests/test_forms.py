@@ -46,15 +46,22 @@ class LseBlock(Block):
         return x + gate2 * self.mlp(h)
 
 
-@pytest.fixture(scope="module")
-def model() -> TinyVideoDiT:
+def _with_blocks(cls: type, **attrs) -> TinyVideoDiT:
+    """The 2-block test DiT (2 frames of 8x8 latents) with its blocks swapped for ``cls``, same weights."""
     torch.manual_seed(0)
     m = TinyVideoDiT(channels=4, dim=32, depth=2, heads=2, frames=2, height=8, width=8).eval()
     for i, block in enumerate(m.blocks):
-        lse_block = LseBlock(32, 2)
-        lse_block.load_state_dict(block.state_dict())
-        m.blocks[i] = lse_block
+        swapped = cls(32, 2)
+        swapped.load_state_dict(block.state_dict())
+        for name, value in attrs.items():
+            setattr(swapped, name, value)
+        m.blocks[i] = swapped
     return m
+
+
+@pytest.fixture(scope="module")
+def model() -> TinyVideoDiT:
+    return _with_blocks(LseBlock)
 
 
 def _plan() -> Plan:
@@ -185,37 +192,18 @@ class FlashBlock(Block):
     causal = False
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return FLASH(q, k, v, 0.0, q.shape[-1] ** -0.5, self.causal, -1, -1, 0.0, None, False)[0]
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
-        b, n, d = x.shape
-        h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).unbind(2)  # [B, S, H, D] each
-        a = self.attend(q, k, v)
-        x = x + gate1 * self.proj(a.reshape(b, n, d))
-        h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * self.mlp(h)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # the kernel's layout
+        return FLASH(q, k, v, 0.0, q.shape[-1] ** -0.5, self.causal, -1, -1, 0.0, None, False)[0].transpose(1, 2)
 
 
 def _flash_model(causal: bool = False) -> TinyVideoDiT:
-    torch.manual_seed(0)
-    m = TinyVideoDiT(channels=4, dim=32, depth=2, heads=2, frames=2, height=8, width=8).eval()
-    for i, block in enumerate(m.blocks):
-        flash = FlashBlock(32, 2)
-        flash.load_state_dict(block.state_dict())
-        flash.causal = causal
-        m.blocks[i] = flash
-    return m
+    return _with_blocks(FlashBlock, causal=causal)
 
 
 def _flash_reference(model: torch.nn.Module, plan: Plan, x: torch.Tensor, monkeypatch) -> list[torch.Tensor]:
     ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
 
-    def reference(self, q, k, v):  # the slow reference works in [B, H, S, D]
-        return ref(query=q.transpose(1, 2), key=k.transpose(1, 2), value=v.transpose(1, 2)).transpose(1, 2)
-
-    monkeypatch.setattr(FlashBlock, "attend", reference)
+    monkeypatch.setattr(FlashBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))  # [B, H, S, D]
     expected = _reference_run(model, ref, x)
     monkeypatch.undo()
     return expected
@@ -265,26 +253,9 @@ class FlexBlock(Block):
 
         return flex_attention(q, k, v, score_mod=self.score_mod)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
-        b, n, d = x.shape
-        h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = self.attend(q, k, v)
-        x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, n, d))
-        h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * self.mlp(h)
-
 
 def _flex_model(score_mod=None) -> TinyVideoDiT:
-    torch.manual_seed(0)
-    m = TinyVideoDiT(channels=4, dim=32, depth=2, heads=2, frames=2, height=8, width=8).eval()
-    for i, block in enumerate(m.blocks):
-        flex = FlexBlock(32, 2)
-        flex.load_state_dict(block.state_dict())
-        flex.score_mod = score_mod
-        m.blocks[i] = flex
-    return m
+    return _with_blocks(FlexBlock, score_mod=score_mod)
 
 
 def test_flex_attention_without_mods_matches_reference_eager_and_compiled(monkeypatch):

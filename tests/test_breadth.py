@@ -223,8 +223,9 @@ def test_sana_video_says_linear_attention():
 
 # --------------------------------------------------------------------------- left intact, with the reason
 @pytest.mark.parametrize("name,reason", [
-    ("AnyFlowFARTransformer3DModel", "no SDPA call attends over all 64 video tokens"),  # its video attention is flex_attention
-    ("Kandinsky6SRTransformer3DModel", "no scaled_dot_product_attention call"),  # block-sparse flex_attention
+    # their video attention is flex_attention with a block mask (read as a form, refused for the mask)
+    ("AnyFlowFARTransformer3DModel", "flex_attention with a block_mask: it is built for the original token positions"),
+    ("Kandinsky6SRTransformer3DModel", "flex_attention with a block_mask: it is built for the original token positions"),
     ("LatteTransformer3DModel", "query x key lengths seen: 2x2, 16x8, 16x16"),  # factorized spatial / temporal
     ("Cosmos3OmniTransformer", "grouped-query attention with a mask"),
     ("HunyuanVideoFramepackTransformer3DModel", "no cat of 32 video and 45 text tokens"),  # video mid-sequence

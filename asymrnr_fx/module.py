@@ -17,6 +17,7 @@ from . import integrations
 from .integrations import hooks
 from .backend import BackendConfig, asymrnr_backend
 from .calls import ShapeCache, call_timestep, dense, fresh_entry, named_call, shape_key, video_inputs
+from .passes.infer_grid import conv_patch, one_patch
 from .plan import Plan
 from .report import AsymRnRWarning, Report, warn_nothing_rewritten
 from .runtime import Runtime
@@ -266,14 +267,8 @@ def _embedding_patch(model: nn.Module) -> tuple[int, int, int] | None:
     """The (t, h, w) patch of ``model``'s patch embedding: its one kind of convolution whose stride
     equals its kernel (Conv3d, or Conv2d over frames), as the pass reads it from a graph; None if
     there is none or several."""
-    found = set()
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Conv3d)) and tuple(m.stride) == tuple(m.kernel_size):
-            kernel = tuple(int(k) for k in m.kernel_size)
-            if len(kernel) == 2 and max(kernel) == 1:
-                continue
-            found.add(kernel if len(kernel) == 3 else (1, *kernel))
-    return found.pop() if len(found) == 1 else None
+    return one_patch(conv_patch(tuple(m.kernel_size), tuple(m.stride))
+                     for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
 
 
 def _video_sites(reports: list) -> list:

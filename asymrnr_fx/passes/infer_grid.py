@@ -10,6 +10,7 @@ most attention sequence lengths.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,20 @@ def infer_grids(
 _CONVS = ("conv3d", "conv2d", "convolution")
 
 
+def conv_patch(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """The (t, h, w) patch of a convolution that is a patch embedding (stride equals kernel, a Conv3d
+    or a Conv2d over frames folded into the batch), else None. Read from graphs and from modules alike."""
+    if len(stride) != len(kernel) or tuple(stride) != tuple(kernel) or (len(kernel) == 2 and max(kernel) == 1):
+        return None
+    return tuple(kernel) if len(kernel) == 3 else (1, *kernel)
+
+
+def one_patch(patches: Iterable[tuple[int, int, int] | None]) -> tuple[int, int, int] | None:
+    """The patch if every patch embedding found agrees (None entries ignored), else None."""
+    found = {p for p in patches if p is not None}
+    return found.pop() if len(found) == 1 else None
+
+
 def embedding_patch(gm: fx.GraphModule) -> tuple[int, int, int] | None:
     """The (t, h, w) patch of the graph's patch embedding, if it shows one unambiguously.
 
@@ -95,7 +110,7 @@ def embedding_patch(gm: fx.GraphModule) -> tuple[int, int, int] | None:
     whose stride equals its kernel (Conv3d, or Conv2d over frames folded into the batch) is a
     patch embedding, and its kernel is the patch. Several different ones: no answer.
     """
-    found = set()
+    found = []
     for node in gm.graph.nodes:
         if node.op != "call_function" or not any(c in str(getattr(node.target, "__name__", node.target)) for c in _CONVS):
             continue
@@ -107,10 +122,8 @@ def embedding_patch(gm: fx.GraphModule) -> tuple[int, int, int] | None:
             continue
         kernel = tuple(int(k) for k in weight.shape[2:])
         stride = tuple(stride) if isinstance(stride, (list, tuple)) else (stride,) * len(kernel)
-        if len(stride) != len(kernel) or tuple(int(s) for s in stride) != kernel or max(kernel) == 1 and len(kernel) == 2:
-            continue
-        found.add(kernel if len(kernel) == 3 else (1, *kernel))
-    return found.pop() if len(found) == 1 else None
+        found.append(conv_patch(kernel, tuple(int(s) for s in stride)))
+    return one_patch(found)
 
 
 def infer_grid_pass(a: Analysis) -> None:

@@ -20,6 +20,11 @@ from ..graph import node_shape
 ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
+def heads_reason(q_shape: tuple, k_shape: tuple) -> str:
+    """Why a kernel call whose keys have fewer heads than its queries (GQA) is not reduced ("" if it has as many)."""
+    return "" if k_shape[1] == q_shape[1] else "fewer key heads than query heads (grouped-query attention) is not supported"
+
+
 @dataclass(frozen=True)
 class AttentionForm:
     """One attention op family.

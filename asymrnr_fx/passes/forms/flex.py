@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .base import AttentionForm
+from .base import AttentionForm, heads_reason
 
 FLEX = torch.ops.higher_order.flex_attention
 _DEFAULT_BLOCK = 1 << 30  # flex's block size for "no block_mask": one block over any length
@@ -59,9 +59,7 @@ def _check_flex(a: Mapping[str, Any], q_shape: tuple, k_shape: tuple) -> str:
         return "flex_attention with a block_mask: it is built for the original token positions"
     if a["score_mod_other_buffers"] or a["mask_mod_other_buffers"]:
         return "flex_attention with captured buffers in its score_mod / mask_mod"
-    if k_shape[1] != q_shape[1]:
-        return "fewer key heads than query heads (grouped-query attention) is not supported"
-    return ""
+    return heads_reason(q_shape, k_shape)
 
 
 #: ``(out, logsumexp, max) = flex_attention(q, k, v, score_mod, block_mask, scale, kernel_options, ...)``

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import AttentionForm
+from .base import AttentionForm, heads_reason
 
 
 def _check_flash(a: Mapping[str, Any], q_shape: tuple, k_shape: tuple) -> str:
@@ -23,9 +23,7 @@ def _check_flash(a: Mapping[str, Any], q_shape: tuple, k_shape: tuple) -> str:
         return "local (windowed) attention: reduced tokens would change which keys each query sees"
     if a.get("softcap", 0.0) not in (0, 0.0) or a.get("alibi_slopes") is not None:
         return "softcapped or ALiBi-biased attention is not supported"
-    if k_shape[1] != q_shape[1]:
-        return "fewer key heads than query heads (grouped-query attention) is not supported"
-    return ""
+    return heads_reason(q_shape, k_shape)
 
 
 #: flash-attn 2 (``pip install flash-attn``), what diffusers' ``flash`` backend calls:

@@ -96,7 +96,7 @@ def asymrnr_backend(
     params = parameter_inputs(gm)
     runtime = bound or (call.runtime if call is not None else None)
     if runtime is None:
-        runtime = runtime_for(cfg.plan if cfg.plan is not None else coerce_plan(None), _anchor(example_inputs, params))
+        runtime = runtime_for(coerce_plan(cfg.plan), _anchor(example_inputs, params))  # None: the default plan
     own = call is not None and call.runtime is runtime
     prefix = call.prefix if own else ""
     capture = call.capture if own and call.capture is not None else runtime.capture()  # per call, never on the runtime

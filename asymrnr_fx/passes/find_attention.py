@@ -15,7 +15,6 @@ import torch.fx as fx
 
 from .analysis import Analysis
 from .forms import AttentionForm, form_of
-from .graph import node_shape, node_value  # noqa: F401  (re-exported: older imports)
 
 
 @dataclass

@@ -86,29 +86,41 @@ def _reference_run(model: torch.nn.Module, ref: ReferenceAsymRnR, x: torch.Tenso
     return out
 
 
-def test_lse_form_matches_reference_eager_and_compiled(model, monkeypatch):
-    x = torch.randn(1, 4, 2, 8, 8)
-    plan = _plan()
+def _reference_outputs(model, plan, x, block: type, attend, monkeypatch) -> list[torch.Tensor]:
+    """The model's steps with ``block.attend`` swapped for ``attend(ref)``, ``ref`` the slow reference."""
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
+    monkeypatch.setattr(block, "attend", attend(ref))
+    try:
+        return _reference_run(model, ref, x)
+    finally:
+        monkeypatch.undo()
+
+
+def _check_form(model, plan, x, form: str, block: type, attend, monkeypatch, *, ratio0_atol: float = 1e-6,
+                ref_atol: float = 2e-5) -> tuple[list[torch.Tensor], asymrnr_fx.AsymRnRModule]:
+    """What every form must show on the 2-block DiT: both sites rewritten as ``form``; step 0 (ratio 0)
+    the model itself; later steps reduced and equal to the slow reference; inductor equal to eager in
+    one graph while the kept counts change. Returns the eager outputs and the compiled model."""
     fast = asymrnr_fx.transform(model, plan, grid=GRID)
     eager = _run(fast, x)
-    report = fast.report
-    assert [(s.form, s.kind, s.rewrite) for s in report.sites] == [("aten_lse", "self", True)] * 2
+    assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [(form, "self", True)] * 2
     plain = _run(model, x)
-    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-6)  # ratio 0: the model itself
+    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=ratio0_atol)  # ratio 0: the model itself
     assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))  # it did reduce
-
-    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
-    monkeypatch.setattr(LseBlock, "attend", staticmethod(lambda q, k, v: ref(query=q, key=k, value=v, return_lse=True)))
-    expected = _reference_run(model, ref, x)
-    monkeypatch.undo()
-    for step, (a, b) in enumerate(zip(eager, expected)):
-        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"step {step}")
-
+    for step, (a, b) in enumerate(zip(eager, _reference_outputs(model, plan, x, block, attend, monkeypatch))):
+        torch.testing.assert_close(a, b, atol=ref_atol, rtol=ref_atol, msg=f"step {step}")
     compiled = asymrnr_fx.transform(model, plan, grid=GRID, compile=True)
-    outs = _run(compiled, x)
-    for step, (a, b) in enumerate(zip(outs, eager)):
+    for step, (a, b) in enumerate(zip(_run(compiled, x), eager)):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
     assert len(compiled.runtime.reports) == 1  # one graph while the kept counts changed at every step
+    return eager, compiled
+
+
+def test_lse_form_matches_reference_eager_and_compiled(model, monkeypatch):
+    def attend(ref):
+        return staticmethod(lambda q, k, v: ref(query=q, key=k, value=v, return_lse=True))
+
+    _, compiled = _check_form(model, _plan(), torch.randn(1, 4, 2, 8, 8), "aten_lse", LseBlock, attend, monkeypatch)
     assert compiled.runtime.matching_steps() == [1, 2]  # step 0 reduces nothing in its window: no matching
 
 
@@ -200,34 +212,18 @@ def _flash_model(causal: bool = False) -> TinyVideoDiT:
     return _with_blocks(FlashBlock, causal=causal)
 
 
-def _flash_reference(model: torch.nn.Module, plan: Plan, x: torch.Tensor, monkeypatch) -> list[torch.Tensor]:
-    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
-
-    monkeypatch.setattr(FlashBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))  # [B, H, S, D]
-    expected = _reference_run(model, ref, x)
-    monkeypatch.undo()
-    return expected
+def _reference_attend(ref):
+    """The slow reference as a block's ``attend`` (``[B, H, S, D]``)."""
+    return lambda self, q, k, v: ref(query=q, key=k, value=v)
 
 
 def test_flash_attn_kernel_table_entry_matches_reference_eager_and_compiled(monkeypatch):
     model, x, plan = _flash_model(), torch.randn(1, 4, 2, 8, 8), _plan()
-    fast = asymrnr_fx.transform(model, plan, grid=GRID)
-    eager = _run(fast, x)
-    assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [("flash_attn", "self", True)] * 2
-    plain = _run(model, x)
-    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-6)  # ratio 0: the model itself
-    assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))
-    for step, (a, b) in enumerate(zip(eager, _flash_reference(model, plan, x, monkeypatch))):
-        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"step {step}")
+    _check_form(model, plan, x, "flash_attn", FlashBlock, _reference_attend, monkeypatch)
     mean = Plan.from_table(q=plan.table("q"), kv=plan.table("kv"), cache_window=1, mode="mean")  # merging, [B, S, H, D]
     for step, (a, b) in enumerate(zip(_run(asymrnr_fx.transform(model, mean, grid=GRID), x),
-                                      _flash_reference(model, mean, x, monkeypatch))):
+                                      _reference_outputs(model, mean, x, FlashBlock, _reference_attend, monkeypatch))):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"mean mode, step {step}")
-
-    compiled = asymrnr_fx.transform(model, plan, grid=GRID, compile=True)
-    for step, (a, b) in enumerate(zip(_run(compiled, x), eager)):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
-    assert len(compiled.runtime.reports) == 1  # one graph while the kept counts change
 
 
 def test_flash_attn_calls_it_cannot_reduce_are_left_intact_with_the_reason():
@@ -259,23 +255,8 @@ def _flex_model(score_mod=None) -> TinyVideoDiT:
 
 
 def test_flex_attention_without_mods_matches_reference_eager_and_compiled(monkeypatch):
-    model, x, plan = _flex_model(), torch.randn(1, 4, 2, 8, 8), _plan()
-    fast = asymrnr_fx.transform(model, plan, grid=GRID)
-    eager = _run(fast, x)
-    assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [("flex", "self", True)] * 2
-    plain = _run(model, x)
-    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-5)  # ratio 0: the model itself
-    assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))
-    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
-    monkeypatch.setattr(FlexBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
-    expected = _reference_run(model, ref, x)
-    monkeypatch.undo()
-    for step, (a, b) in enumerate(zip(eager, expected)):
-        torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5, msg=f"step {step}")
-    compiled = asymrnr_fx.transform(model, plan, grid=GRID, compile=True)
-    for step, (a, b) in enumerate(zip(_run(compiled, x), eager)):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
-    assert len(compiled.runtime.reports) == 1  # one graph while the kept counts change
+    _check_form(_flex_model(), _plan(), torch.randn(1, 4, 2, 8, 8), "flex", FlexBlock, _reference_attend, monkeypatch,
+                ratio0_atol=1e-5, ref_atol=5e-5)
 
 
 def test_flex_attention_with_a_score_mod_is_left_intact_with_the_reason():

@@ -37,12 +37,16 @@ class Capture:
     view: graphs captured later in the same call see rows registered by earlier ones).
     ``patch``: the (t, h, w) patch of the model's patch embedding, read from its modules, for
     graphs that do not show it (a regional block graph starts after the embedding).
+    ``sharding``: ``(rank, ranks)`` when the call runs under ring context parallelism: every
+    attention call of this process holds shard ``rank`` of ``ranks`` equal, contiguous pieces
+    of the video tokens (the integration reads it from the model's parallel config), else None.
     """
 
     grid_hint: tuple[int, int, int] | None = None
     call_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
     rows: Mapping[str, int] = field(default_factory=lambda: _NO_ROWS)
     patch: tuple[int, int, int] | None = None
+    sharding: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,8 @@ class AsymRnRModule(nn.Module):
         hint = self.grid_fn(self.model, args, kwargs) if self.grid_fn is not None else None
         args, kwargs = named_call(self.model, args, kwargs)
         runtime = self.runtime
-        capture = runtime.capture(hint, video_inputs(args, kwargs), self._patch)  # for graphs captured during this call
+        capture = runtime.capture(hint, video_inputs(args, kwargs), self._patch,  # for graphs captured during this call
+                                  integrations.ring_sharding(self.model))
         graphs = runtime.counts["graph_call"]
         gave_up = _dynamo_gave_up()
         captured, warned = len(runtime.reports), runtime.counts["warned"]

@@ -214,12 +214,42 @@ def select(
     slot_of = kept.long().cumsum(-1) - 1  # the slot of every kept position
     removed_dst_pos = _lookup(m.dst, m.nearest.gather(-1, removed))
     slot_of.scatter_(-1, _lookup(m.src, removed), slot_of.gather(-1, removed_dst_pos))
+    return with_text(keep_video, slot_of, text_len, text_first)
+
+
+def with_text(keep_video: torch.Tensor, slot_of: torch.Tensor, text_len: int, text_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Video selection indices extended to a (text + video) sequence whose text tokens are all kept."""
     if text_len == 0:
         return keep_video, slot_of
-    text = torch.arange(text_len, device=device).expand(bsz, heads, text_len)
+    bsz, heads, n_kept = keep_video.shape
+    num_video = slot_of.shape[-1]
+    text = torch.arange(text_len, device=keep_video.device).expand(bsz, heads, text_len)
     if text_first:
         return torch.cat([text, keep_video + text_len], -1), torch.cat([text, slot_of + text_len], -1)
     return torch.cat([keep_video, text + num_video], -1), torch.cat([slot_of, text + n_kept], -1)
+
+
+def shard_partition(dst: torch.Tensor, src: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (dst, src) of the whole grid's partition that lie in raster positions ``[lo, hi)``, relative to ``lo``.
+
+    Why the whole grid's: every shard then sees the tiles (and random dst cells) it would see in
+    one process, whichever rank holds it; a tile cut by the boundary is src on the side without its dst.
+    """
+    def part(p: torch.Tensor) -> torch.Tensor:
+        return p[(p >= lo) & (p < hi)] - lo
+
+    return part(dst), part(src)
+
+
+def join_shards(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One selection from per-shard ones over consecutive ``size``-token pieces: positions shifted by
+    the piece's start, slots by the tokens kept before it."""
+    keeps, assigns, kept = [], [], 0
+    for i, (keep, assign) in enumerate(parts):
+        keeps.append(keep + i * size)
+        assigns.append(assign + kept)
+        kept += keep.shape[-1]
+    return torch.cat(keeps, -1), torch.cat(assigns, -1)
 
 
 def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

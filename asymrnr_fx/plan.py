@@ -61,6 +61,7 @@ from .plan_fields import (
     check_name,
     check_ratios,
     check_seed,
+    check_shards,
     check_stride,
     choice,
     describe,
@@ -141,6 +142,11 @@ class Plan:
           (default, the paper's) or the tile's origin (a baseline).
      - symmetric [bool]: the ToMe/SymRnR baseline: reduce Q, K and V with one matching
           (computed on K) at the ``q`` ratio; ``kv`` must be 0. False (default) for AsymRnR.
+     - shards [int in ``[1, 4096]``]: restrict the partition and the matching to this many equal,
+          contiguous pieces of the video tokens (raster order), each keeping its own share. 1
+          (default) matches over the whole video. Under ring context parallelism over R ranks
+          every rank holds one piece, so the run computes ``shards=R`` whatever is set here
+          (1 or R are accepted); set ``shards=R`` on one process to reproduce such a run.
      - name [str, at most 200 characters]: a label for reports, plots and files.
     """
 
@@ -156,6 +162,7 @@ class Plan:
     cross_attention: bool = option(False, check_bool, "capture")
     dst: str = option("random", choice(DSTS), "capture", calibrated=True)
     symmetric: bool = option(False, check_bool, "capture")
+    shards: int = option(1, check_shards, "capture")
     name: str = option("", check_name, "label")
     _tables: dict[str, torch.Tensor] = field(init=False, repr=False, compare=False)
 

@@ -128,6 +128,13 @@ def check_cache_window(name: str, value: Any) -> int:
     return window
 
 
+def check_shards(name: str, value: Any) -> int:
+    shards = _integer(name, value, "a whole number of sequence shards >= 1")
+    if not 1 <= shards <= 4096:
+        raise PlanError(name, f"must be in [1, 4096] (1 = the whole video), got {describe(shards)}")
+    return shards
+
+
 def check_seed(name: str, value: Any) -> int:
     seed = _integer(name, value, "an integer in [0, 2**63)")
     if not 0 <= seed < MAX_INT64:

@@ -34,6 +34,8 @@ class SiteReport:
     features: tuple[str, ...] = ()
     ordinal: int | None = None
     occurrence: int = 0
+    shards: int = 1  # partition and matching restricted to this many pieces of the video (Plan.shards, ring ranks)
+    shard_local: bool = False  # the call holds one of them (a ring rank)
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 

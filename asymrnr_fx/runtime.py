@@ -17,6 +17,7 @@ for the rest of the window.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 import types
@@ -123,10 +124,10 @@ class Runtime:
 
     def capture(
         self, grid_hint: tuple[int, int, int] | None = None, call_inputs: Iterable[tuple[str, tuple[int, ...]]] = (),
-        patch: tuple[int, int, int] | None = None,
+        patch: tuple[int, int, int] | None = None, sharding: tuple[int, int] | None = None,
     ) -> Capture:
         """The capture context of a call: what graphs captured during it may learn (rows: a live read-only view)."""
-        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order), patch)
+        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order), patch, sharding)
 
     def call(self, timestep: Any = None, prefix: str = "", capture: Capture | None = None) -> calling:
         """Context manager for one model call: reads the timestep once, then makes the call active."""
@@ -179,19 +180,24 @@ class Runtime:
         return self.plan.ratio(spec.ordinal, state.step, feature)
 
     def select_site(
-        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str
+        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str,
+        sharding: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reduction and assignment indices for one site call (see :func:`asymrnr_fx.ops.select`)."""
+        """Reduction and assignment indices for one site call (see :func:`asymrnr_fx.ops.select`).
+
+        ``sharding`` is the call's ``(rank, ranks)`` under ring context parallelism (from its capture).
+        """
+        if spec.shards > 1:
+            return self._select_shards(x, spec, state, feature, sharding)
         ratio = self.ratio(spec, feature, state)
         n_keep = ops.kept_count(spec.num_video, ratio)
         bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
         if n_keep >= spec.num_video:
             if self._window_reduces(spec, feature, state):
-                self._matching(x, spec, feature, state)  # so the rest of the window only gathers
+                self._matching(spec.video(x), spec, feature, state)  # so the rest of the window only gathers
             self._log(spec, feature, "identity", state)
-            full = torch.arange(length, device=x.device).expand(bsz, heads, length)
-            return full.clone(), full.clone()
-        entry = self._matching(x, spec, feature, state)
+            return _identity(x)
+        entry = self._matching(spec.video(x), spec, feature, state)
         text_len = length - spec.num_video  # per call: Mochi's valid prompt length is data-dependent
         if (n_keep, text_len) not in entry.selections:
             entry.selections[n_keep, text_len] = ops.select(
@@ -200,6 +206,49 @@ class Runtime:
         keep, assign = entry.selections[n_keep, text_len]
         return keep.clone(), assign.clone()
 
+    def _select_shards(
+        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str, sharding: tuple[int, int] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shard-local AsymRnR: each shard of the video is partitioned, matched and cut on its own.
+
+        A call holds every shard (one process, ``Plan.shards``) or one (a ring rank): its queries
+        are the rank's shard, and the keys/values of its ``i``-th call of a module are those of
+        shard ``(rank + i) % ranks``, the order ring attention passes them round.
+        """
+        size = math.prod(spec.grid) // spec.shards
+        if not spec.local:
+            held = list(range(spec.shards))
+        elif sharding is None or sharding[1] != spec.shards:
+            raise RuntimeError(
+                f"attention site {spec.path} was captured as one of {spec.shards} ring shards but this call "
+                f"runs {'without ring context parallelism' if sharding is None else f'over {sharding[1]} ranks'}; "
+                "transform the model again for this layout"
+            )
+        else:
+            rank, ranks = sharding
+            held = [rank if feature == "q" else (rank + spec.occurrence) % ranks]
+        ratio = self.ratio(spec, feature, state)
+        n_keep = ops.kept_count(size, ratio)
+        video = spec.video(x)
+        reduces = n_keep < size
+        if not reduces and not self._window_reduces(spec, feature, state):
+            self._log(spec, feature, "identity", state)
+            return _identity(x)
+        parts = []
+        for i, shard in enumerate(held):
+            entry = self._matching(video[:, :, i * size:(i + 1) * size], spec, feature, state, shard=shard)
+            if not reduces or entry.matching is None:  # no dst in this shard: nothing to match it to
+                parts.append(_identity(video[:, :, :size]))
+                continue
+            if (n_keep, 0) not in entry.selections:
+                entry.selections[n_keep, 0] = ops.select(entry.matching, size, ratio)
+            parts.append(entry.selections[n_keep, 0])
+        if not reduces:
+            self._log(spec, feature, "identity", state)
+            return _identity(x)
+        keep, assign = ops.join_shards(parts, size)
+        return ops.with_text(keep, assign, x.shape[2] - spec.num_video, spec.text_first)
+
     def _window_reduces(self, spec: SiteSpec, feature: str, state: GenerationState) -> bool:
         """Whether any step of the current cache window reduces this feature at this site."""
         window = self.plan.cache_window
@@ -207,20 +256,31 @@ class Runtime:
         end = start + window if self.plan.num_steps is None else min(start + window, self.plan.num_steps)
         return any(self.plan.ratio(spec.ordinal, s, feature) > 0 for s in range(start, end))
 
-    def _matching(self, x: torch.Tensor, spec: SiteSpec, feature: str, state: GenerationState) -> CacheEntry:
+    def _matching(
+        self, video: torch.Tensor, spec: SiteSpec, feature: str, state: GenerationState, shard: int | None = None,
+    ) -> CacheEntry:
+        """The matching of ``video`` (the call's video tokens, or shard ``shard`` of the grid) for this window.
+
+        A shard's entry is keyed by the shard, not the call: a ring rank's calls of one module
+        share its queries' matching. Its partition is the whole grid's (seeded without the
+        occurrence, so every rank draws the same), restricted to the shard.
+        """
         window = state.step // self.plan.cache_window
-        shape = (*x.shape[:2], *spec.grid)  # a new batch, head count or resolution needs its own matching
-        cache_key = (state.context, spec.key, feature)
+        shape = (*video.shape[:2], *spec.grid, shard)  # a new batch, head count or resolution needs its own matching
+        cache_key = (state.context, spec.key if shard is None else f"{spec.path}@shard{shard}", feature)
         entry = state.cache.get(cache_key)
         if entry is not None and entry.window == window and entry.shape == shape:
             self._log(spec, feature, "reuse", state)
             return entry
-        seed = ops.derive_seed(self.plan.seed, spec.ordinal, spec.occurrence, feature, window)
+        seed = ops.derive_seed(self.plan.seed, spec.ordinal, 0 if shard is not None else spec.occurrence, feature, window)
         choices = ops.draw_tile_choices(spec.grid, self.plan.stride, seed)
         if self.plan.dst == "fixed":
             choices = torch.zeros_like(choices)
         dst, src = ops.partition(spec.grid, self.plan.stride, choices)
-        matching = ops.match(spec.video(x), dst, src, self.plan.similarity, grid=spec.grid, seed=seed)
+        if shard is not None:
+            size = video.shape[2]
+            dst, src = ops.shard_partition(dst, src, shard * size, (shard + 1) * size)
+        matching = ops.match(video, dst, src, self.plan.similarity, grid=spec.grid, seed=seed) if dst.numel() else None
         entry = state.cache[cache_key] = CacheEntry(window, shape, matching)
         self._log(spec, feature, "match", state)
         return entry
@@ -236,6 +296,13 @@ class Runtime:
         state = state or self.observed_state()
         gen = state.generation if generation is None else generation
         return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen and e.state == state.uid})
+
+
+def _identity(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep-everything indices for a ``[B, H, L, ...]`` call (fresh tensors: the graph may reuse its buffers)."""
+    bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
+    full = torch.arange(length, device=x.device).expand(bsz, heads, length)
+    return full.clone(), full.clone()
 
 
 def select_active(
@@ -254,13 +321,17 @@ def select_active(
     spec = runtime.resolve(site, call.prefix, anchor)
     if runtime.count_host_reads:
         with _HostReadCounter(runtime.counts):
-            return runtime.select_site(x, spec, call.state, feature)
+            return runtime.select_site(x, spec, call.state, feature, _sharding(call))
     if runtime.timings is not None:  # benchmarks: host time inside select, by step
         start = time.perf_counter()
-        out = runtime.select_site(x, spec, call.state, feature)
+        out = runtime.select_site(x, spec, call.state, feature, _sharding(call))
         runtime.timings[call.state.step] += time.perf_counter() - start
         return out
-    return runtime.select_site(x, spec, call.state, feature)
+    return runtime.select_site(x, spec, call.state, feature, _sharding(call))
+
+
+def _sharding(call: Call) -> tuple[int, int] | None:
+    return call.capture.sharding if call.capture is not None else None
 
 
 def _select_kernel(

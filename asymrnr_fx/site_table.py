@@ -6,6 +6,7 @@ runtime's other half is what each call *does* (matchings, cache, events).
 """
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -15,6 +16,17 @@ from .plan import Plan
 from .sites import SiteSpec, decode_site
 
 __all__ = ["SiteTable"]
+
+
+def _step(obj: Any, part: str) -> Any:
+    """One step of a Dynamo module path. A ``functools.partial`` over a module (diffusers' hooks
+    wrap ``forward`` as ``partial(new_forward, module)``) is named as a bound method: its
+    ``__self__`` is the module it was given."""
+    if part.isdigit() and isinstance(obj, (tuple, list)):
+        return obj[int(part)]
+    if part == "__self__" and isinstance(obj, functools.partial) and obj.args and not hasattr(obj, "__self__"):
+        return obj.args[0]
+    return getattr(obj, part)
 
 
 class SiteTable:
@@ -73,7 +85,7 @@ class SiteTable:
             obj: Any = model
             try:
                 for part in path.split("."):
-                    obj = obj[int(part)] if part.isdigit() and isinstance(obj, (tuple, list)) else getattr(obj, part)
+                    obj = _step(obj, part)
             except (AttributeError, IndexError, TypeError, KeyError):
                 obj = None
             if isinstance(obj, torch.nn.Module):
@@ -125,7 +137,7 @@ class SiteTable:
             path = (self._anchored_path(g.path, ptr) if ptr is not None else None) or self.canonical(prefix + g.path)
             spec = SiteSpec(
                 key=f"{path}#{g.occurrence}", path=path, ordinal=self.ordinal(path), occurrence=g.occurrence,
-                kind=g.kind, grid=g.grid, text_len=g.text_len, text_first=g.text_first,
+                kind=g.kind, grid=g.grid, text_len=g.text_len, text_first=g.text_first, shards=g.shards, local=g.local,
             )
             if len(self._specs) > 100_000:  # weights that move every call (offloading): stay bounded
                 self._specs.clear()

@@ -50,7 +50,7 @@ class CacheEntry:
 
     window: int
     shape: tuple[int, ...]
-    matching: ops.Matching
+    matching: ops.Matching | None  # None: a shard without dst tokens (nothing to match to)
     selections: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 

@@ -133,6 +133,44 @@ def ref_matching(x_video, grid, stride, seed, similarity):
     return RefMatching(dst, src, nearest, order)
 
 
+def ref_shard_matchings(x_video, grid, stride, seed, similarity, shards):
+    """Shard-local matchings: the whole grid's seeded partition cut into ``shards`` contiguous
+    raster pieces, each matched within itself (positions relative to the piece). A piece
+    without dst tokens gets None (it is kept whole)."""
+    dst, src = ref_partition(grid, stride, draw_tile_choices(grid, stride, seed))
+    size = len(dst + src) // shards
+    out = []
+    for s in range(shards):
+        lo, hi = s * size, (s + 1) * size
+        d = [p - lo for p in dst if lo <= p < hi]
+        r = [p - lo for p in src if lo <= p < hi]
+        if not d:
+            out.append(None)
+            continue
+        nearest, order = {}, {}
+        piece = x_video[:, :, lo:hi]
+        for b in range(x_video.shape[0]):
+            for h in range(x_video.shape[1]):
+                nearest[b, h], order[b, h] = ref_match_one(piece[b, h], d, r, similarity)
+        out.append(RefMatching(d, r, nearest, order))
+    return out
+
+
+def ref_keep_slots(match, n, ratio, b, h):
+    """Kept video positions and slots for one (batch, head): one matching, shard-local ones (a list), or none."""
+    if match is None:
+        return list(range(n)), list(range(n))
+    if isinstance(match, RefMatching):
+        return ref_slots(n, ratio, match.dst, match.src, match.nearest[b, h], match.order[b, h])
+    size = n // len(match)
+    kept, slots = [], []
+    for s, m in enumerate(match):
+        k, sl = ref_keep_slots(m, size, ratio, b, h) if m is not None else (list(range(size)), list(range(size)))
+        slots += [x + len(kept) for x in sl]
+        kept += [p + s * size for p in k]
+    return kept, slots
+
+
 def ref_asymrnr_attention(
     q, k, v, *, grid, q_ratio, kv_ratio, q_match, kv_match, text_len=0, text_first=True, mask=None, scale=None, mode="replace",
     return_lse=False,
@@ -140,22 +178,17 @@ def ref_asymrnr_attention(
     """Reduced attention with restoration, one (batch, head) at a time. Returns q's dtype.
 
     With ``return_lse``: ``(output, lse)``, the log-sum-exp of each reduced query row over the
-    reduced keys, restored with the same slots as the output."""
+    reduced keys, restored with the same slots as the output. ``q_match`` / ``kv_match`` may be
+    lists of shard-local matchings (:func:`ref_shard_matchings`)."""
     B, H, L, _ = q.shape
     n = grid[0] * grid[1] * grid[2]
     out = torch.empty(B, H, L, v.shape[-1], dtype=torch.float64)
     lse = torch.empty(B, H, L, dtype=torch.float64)
     for b in range(B):
         for h in range(H):
-            if q_match is not None:
-                kept, slots = ref_slots(n, q_ratio, q_match.dst, q_match.src, q_match.nearest[b, h], q_match.order[b, h])
-            else:
-                kept, slots = list(range(n)), list(range(n))
+            kept, slots = ref_keep_slots(q_match, n, q_ratio, b, h)
             q_keep, q_slot = ref_full_slots(kept, slots, n, text_len, text_first)
-            if kv_match is not None:
-                kept, slots = ref_slots(n, kv_ratio, kv_match.dst, kv_match.src, kv_match.nearest[b, h], kv_match.order[b, h])
-            else:
-                kept, slots = list(range(n)), list(range(n))
+            kept, slots = ref_keep_slots(kv_match, n, kv_ratio, b, h)
             kv_keep, kv_slot = ref_full_slots(kept, slots, n, text_len, text_first)
             m = None
             if mask is not None:
@@ -218,16 +251,20 @@ class ReferenceAsymRnR:
             last = first + plan.cache_window if plan.num_steps is None else min(first + plan.cache_window, plan.num_steps)
             window_reduces = any(plan.ratio(ordinal, s, feature) > 0 for s in range(first, last))
             key_ = (ordinal, feature)
-            if int(n * (1 - r)) >= n and not window_reduces:
+            size = n // getattr(plan, "shards", 1)  # shard-local: each shard keeps its own share
+            if int(size * (1 - r)) >= size and not window_reduces:
                 matches[feature] = (None, r)
                 continue
             cached = self.cache.get(key_)
             if cached is None or cached[0] != window:
                 seed = derive_seed(plan.seed, ordinal, 0, feature, window)
-                cached = (window, ref_matching(x[:, :, start : start + n], site.grid, plan.stride, seed, plan.similarity))
+                video = x[:, :, start : start + n]
+                shards = getattr(plan, "shards", 1)
+                cached = (window, ref_matching(video, site.grid, plan.stride, seed, plan.similarity) if shards == 1
+                          else ref_shard_matchings(video, site.grid, plan.stride, seed, plan.similarity, shards))
                 self.cache[key_] = cached
                 self.matched_at.append((self.step, ordinal, feature))
-            matches[feature] = (cached[1] if int(n * (1 - r)) < n else None, r)
+            matches[feature] = (cached[1] if int(size * (1 - r)) < size else None, r)
         if symmetric:  # one matching (on K) and one ratio for Q, K and V
             matches["kv"] = matches["q"]
         return ref_asymrnr_attention(

@@ -236,7 +236,7 @@ def test_cross_field_errors_name_a_field():
 def test_options_are_declared_once_and_grouped():
     plan = Plan()
     assert tuple(plan.options()) == OPTIONS and "q" not in OPTIONS and "kv" not in OPTIONS
-    assert set(CAPTURE_OPTIONS) == {"stride", "similarity", "mode", "dst", "text_position", "cross_attention", "symmetric", "grid"}
+    assert set(CAPTURE_OPTIONS) == {"stride", "similarity", "mode", "dst", "text_position", "cross_attention", "symmetric", "grid", "shards"}
     assert SCHEDULE_FIELDS == ("q", "kv", "cache_window", "seed")
     assert set(OPTIONS) == set(CAPTURE_OPTIONS) | set(SCHEDULE_FIELDS[2:]) | {"name"}
     assert set(CALIBRATION_OPTIONS) == {"stride", "cache_window", "similarity", "seed", "grid", "text_position", "dst"}

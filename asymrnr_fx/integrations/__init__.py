@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from . import diffusers, hooks
+from . import context_parallel, diffusers, hooks
 from .diffusers import TRANSFORMER_COMPONENTS, GridFn
 
-__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "diffusers", "hooks", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
+__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "context_parallel", "diffusers", "hooks", "ring_sharding", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
 
 
 def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | None:
@@ -48,3 +48,8 @@ def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def timestep_direction(model: nn.Module) -> int | None:
     """Which way ``model``'s timesteps move within a generation (-1 falls, +1 rises), if known."""
     return diffusers.timestep_direction(model)
+
+
+def ring_sharding(model: nn.Module) -> tuple[int, int] | None:
+    """``(rank, ranks)`` when ``model``'s attention runs ring context parallelism (each call one video shard)."""
+    return context_parallel.ring_sharding(model)

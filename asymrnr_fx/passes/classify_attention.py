@@ -23,6 +23,7 @@ the prompt as the video and reduce it.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 
@@ -267,6 +268,23 @@ def _classify_attention(
 def classify_attention_pass(a: Analysis) -> None:
     a.reports, a.chosen = classify_attention(a.calls, a.candidates, a.plan.text_position)
     _check_explicit_grid(a.grid, a.reports, bool(a.calls))
+    if a.chosen is not None:
+        for rep in a.reports:
+            if rep.grid is not None:
+                _shard(rep, a.chosen.shards, a.plan.shards)
+
+
+def _shard(rep: SiteReport, ranks: int, planned: int) -> None:
+    """Record how the site's video is sharded: over ring ranks (each call holds one piece) or by Plan.shards."""
+    if ranks > 1:
+        rep.shards, rep.shard_local = ranks, True
+        if planned not in (1, ranks) and not rep.reason:
+            rep.reason = (f"Plan(shards={planned}) under ring attention over {ranks} ranks, which computes "
+                          f"shards={ranks}: set shards=1 or {ranks}")
+    elif planned > 1:
+        rep.shards = planned
+        if math.prod(rep.grid) % planned and not rep.reason:
+            rep.reason = f"Plan(shards={planned}) does not divide the {math.prod(rep.grid)} video tokens of grid {rep.grid}"
 
 
 def _check_explicit_grid(explicit: tuple[int, int, int] | None, reports: list[SiteReport], any_calls: bool) -> None:

@@ -9,6 +9,7 @@ most attention sequence lengths.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,10 +33,12 @@ class GridCandidate:
     trusted: bool = False  # given by the user or read from the model's config: not second-guessed
     text_position: str | None = None  # set by a hint that knows where the prompt sits (no cat shows it)
     patch: tuple[int, int, int] | None = None  # (t, h, w) patch a guessed candidate assumes
+    shards: int = 1  # a ring rank's calls hold one of this many equal, contiguous pieces of the grid
 
     @property
     def num_tokens(self) -> int:
-        return math.prod(self.grid)
+        """The video tokens one attention call holds under this candidate."""
+        return math.prod(self.grid) // self.shards
 
 
 def _video_inputs(gm: fx.GraphModule) -> list[tuple[str, tuple[int, ...]]]:
@@ -130,3 +133,8 @@ def infer_grid_pass(a: Analysis) -> None:
     a.grid = a.grid if a.grid is not None else a.plan.grid
     a.candidates = infer_grids(a.gm, explicit=a.grid, hint=a.capture.grid_hint, call_inputs=list(a.capture.call_inputs),
                                patch=a.capture.patch)
+    if a.capture.sharding is not None:  # ring context parallelism: a rank's calls see one shard of each grid
+        ranks = a.capture.sharding[1]
+        sharded = [dataclasses.replace(c, shards=ranks, source=f"{c.source}, one of {ranks} ring shards")
+                   for c in a.candidates if math.prod(c.grid) % ranks == 0]
+        a.candidates = sharded + a.candidates

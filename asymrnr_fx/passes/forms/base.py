@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.fx as fx
 
 from ..graph import node_shape
@@ -72,7 +73,13 @@ class AttentionForm:
     write_positional: bool = False
 
     def variant(self, target: Any) -> str | None:
-        """The reported variant of ``target`` if this form owns it (by identity, or by op name), else None."""
+        """The reported variant of ``target`` if this form owns it (by identity, or by op name), else None.
+
+        Dynamo records ``torch.ops.aten.op(...)`` calls with the overload packet as target; its
+        ``.default`` overload is what the form lists (and what the call resolves to).
+        """
+        if isinstance(target, torch._ops.OpOverloadPacket) and hasattr(target, "default"):
+            target = target.default
         found = next((v for t, v in self.targets.items() if t is target), None)
         schema = getattr(target, "_schema", None)
         if found is None and schema is not None and getattr(target, "_overloadname", None) == "default":

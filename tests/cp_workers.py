@@ -1,0 +1,80 @@
+"""What each CPU rank runs in tests/test_context_parallel.py (module-level: spawned ranks import it).
+
+Every rank builds the same tiny Wan, computes the single-process results itself (all ranks
+agree on them: same seeds, same inputs), then runs the model under diffusers' context
+parallelism and reports relative errors and per-step matching counts.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+
+import asymrnr_fx
+from asymrnr_fx import Plan
+
+STEPS = (900.0, 600.0, 300.0)
+
+
+def plan() -> Plan:
+    """Ratio 0 at step 0 (identity), then kept counts that change at every step (2 blocks, 3 steps)."""
+    return Plan.from_table(q=[[0.0, 0.5, 0.3], [0.0, 0.3, 0.6]], kv=[[0.0, 0.4, 0.2], [0.0, 0.5, 0.3]], cache_window=1)
+
+
+def _steps(model: Any, inputs: dict) -> list[torch.Tensor]:
+    out = []
+    with torch.no_grad():
+        for t in STEPS:
+            x = dict(inputs, timestep=torch.full_like(inputs["timestep"], t))
+            out.append(model(**x)[0])
+    return out
+
+
+def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
+    return [float((x - y).norm() / y.norm()) for x, y in zip(a, b)]
+
+
+def _matches(runtime: Any) -> list[int]:
+    """Fresh matchings per step (this rank)."""
+    return [sum(e.kind == "match" and e.step == s for e in runtime.events) for s in range(len(STEPS))]
+
+
+def _parallel(model: torch.nn.Module, **config: int) -> torch.nn.Module:
+    from diffusers import ContextParallelConfig
+
+    model = copy.deepcopy(model)
+    model.enable_parallelism(config=ContextParallelConfig(**config))
+    return model
+
+
+def wan_modes(rank: int, world: int) -> dict[str, Any]:
+    """Ulysses and ring over ``world`` ranks: eager, inductor and regional, against one process."""
+    from asymrnr_fx.testing import tiny_transformer, transformer_inputs
+
+    model, inputs = tiny_transformer("wan", layers=2), transformer_inputs("wan")
+    p = plan()
+    single = _steps(asymrnr_fx.transform(model, p), inputs)
+    shard_local = _steps(asymrnr_fx.transform(model, dataclasses.replace(p, shards=world)), inputs)
+    out: dict[str, Any] = {}
+    for mode, config in (("ulysses", {"ulysses_degree": world}), ("ring", {"ring_degree": world})):
+        parallel = _parallel(model, **config)
+        base = _steps(parallel, inputs)
+        for variant, options in (("eager", {}), ("inductor", {"compile": True})):
+            fast = asymrnr_fx.transform(parallel, p, **options)
+            got = _steps(fast, inputs)
+            out[mode, variant] = {
+                "vs_single": _rel(got, single), "vs_shard_local": _rel(got, shard_local), "vs_base": _rel(got, base),
+                "matches": _matches(fast.runtime), "graphs": len(fast.runtime.reports),
+                "sites": sorted({s.path for s in fast.report.sites if s.rewrite}),
+                "rows": dict(fast.runtime.site_order),
+            }
+    return out
+
+
+def failing_rank(rank: int, world: int) -> None:
+    """Rank 1 fails before a collective the others wait in."""
+    if rank == 1:
+        raise RuntimeError("rank 1 failed on purpose")
+    torch.distributed.all_reduce(torch.ones(1))

@@ -1,0 +1,110 @@
+"""AsymRnR under context parallelism, checked against one process.
+
+* Shard-local AsymRnR (``Plan.shards``) on one process: equal to the independent slow
+  reference restricted to each shard, ratio 0 exact, inductor equal to eager in one graph.
+* diffusers' context parallelism on 2 CPU ranks over gloo (tests/cp_workers.py): Ulysses equals
+  one process (matching is per head, each rank sees every token of its heads); ring equals
+  one process with ``Plan(shards=2)``, with every rank matching at every reducing step.
+  Every collective has a timeout, and a failing rank is an error here, never a hang.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+import torch
+
+import asymrnr_fx
+from asymrnr_fx import Plan
+from asymrnr_fx.testing import TinyVideoDiT
+from asymrnr_fx.testing.cpu_parallel import launch
+from reference import RefSite, ReferenceAsymRnR, patched_sdpa
+
+import cp_workers
+
+GRID = (2, 4, 4)
+STEPS = (900.0, 600.0, 300.0)
+
+
+def _run(m: torch.nn.Module, x: torch.Tensor, ref: ReferenceAsymRnR | None = None) -> list[torch.Tensor]:
+    out = []
+    with torch.no_grad():
+        for step, t in enumerate(STEPS):
+            if ref is not None:
+                ref.start_forward(step)
+            out.append(m(hidden_states=x, timestep=torch.tensor([t])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def dit() -> TinyVideoDiT:
+    torch.manual_seed(0)
+    return TinyVideoDiT(channels=4, dim=32, depth=2, heads=2, frames=2, height=8, width=8).eval()
+
+
+@pytest.mark.parametrize("shards", [2, 4])  # 2: one frame per shard; 4: half frames (tiles cut by the boundaries)
+def test_shard_local_plan_matches_the_slow_reference(dit, shards):
+    plan = dataclasses.replace(cp_workers.plan(), shards=shards)
+    x = torch.randn(1, 4, 2, 8, 8)
+    fast = asymrnr_fx.transform(dit, plan, grid=GRID)
+    eager = _run(fast, x)
+    assert [(s.shards, s.shard_local, s.rewrite) for s in fast.report.sites] == [(shards, False, True)] * 2
+    plain = _run(dit, x)
+    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=0)  # ratio 0: the model itself, bitwise
+    whole = _run(asymrnr_fx.transform(dit, dataclasses.replace(plan, shards=1), grid=GRID), x)
+    assert all((e - w).abs().max() > 1e-4 for e, w in zip(eager[1:], whole[1:]))  # shard-local is not the whole-video matching
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
+    with patched_sdpa(ref):
+        expected = _run(dit, x, ref)
+    for step, (a, b) in enumerate(zip(eager, expected)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"step {step}")
+    compiled = asymrnr_fx.transform(dit, plan, grid=GRID, compile=True)
+    for step, (a, b) in enumerate(zip(_run(compiled, x), eager)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+    assert len(compiled.runtime.reports) == 1  # one graph while the kept counts changed at every step
+
+
+def test_shards_that_do_not_divide_the_video_leave_the_site_intact(dit):
+    fast = asymrnr_fx.transform(dit, Plan.uniform(q=0.5, kv=0.3, shards=3), grid=GRID)
+    with pytest.warns(asymrnr_fx.AsymRnRWarning, match="shards=3"):
+        _run(fast, torch.randn(1, 4, 2, 8, 8))
+    assert not any(s.rewrite for s in fast.report.sites)
+    assert "does not divide the 32 video tokens" in fast.report.sites[0].reason
+
+
+# --------------------------------------------------------------------------- 2 CPU ranks, gloo
+@pytest.fixture(scope="module")
+def two_ranks() -> list[dict]:
+    return launch(cp_workers.wan_modes, 2, timeout_s=400)
+
+
+def test_ulysses_equals_one_process(two_ranks):
+    for rank, result in enumerate(two_ranks):
+        for variant in ("eager", "inductor"):
+            r = result["ulysses", variant]
+            assert max(r["vs_single"]) < 1e-6, (rank, variant, r)
+            assert r["matches"] == [0, 4, 4]  # 2 blocks x (Q, K/V), at every reducing step
+            assert r["sites"] == ["blocks.0.attn1", "blocks.1.attn1"]  # the model's names, not the CP hooks' closures
+            assert r["rows"] == {"blocks.0.attn1": 0, "blocks.1.attn1": 1}
+        assert result["ulysses", "inductor"]["graphs"] == 1
+
+
+def test_ring_equals_one_process_with_shard_local_plan(two_ranks):
+    for rank, result in enumerate(two_ranks):
+        for variant in ("eager", "inductor"):
+            r = result["ring", variant]
+            assert max(r["vs_shard_local"]) < 1e-5, (rank, variant, r)
+            # per block and step: the rank's queries once (its second ring call reuses them), K/V of both shards
+            assert r["matches"] == [0, 6, 6], (rank, variant, r)
+        eager = result["ring", "eager"]
+        assert eager["vs_base"][0] == 0.0 and min(eager["vs_base"][1:]) > 1e-3  # ratio 0 exact, then reduced
+        assert eager["rows"] == {"blocks.0.attn1": 0, "blocks.1.attn1": 1}
+        assert result["ring", "inductor"]["graphs"] == 1
+
+
+def test_a_failing_rank_is_an_error_not_a_hang():
+    start = time.monotonic()
+    with pytest.raises(Exception, match="rank 1 failed on purpose"):
+        launch(cp_workers.failing_rank, 2, timeout_s=120)
+    assert time.monotonic() - start < 60

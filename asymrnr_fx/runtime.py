@@ -191,7 +191,7 @@ class Runtime:
             return self._select_shards(x, spec, state, feature, sharding)
         ratio = self.ratio(spec, feature, state)
         n_keep = ops.kept_count(spec.num_video, ratio)
-        bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
+        length = x.shape[2]
         if n_keep >= spec.num_video:
             if self._window_reduces(spec, feature, state):
                 self._matching(spec.video(x), spec, feature, state)  # so the rest of the window only gathers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from typing import Any
 
 import torch
@@ -70,7 +71,60 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
                 "sites": sorted({s.path for s in fast.report.sites if s.rewrite}),
                 "rows": dict(fast.runtime.site_order),
             }
+    out["pipeline"] = _pipeline_orders(world)
+    out["hunyuanvideo"] = _hunyuanvideo_ring(world)
     return out
+
+
+def _pipeline_orders(world: int) -> dict[str, Any]:
+    """``asymrnr_fx.apply(pipe)`` on a pipeline whose transformer runs ring attention, either order."""
+    from diffusers import ContextParallelConfig
+
+    from asymrnr_fx.testing import tiny_pipeline
+
+    p = Plan.uniform(q=0.5, kv=0.3, cache_window=2)
+
+    def generate(order: str) -> tuple[torch.Tensor, Any]:
+        tp = tiny_pipeline("wan", layers=2)
+        enable = functools.partial(tp.pipe.transformer.enable_parallelism, config=ContextParallelConfig(ring_degree=world))
+        if order == "enable, apply":
+            enable()
+        if order != "none":
+            asymrnr_fx.apply(tp.pipe, dataclasses.replace(p, shards=world) if order == "one process" else p)
+        if order == "apply, enable":
+            tp.pipe.transformer.enable_parallelism(config=ContextParallelConfig(ring_degree=world))
+        with torch.no_grad():
+            frames = tp(generator=torch.Generator().manual_seed(0)).frames
+        return frames, asymrnr_fx.runtime_of(tp.pipe.transformer) if order != "none" else None
+
+    single, _ = generate("one process")
+    out = {}
+    for order in ("enable, apply", "apply, enable"):
+        frames, runtime = generate(order)
+        out[order] = {"vs_shard_local": float((frames - single).norm() / single.norm()),
+                      "matches": runtime.counts["match"]}
+    return out
+
+
+def _hunyuanvideo_ring(world: int) -> dict[str, Any]:
+    """HunyuanVideo (no cp_plan in diffusers) with the library's, under ring attention."""
+    from asymrnr_fx.integrations.context_parallel import hunyuanvideo_cp_plan
+    from asymrnr_fx.testing import tiny_transformer, transformer_inputs
+    from diffusers import ContextParallelConfig
+
+    model, inputs = tiny_transformer("hunyuanvideo"), transformer_inputs("hunyuanvideo")
+    p = Plan.uniform(q=0.5, kv=0.3)
+    with torch.no_grad():
+        base = model(**inputs)[0]
+        shard_local = asymrnr_fx.transform(model, dataclasses.replace(p, shards=world))(**inputs)[0]
+        parallel = copy.deepcopy(model)
+        parallel.enable_parallelism(config=ContextParallelConfig(ring_degree=world), cp_plan=hunyuanvideo_cp_plan(model))
+        base_cp = parallel(**inputs)[0]
+        fast = asymrnr_fx.transform(parallel, p)
+        got = fast(**inputs)[0]
+    return {"base": float((base_cp - base).norm() / base.norm()),
+            "vs_shard_local": float((got - shard_local).norm() / shard_local.norm()),
+            "sites": [(s.path, s.kind, s.rewrite) for s in fast.report.sites]}
 
 
 def failing_rank(rank: int, world: int) -> None:

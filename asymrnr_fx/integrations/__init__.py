@@ -51,5 +51,9 @@ def timestep_direction(model: nn.Module) -> int | None:
 
 
 def ring_sharding(model: nn.Module) -> tuple[int, int] | None:
-    """``(rank, ranks)`` when ``model``'s attention runs ring context parallelism (each call one video shard)."""
+    """Per call: ``(rank, ranks)`` when ``model``'s attention runs ring context parallelism (each call
+    one video shard), else None; under any context parallelism, step caches first agree across ranks."""
+    if context_parallel.cp_config(model) is None:
+        return None
+    context_parallel.agree_on_cache_decisions(model)
     return context_parallel.ring_sharding(model)

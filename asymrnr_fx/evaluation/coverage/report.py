@@ -30,8 +30,9 @@ def rotating_subset(n: int = 4, day: int | None = None, always: Sequence[str] = 
 
 
 def sweep(names: Sequence[str] | None = None, *, inductor: bool = False, cap: float | None = TIME_CAP,
-          progress: bool = True) -> list[Result]:
-    """:func:`check` every class (default: all of :func:`video_dit_classes`), with a tqdm progress bar."""
+          progress: bool = True, configs: str = "ours") -> list[Result]:
+    """:func:`check` every class (default: all of :func:`video_dit_classes`) built from the config set
+    ``configs``, with a tqdm progress bar."""
     names = list(names) if names is not None else video_dit_classes()
     results = []
     bar = None
@@ -39,11 +40,11 @@ def sweep(names: Sequence[str] | None = None, *, inductor: bool = False, cap: fl
         with contextlib.suppress(ImportError):
             from tqdm.auto import tqdm
 
-            bar = tqdm(names, desc="coverage", unit="class")
+            bar = tqdm(names, desc=f"coverage ({configs})", unit="class")
     for name in bar if bar is not None else names:
         if bar is not None:
             bar.set_postfix_str(name)
-        results.append(check(name, inductor=inductor, cap=cap))
+        results.append(check(name, inductor=inductor, cap=cap, configs=configs))
     return results
 
 
@@ -51,14 +52,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(results: Sequence[Result], *, inductor: bool = False) -> str:
-    head = ["class", "status", "sites rewritten/total", "kinds", "note"] + (["inductor vs eager"] if inductor else [])
+def markdown_table(results: Sequence[Result], *, inductor: bool = False, sources: dict[str, str] | None = None) -> str:
+    """The per-class table; ``sources`` (class -> file) adds a column naming where each config comes from."""
+    head = (["class", "status", "sites rewritten/total", "kinds", "note"] + (["inductor vs eager"] if inductor else [])
+            + (["config from"] if sources is not None else []))
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.kinds.items())) or "-"
         cells = [f"`{r.name}`", r.label, f"{r.rewritten}/{r.sites}", kinds, r.note or ""]
         if inductor:
             cells.append(r.inductor or "-")
+        if sources is not None:
+            cells.append(f"`{sources[r.name]}`" if r.name in sources else "-")
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows)
 
@@ -66,6 +71,12 @@ def markdown_table(results: Sequence[Result], *, inductor: bool = False) -> str:
 def summary(results: Sequence[Result]) -> str:
     c = Counter(r.status for r in results)
     return ", ".join(f"{c[s]} {s}" for s in STATUSES if c[s])
+
+
+def reduce_count(results: Sequence[Result]) -> str:
+    """"N of M reduce out of the box" (the README's figure for one config set)."""
+    n = sum(r.status == "works out of the box" for r in results)
+    return f"{n} of {len(results)}"
 
 
 def versions() -> dict[str, str]:
@@ -81,9 +92,13 @@ def versions() -> dict[str, str]:
 
 
 def markdown_report(results: Sequence[Result], *, seconds: float | None = None, inductor: bool = False,
-                    root_causes: bool = True) -> str:
-    """The whole of ``docs/coverage.md``: header, table, and the root causes of every class that is not
-    out of the box."""
+                    root_causes: bool = True, test_results: Sequence[Result] | None = None,
+                    test_seconds: float | None = None) -> str:
+    """The whole of ``docs/coverage.md``: header, the table of our configs, the table of diffusers' test
+    configs (``test_results``, if swept), and the root causes of every class that is not out of the box
+    in either."""
+    from .test_configs import SOURCES
+
     v = versions()
     lines = [
         "# Coverage: every video DiT in diffusers",
@@ -97,25 +112,41 @@ def markdown_report(results: Sequence[Result], *, seconds: float | None = None, 
         "`Plan.uniform(q=0.5, kv=0.3)` at two timesteps. The grid of every rewritten site is checked against the",
         "model's own patch geometry (latent sizes / `patch_size`, `patch_size_t`), and a probe perturbs single",
         "video tokens and checks that each lands on the sequence row the site assumes (grid, token order, offset",
-        "of the video block). Statuses: *works out of the box*; *works with grid=* (an explicit `grid=`, in",
+        "of the video block) and that every call a rewritten site stands for sees the video at all. A plan with",
+        "ratio 0 at the first step must then give the plain model's output exactly (max diff <= 1e-6).",
+        "Statuses: *works out of the box*; *works with grid=* (an explicit `grid=`, in",
         "some cases plus `Plan(text_position=...)`, works where the default rewrites nothing); *not applicable*",
         "(no SDPA call, or no site the method applies to as the library stands); *fails* (an error);",
-        "*silently wrong* (a site would be reduced on the wrong tokens).",
+        "*silently wrong* (a site would be reduced on the wrong tokens); *no test config* (second set only).",
         "",
-        f"Summary: {summary(results)}.",
+        "Two config sets: ours (`coverage/configs.py`, below first) and the tiny configs of diffusers' own",
+        "model tests (`coverage/test_configs.py`, `--configs diffusers`: one frame, batch 2, 1 x 1 images and",
+        "positions that are no grid, as those tests have them).",
         "",
-        markdown_table(results, inductor=inductor),
-        "",
+        f"Summary, our configs: {reduce_count(results)} reduce out of the box; {summary(results)}.",
     ]
+    if test_results is not None:
+        lines += ["", f"Summary, diffusers' test configs: {reduce_count(test_results)} reduce out of the box; "
+                  f"{summary(test_results)}."]
+    lines += ["", "## Our configs", "", markdown_table(results, inductor=inductor), ""]
+    if test_results is not None:
+        lines += ["## diffusers' test configs", "",
+                  "Built from the configs and input shapes of the file named in the last column (huggingface/diffusers)"
+                  + (f"; {len(test_results)} classes in {test_seconds:.0f} s." if test_seconds else "."), "",
+                  markdown_table(test_results, inductor=inductor, sources=SOURCES), ""]
     if root_causes:
         lines += ["## Root causes and fixes", "",
                   "For every class that is not out of the box: what the model does, and which library change would",
                   "make it work (files under `asymrnr_fx/`).", ""]
+        theirs = {r.name: r for r in test_results or ()}
         for r in results:
-            if r.status == "works out of the box":
+            t = theirs.get(r.name)
+            t_bad = t is not None and t.status not in ("works out of the box", "no test config")
+            if r.status == "works out of the box" and not t_bad:
                 continue
+            label = f"*{r.label}*" + (f"; with diffusers' test config *{t.label}*" if t_bad else "")
             cause = ROOT_CAUSES.get(r.name)
-            lines.append(f"* **`{r.name}`**, *{r.label}*. " + (cause or "Not analysed yet."))
+            lines.append(f"* **`{r.name}`**, {label}. " + (cause or "Not analysed yet."))
         lines.append("")
     return "\n".join(lines)
 

@@ -224,7 +224,9 @@ class ReferenceAsymRnR:
             cached = self.cache.get(key_)
             if cached is None or cached[0] != window:
                 seed = derive_seed(plan.seed, ordinal, 0, feature, window)
-                cached = (window, ref_matching(x[:, :, start : start + n], site.grid, plan.stride, seed, plan.similarity))
+                # the tile never exceeds the grid: a one-frame grid is tiled (1, sh, sw)
+                stride = tuple(min(g, st) for g, st in zip(site.grid, plan.stride))
+                cached = (window, ref_matching(x[:, :, start : start + n], site.grid, stride, seed, plan.similarity))
                 self.cache[key_] = cached
                 self.matched_at.append((self.step, ordinal, feature))
             matches[feature] = (cached[1] if int(n * (1 - r)) < n else None, r)

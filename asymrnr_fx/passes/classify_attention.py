@@ -230,8 +230,9 @@ def _input_flow(graph: fx.Graph) -> dict[fx.Node, tuple[bool, str | None]]:
         if node.op == "placeholder" and not is_parameter(node) and "buffers" not in str(node.target):
             name = str(node.target)
             val = node_value(node)
-            if _PROMPT_INPUT.search(name):
-                flow[node] = (False, re.sub(r"^L_(kwargs_|args_)?|_$", "", name))
+            if _PROMPT_INPUT.search(name):  # the prompt's embeddings name it; its masks and positions do not
+                floating = isinstance(val, torch.Tensor) and val.is_floating_point()
+                flow[node] = (False, re.sub(r"^L_(kwargs_|args_)?|_$", "", name) if floating else None)
             else:
                 video = isinstance(val, torch.Tensor) and val.is_floating_point() and val.dim() >= 3
                 flow[node] = (video or not isinstance(val, torch.Tensor), None)  # unknown values count as video

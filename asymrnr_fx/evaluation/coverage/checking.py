@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import signal
 import time
 import traceback
@@ -21,7 +20,7 @@ from ... import api
 from ...plan import Plan
 from ...errors import AsymRnRWarning
 from .case import TIME_CAP, TIMESTEPS, Case, Grid
-from .probe import geometry_problem
+from .probe import geometry_problem, linear_attention
 from .registry import build_model, cases, expected_grid
 from .test_configs import NO_TEST_CONFIG
 
@@ -291,22 +290,10 @@ def _check(name: str, res: Result, *, inductor: bool, plan: Any, retry: bool = T
         return
     res.status = "fails" if default_error else "not applicable"
     res.why = default_error or (_reasons(report, 1, n_video) or "no site qualifies")
-    linear = _linear_attention(model)
+    linear = linear_attention(model)
     if not default_error and linear and res.why.startswith("no SDPA call attends over all"):
         res.why = f"linear attention: the video self-attention runs {linear}, not softmax attention; {res.why}"
     res.note = _tried(tried) if retry else "grid= not tried (retry=False)"
-
-
-_LINEAR = re.compile(r"linear_?attn|linear_?attention", re.IGNORECASE)
-
-
-def _linear_attention(model: nn.Module) -> str:
-    """The linear-attention processors of ``model`` (class names, e.g. Sana's ``SanaLinearAttnProcessor3_0``),
-    or ''. Why: a class whose video attention is linear (a kernel feature map, no softmax) is not
-    applicable to AsymRnR at all, which is worth saying instead of "no SDPA call over the video"."""
-    names = Counter(type(p).__name__ for m in model.modules()
-                    for p in [getattr(m, "processor", None)] if p is not None and _LINEAR.search(type(p).__name__))
-    return ", ".join(f"{n} ({k} module{'s' if k > 1 else ''})" for n, k in names.items())
 
 
 def _counts(res: Result, report: Any) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -136,3 +138,15 @@ def probe_layout(model: nn.Module, case: Case, sites: Iterable[Any], grid: Grid)
         return (f"token layout: attention call {still[0]} ({lq} x {lk} tokens) is a rewritten site's but never "
                 "sees the video latents (a prompt as long as the video?)")
     return None
+
+
+_LINEAR = re.compile(r"linear_?attn|linear_?attention", re.IGNORECASE)
+
+
+def linear_attention(model: nn.Module) -> str:
+    """The linear-attention processors of ``model`` (class names, e.g. Sana's ``SanaLinearAttnProcessor3_0``),
+    or ''. Why: a class whose video attention is linear (a kernel feature map, no softmax) is not
+    applicable to AsymRnR at all, which is worth saying instead of "no SDPA call over the video"."""
+    names = Counter(type(p).__name__ for m in model.modules()
+                    for p in [getattr(m, "processor", None)] if p is not None and _LINEAR.search(type(p).__name__))
+    return ", ".join(f"{n} ({k} module{'s' if k > 1 else ''})" for n, k in names.items())

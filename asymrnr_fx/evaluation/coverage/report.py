@@ -161,7 +161,7 @@ ROOT_CAUSES: dict[str, str] = {
         "differs between chunks, partitions must not cross chunk boundaries (a per-chunk grid in "
         "`passes/classify_attention.py` and `ops.py`)."),
     "Cosmos3OmniTransformer": (
-        "Packed mixture-of-transformers attention: the understanding (text) tokens attend causally "
+        "(diffusers' test config has a single 1 x 1 vision token after 2 text tokens: nothing to reduce either.) Packed mixture-of-transformers attention: the understanding (text) tokens attend causally "
         "(`is_causal=True`), the generation (video) tokens attend to `[text keys, video keys]` with grouped-query "
         "attention (2 query heads, 1 key/value head, `enable_gqa=True`). Both are left alone (causal; GQA). "
         "Fix: `passes/classify_attention.py` would need a kind for video queries over `[text, video]` keys, "
@@ -183,6 +183,12 @@ ROOT_CAUSES: dict[str, str] = {
         "alone). (4) Fixed: `backend.py` judges a graph whose sites are all over the prompt alone "
         "(`SiteReport.extra['prompt_only']`) with the whole call, as it does graphs without attention, "
         "instead of warning 'rewrote none' before the block graph is captured."),
+    "CogVideoXTransformer3DModel": (
+        "Fixed, found by diffusers' test configs, which run CogVideoX, ConsisID, Cosmos, HunyuanVideo, "
+        "HunyuanVideo 1.5, JoyImage-Edit and Latte on one latent frame: a (1, H, W) grid has no full (2, 2, 2) "
+        "tile, so every site was left intact. `ops.site_stride` clamps the tile to the grid ((1, 2, 2) there) "
+        "in the partition, the site string and `passes/select_sites.py`; only a grid of one token per tile is "
+        "left intact."),
     "HunyuanVideoFramepackTransformer3DModel": (
         "Packed sequence: `[4x history, 2x history, clean latents, video, text]` (77 tokens here: 21 history, "
         "32 video, 24 text). The video block sits in the middle, so neither `text_position='first'` nor "
@@ -196,13 +202,20 @@ ROOT_CAUSES: dict[str, str] = {
         "Fixed: takes pre-patchified tokens `[B, tokens, C, p_t, p_h, p_w]` and the token grids in "
         "`shape_list`; `integrations/diffusers.py` `grid_joyimage_edit_plus` returns the target's "
         "`shape_list[i][0]`. With reference images (or padding) after the target inside the same block it "
-        "returns None and the site is left intact: that needs the video-span change described for Framepack."),
+        "returns None and the site is left intact: that needs the video-span change described for Framepack. "
+        "diffusers' test config is exactly that case (a one-token target and a one-token reference image in "
+        "`shape_list`): no grid is read and the site is left intact, with the reason."),
     "Kandinsky5Transformer3DModel": (
         "Fixed: latents are channels-last `[B, F, H, W, C]`; `integrations/diffusers.py` `grid_generic` now "
         "reads that layout for models configured with `in_visual_dim` (Kandinsky's name for the channels). "
         "Before, `[1, 4, 16, 16, 16]` was read as `[B, C, F, H, W]` and a shape guess of the same token count "
-        "reduced the site on the wrong grid. Still open: `passes/infer_grid.py` should leave a site alone when "
-        "two candidate grids explain the same length instead of taking the first."),
+        "reduced the site on the wrong grid. Also fixed, found by diffusers' pipeline-test config (8 prompt "
+        "tokens and a (2, 2, 2) grid of 8 video tokens): by lengths alone the text block's self-attention and the "
+        "video-to-text cross-attention looked like video self-attention and were reduced (silently wrong; the "
+        "probe now flags a rewritten site whose calls never see the latents). `passes/classify_attention.py` "
+        "`_mark_by_inputs` reads which call inputs reach the query and key: the text self-attention is "
+        "'over the prompt alone', the cross-attention 'cross'. Still open: `passes/infer_grid.py` should leave a "
+        "site alone when two candidate grids explain the same length instead of taking the first."),
     "Kandinsky6SRTransformer3DModel": (
         "No SDPA call: the attention is NABLA block-sparse `flex_attention` (diffusers warns to compile it). "
         "Fix: as for AnyFlow-FAR, `flex_attention` support in `passes/find_attention.py`; the block-sparse mask "
@@ -228,10 +241,10 @@ ROOT_CAUSES: dict[str, str] = {
         "(checked to be exactly the row-major (t, h, w) grid) and, as the video rows are checked to be the tail "
         "block, says the text comes first (`GridHint.text_position`); `passes/classify_attention.py` uses a "
         "candidate's `text_position` when no `cat` tells the side; step tracking now reads `timestep`, not "
-        "`timestep_indices` (`passes/find_timestep.py` prefers an exact name). Still open: "
-        "`passes/infer_grid.py` drops the hint's `text_position` (`GridCandidate(tuple(hint), ...)`); with "
-        "`GridCandidate.text_position` set from `getattr(hint, 'text_position', None)` the class works out of "
-        "the box (checked with that change patched in). Until then: `Plan(text_position='first')`, no `grid=`."),
+        "`timestep_indices` (`passes/find_timestep.py` prefers an exact name); `passes/infer_grid.py` carries the "
+        "hint's `text_position` into the candidate. With diffusers' test config the 8 video rows have positions "
+        "`(0, i % 4, i % 2)`, which are no grid (duplicate positions): `grid_minimax_h3` reads none and the site "
+        "is left intact ('no video grid given or inferable'), which is right: there is no grid to partition."),
     "SanaVideoTransformer3DModel": (
         "Not applicable: linear attention. The video self-attention is linear (ReLU-kernel) attention "
         "(`SanaLinearAttnProcessor3_0`), not softmax SDPA; the only SDPA call is the text cross-attention "

@@ -244,7 +244,9 @@ ROOT_CAUSES: dict[str, str] = {
         "`timestep_indices` (`passes/find_timestep.py` prefers an exact name); `passes/infer_grid.py` carries the "
         "hint's `text_position` into the candidate. With diffusers' test config the 8 video rows have positions "
         "`(0, i % 4, i % 2)`, which are no grid (duplicate positions): `grid_minimax_h3` reads none and the site "
-        "is left intact ('no video grid given or inferable'), which is right: there is no grid to partition."),
+        "is left intact ('no video grid given or inferable'). An explicit `grid=(1, 4, 2)` with "
+        "`Plan(text_position='first')` runs on the video rows (the probe checks rows, not positions), so the sweep "
+        "reads 'works with grid='; no grid describes those positions, so the default leaving it alone is right."),
     "SanaVideoTransformer3DModel": (
         "Not applicable: linear attention. The video self-attention is linear (ReLU-kernel) attention "
         "(`SanaLinearAttnProcessor3_0`), not softmax SDPA; the only SDPA call is the text cross-attention "

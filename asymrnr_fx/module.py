@@ -145,7 +145,7 @@ class AsymRnRModule(nn.Module):
             if runtime.reports and not any(r.rewritten for r in runtime.reports) and not runtime.warned:
                 warn_nothing_rewritten(runtime.reports[-1], hooks=integrations.hooks_of(self.model))
         elif new and runtime.counts["warned"] == warned and not any(r.rewritten for r in new) and _video_sites(new):
-            # a new input shape at which nothing can be reduced (e.g. fewer frames than the stride)
+            # a new input shape at which nothing can be reduced (e.g. a grid of one token per tile)
             runtime.counts["warned"] += 1
             warn_nothing_rewritten(_video_sites(new)[-1], new_shape=True)
         if runtime.counts["graph_call"] == graphs and self._shapes is not None:

@@ -52,6 +52,18 @@ def draw_tile_choices(grid: Sequence[int], stride: Sequence[int], seed: int) -> 
     return torch.randint(0, math.prod(stride), tiles, generator=gen)
 
 
+def site_stride(grid: Sequence[int], stride: Sequence[int]) -> tuple[int, int, int]:
+    """The plan's stride clamped to the grid on every axis where the grid is shorter.
+
+    Why: a video model run on a single frame (an image; several diffusers model tests do this)
+    has a (1, H, W) grid, and a (2, 2, 2) tile would hold no full tile at all. A (1, 2, 2) tile is
+    the same partition restricted to the axes that exist; the ratio it allows is smaller
+    (``max_ratio`` of the clamped stride), and a plan ratio above it removes every src token.
+    """
+    f, h, w = (min(int(g), int(s)) for g, s in zip(grid, stride))
+    return f, h, w
+
+
 def max_ratio(stride: Sequence[int]) -> float:
     """Largest ratio that still removes tokens: every dst token is always kept."""
     return 1.0 - 1.0 / math.prod(stride)

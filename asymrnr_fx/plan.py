@@ -114,8 +114,8 @@ class Plan:
           each tile keeps one dst token and its other tokens may be removed. Larger tiles
           allow larger ratios (``1 - 1/prod(stride)``) but match over longer distances.
           ``(2, 2, 2)`` (default) for CogVideoX-like models; the paper uses ``(6, 2, 2)``
-          for Mochi and HunyuanVideo. A site whose grid is smaller than the stride is left
-          intact.
+          for Mochi and HunyuanVideo. On an axis where the grid is shorter (one frame) the
+          tile is clamped to the grid; a grid of one token per tile is left intact.
      - cache_window [int >= 1]: denoising steps a matching is reused for; the matching is
           computed at the first step of each window. 1 re-matches every step (slowest, most
           faithful); the paper uses 5 for CogVideoX (default), 3 for Mochi/HunyuanVideo and

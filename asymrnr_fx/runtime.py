@@ -273,10 +273,11 @@ class Runtime:
             self._log(spec, feature, "reuse", state)
             return entry
         seed = ops.derive_seed(self.plan.seed, spec.ordinal, 0 if shard is not None else spec.occurrence, feature, window)
-        choices = ops.draw_tile_choices(spec.grid, self.plan.stride, seed)
+        stride = ops.site_stride(spec.grid, self.plan.stride)  # (1, 2, 2) on a one-frame grid
+        choices = ops.draw_tile_choices(spec.grid, stride, seed)
         if self.plan.dst == "fixed":
             choices = torch.zeros_like(choices)
-        dst, src = ops.partition(spec.grid, self.plan.stride, choices)
+        dst, src = ops.partition(spec.grid, stride, choices)
         if shard is not None:
             size = video.shape[2]
             dst, src = ops.shard_partition(dst, src, shard * size, (shard + 1) * size)

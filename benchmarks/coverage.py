@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "coverage.md"), help="markdown file to write ('-': none)")
     p.add_argument("--json", default="", help="also write the results as JSON here")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--configs", default="both", choices=("ours", "diffusers", "both"),
+                   help="config set: ours, diffusers' test configs, or both (default; the docs report both)")
     p.add_argument("--list", action="store_true", help="list the classes and exit")
     args = p.parse_args(argv)
 
@@ -45,17 +47,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(names))
         return 0
-    start = time.perf_counter()
-    results = coverage.sweep(names, inductor=args.inductor, cap=args.cap or coverage.TIME_CAP)
-    seconds = time.perf_counter() - start
-    print()
-    print(coverage.markdown_table(results, inductor=args.inductor))
-    print(f"\n{coverage.summary(results)}; {len(results)} classes in {seconds:.0f} s")
+    swept: dict[str, tuple[list, float]] = {}
+    for configs in ("ours", "diffusers") if args.configs == "both" else (args.configs,):
+        start = time.perf_counter()
+        results = coverage.sweep(names, inductor=args.inductor, cap=args.cap or coverage.TIME_CAP, configs=configs)
+        swept[configs] = (results, time.perf_counter() - start)
+        print(f"\n{configs} configs:")
+        print(coverage.markdown_table(results, inductor=args.inductor))
+        print(f"\n{coverage.reduce_count(results)} reduce out of the box; {coverage.summary(results)}; "
+              f"{len(results)} classes in {swept[configs][1]:.0f} s")
     if args.out and args.out != "-":
-        Path(args.out).write_text(coverage.markdown_report(results, seconds=seconds, inductor=args.inductor))
+        if "ours" not in swept:
+            p.error("docs/coverage.md needs our configs: use --configs both or ours, or --out -")
+        (ours, seconds), (theirs, t_seconds) = swept["ours"], swept.get("diffusers", (None, None))
+        Path(args.out).write_text(coverage.markdown_report(ours, seconds=seconds, inductor=args.inductor,
+                                                           test_results=theirs, test_seconds=t_seconds))
         print(f"wrote {args.out}")
     if args.json:
-        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=1, default=str))
+        Path(args.json).write_text(json.dumps({k: [r.as_dict() for r in v] for k, (v, _) in swept.items()},
+                                              indent=1, default=str))
     return 0
 
 

@@ -260,8 +260,10 @@ class ReferenceAsymRnR:
                 seed = derive_seed(plan.seed, ordinal, 0, feature, window)
                 video = x[:, :, start : start + n]
                 shards = getattr(plan, "shards", 1)
-                cached = (window, ref_matching(video, site.grid, plan.stride, seed, plan.similarity) if shards == 1
-                          else ref_shard_matchings(video, site.grid, plan.stride, seed, plan.similarity, shards))
+                # the tile never exceeds the grid: a one-frame grid is tiled (1, sh, sw)
+                stride = tuple(min(g, st) for g, st in zip(site.grid, plan.stride))
+                cached = (window, ref_matching(video, site.grid, stride, seed, plan.similarity) if shards == 1
+                          else ref_shard_matchings(video, site.grid, stride, seed, plan.similarity, shards))
                 self.cache[key_] = cached
                 self.matched_at.append((self.step, ordinal, feature))
             matches[feature] = (cached[1] if int(size * (1 - r)) < size else None, r)

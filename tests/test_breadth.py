@@ -47,8 +47,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _model(name: str):
-    case = coverage.cases()[name]
+def _model(name: str, configs: str = "ours"):
+    case = coverage.cases(configs)[name]
     return case, coverage.build_model(case)
 
 
@@ -87,14 +87,14 @@ def _agrees_with_reference(case, model, plan, site, inputs=None, **options):
     return fast
 
 
-def _check(name, plan=PLAN, inputs=None, **options):
+def _check(name, plan=PLAN, inputs=None, grid=GRID, configs="ours", **options):
     """The default report rewrites the video site on the model's grid; the probe and the reference agree."""
-    case, model = _model(name)
+    case, model = _model(name, configs)
     inputs = inputs or case.inputs
     report = asymrnr_fx.inspect(model, plan=plan, **inputs(coverage.TIMESTEPS[0]))
     site = _video_site(report)
-    assert site.rewrite and site.grid == coverage.expected_grid(case, model, inputs(900.0)) == GRID, site
-    assert coverage.geometry_problem(model, dataclasses.replace(case, inputs=inputs), report, GRID) is None
+    assert site.rewrite and site.grid == coverage.expected_grid(case, model, inputs(900.0)) == grid, site
+    assert coverage.geometry_problem(model, dataclasses.replace(case, inputs=inputs), report, grid) is None
     _agrees_with_reference(case, model, plan, site, inputs=inputs, **options)
     return report, site
 
@@ -235,3 +235,90 @@ def test_classes_left_intact_say_why(name, reason):
     res = coverage.check(name, retry=False, cap=120)
     assert res.status == "not applicable", f"{name}: {res.label}"
     assert reason in res.why, res.why
+
+
+# --------------------------------------------------------------------------- diffusers' own test configs
+def test_every_class_has_a_diffusers_test_config_or_says_none():
+    names = set(coverage.video_dit_classes())
+    theirs = set(coverage.cases("diffusers"))
+    assert theirs <= names and names == theirs | set(coverage.NO_TEST_CONFIG), names ^ (theirs | set(coverage.NO_TEST_CONFIG))
+    assert set(coverage.SOURCES) == theirs and all(f.startswith("tests/") for f in coverage.SOURCES.values())
+
+
+def test_one_frame_is_reduced_with_the_stride_clamped_to_the_grid():
+    """Latte as diffusers tests it: one latent frame, batch 2 (its spatial attention then sees every video
+    token). The (2, 2, 2) stride has no full tile on a (1, 4, 4) grid; the site is reduced with (1, 2, 2)
+    tiles and agrees with the reference, which clamps the tile on its own."""
+    report, site = _check("LatteTransformer3DModel", grid=(1, 4, 4), configs="diffusers")
+    assert site.kind == "self" and site.extra["stride"].startswith("(1, 2, 2)")
+    assert asymrnr_fx.ops.site_stride((1, 4, 4), (2, 2, 2)) == (1, 2, 2)
+    assert asymrnr_fx.ops.site_stride((3, 1, 5), (2, 2, 2)) == (2, 1, 2)
+
+
+class _ByCallOrder:
+    """Routes the SDPA calls numbered ``video_calls`` in each forward to the reference, the rest to SDPA
+    (lengths cannot tell them apart here: every call is 8 x 8)."""
+
+    def __init__(self, reference, video_calls, original):
+        self.reference, self.video_calls, self.original, self.n = reference, video_calls, original, 0
+
+    def start_forward(self, step):
+        self.reference.start_forward(step)
+        self.n = 0
+
+    def __call__(self, **kw):
+        self.n += 1
+        return (self.reference if self.n - 1 in self.video_calls else self.original)(**kw)
+
+
+def test_prompt_as_long_as_the_video_is_not_taken_for_it():
+    """Kandinsky 5 with its pipeline test's config: 8 prompt tokens, a (2, 2, 2) grid of 8 video tokens.
+    By lengths alone the text block's self-attention and the video-to-text cross-attention look like video
+    self-attention; the probe flags that report, the library classifies them from their inputs, and the
+    two video self-attention sites agree with the reference."""
+    from types import SimpleNamespace
+
+    case, model = _model("Kandinsky5Transformer3DModel", "diffusers")
+    report = asymrnr_fx.inspect(model, **case.inputs(900.0))
+    kinds = {s.path: (s.kind, s.rewrite) for s in report.sites}
+    assert kinds["text_transformer_blocks.0.self_attention"] == ("other", False)
+    assert report.sites[0].reason == "attention over the prompt alone (encoder_hidden_states: 8 tokens), not over the video"
+    for i in (0, 1):
+        assert kinds[f"visual_transformer_blocks.{i}.self_attention"] == ("self", True)
+        assert kinds[f"visual_transformer_blocks.{i}.cross_attention"] == ("cross", False)
+    grid = (2, 2, 2)
+    assert coverage.geometry_problem(model, case, report, grid) is None
+    # what lengths alone gave: five 8 x 8 "self" sites, one per call; the probe sees calls that never move
+    fake = [SimpleNamespace(kind="self", q_len=8, kv_len=8, grid=grid, path=s.path, text_position=None) for s in report.sites]
+    problem = coverage.probe_layout(model, case, fake, grid)
+    assert problem and "never sees the video latents" in problem
+    # the reference, on the two video self-attention calls (every other call runs unreduced)
+    plan = PLAN
+    fast = asymrnr_fx.transform(model, plan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AsymRnRWarning)
+        with asymrnr_fx.generation(fast), torch.no_grad():
+            outs = [_tensors(fast(**case.inputs(t))) for t in coverage.TIMESTEPS]
+    ref = _ByCallOrder(ReferenceAsymRnR(plan, [RefSite(grid), RefSite(grid)]), video_calls=(1, 3),
+                       original=F.scaled_dot_product_attention)
+    ref_outs = []
+    with patched_sdpa(ref), torch.no_grad():
+        for i, t in enumerate(coverage.TIMESTEPS):
+            ref.start_forward(i)
+            ref_outs.append(_tensors(model(**case.inputs(t))))
+    for got, want in zip(outs, ref_outs):
+        torch.testing.assert_close(got[0], want[0], atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("name,status,why", [
+    ("CogVideoXTransformer3DModel", "works out of the box", ""),  # one frame, batch 2, two layers
+    # positions (0, i % 4, i % 2) for 8 video rows are no grid: grid_minimax_h3 reads none, the site stays intact
+    ("MiniMaxH3Transformer3DModel", "not applicable", "no video grid given or inferable"),
+    # a one-token target and a one-token reference image: nothing to reduce, no grid read
+    ("JoyImageEditPlusTransformer3DModel", "not applicable", "no video grid given or inferable"),
+])
+def test_diffusers_test_configs(name, status, why):
+    res = coverage.check(name, retry=False, cap=120, configs="diffusers")
+    assert res.status == status and why in res.why, f"{name}: {res.label}; {res.note}\n{res.error or ''}"
+    if status == "works out of the box":
+        assert "ratio 0 exact" in res.note and res.finite and res.differs and not res.warnings

@@ -259,13 +259,14 @@ def test_compiled_transform_of_a_regionally_patched_model_keeps_the_model_names(
 def test_later_shape_with_nothing_to_reduce_warns(wan):
     model, inputs = wan
     fast = asymrnr_fx.transform(model, Plan.uniform(q=0.5, kv=0.3))
-    one_frame = dict(inputs, hidden_states=inputs["hidden_states"][:, :, :1].contiguous())
+    # one frame of one token after the (1, 2, 2) patch: grid (1, 1, 1), every tile a single dst
+    one_token = dict(inputs, hidden_states=inputs["hidden_states"][:, :, :1, :2, :2].contiguous())
     with torch.no_grad():
         with warnings.catch_warnings():
             warnings.simplefilter("error", AsymRnRWarning)
             fast(**inputs)
-        with pytest.warns(AsymRnRWarning, match="new input shape.*smaller than the stride"):
-            fast(**one_frame)
+        with pytest.warns(AsymRnRWarning, match="new input shape.*no src tokens to remove"):
+            fast(**one_token)
 
 
 # --------------------------------------------------------------------------- crashes and messages

@@ -37,7 +37,7 @@ from .analysis import Analysis
 from .attention_masks import _same, mask_query_variation, video_rows_variation
 from .find_attention import AttentionCall
 from .forms import supported
-from .graph import node_shape, node_value
+from .graph import is_parameter, node_shape, node_value
 from .infer_grid import GridCandidate
 
 _CAT_TARGETS = {torch.cat, torch.concat, torch.concatenate, torch.ops.aten.cat.default}
@@ -219,11 +219,67 @@ def _mark_prompt_only(calls: list[AttentionCall], reports: list[SiteReport]) -> 
     return reports
 
 
+def _input_flow(graph: fx.Graph) -> dict[fx.Node, tuple[bool, str | None]]:
+    """Per node: (reached by a video-like input, the name of a prompt input reaching it, if any).
+
+    Video-like: a floating call input of 3 or more dims whose name does not say text (latents,
+    packed tokens, the hidden states a fragment resumes with, rotary tables: over-inclusive on
+    purpose, so only a call that certainly never sees the video is flagged). One pass in graph order.
+    """
+    flow: dict[fx.Node, tuple[bool, str | None]] = {}
+    for node in graph.nodes:
+        if node.op == "placeholder" and not is_parameter(node) and "buffers" not in str(node.target):
+            name = str(node.target)
+            val = node_value(node)
+            if _PROMPT_INPUT.search(name):  # the prompt's embeddings name it; its masks and positions do not
+                floating = isinstance(val, torch.Tensor) and val.is_floating_point()
+                flow[node] = (False, re.sub(r"^L_(kwargs_|args_)?|_$", "", name) if floating else None)
+            else:
+                video = isinstance(val, torch.Tensor) and val.is_floating_point() and val.dim() >= 3
+                flow[node] = (video or not isinstance(val, torch.Tensor), None)  # unknown values count as video
+            continue
+        video, prompt = False, None
+        for parent in node.all_input_nodes:
+            v, p = flow.get(parent, (False, None))
+            video, prompt = video or v, prompt or p
+        flow[node] = (video, prompt)
+    return flow
+
+
+def _mark_by_inputs(calls: list[AttentionCall], reports: list[SiteReport]) -> list[SiteReport]:
+    """Correct what lengths alone got wrong, from which call inputs reach the query and the key.
+
+    Why: a prompt as long as the video (Kandinsky 5 at 8 text and 8 video tokens) makes the text
+    blocks' self-attention look like video self-attention and the video-to-text cross-attention
+    look like self-attention; reducing either on the video grid would be silently wrong. A query
+    that no video-like input reaches is attention over the prompt alone (left intact); a "self"
+    site whose key no video-like input reaches is cross-attention.
+    """
+    if not calls:
+        return reports
+    flow = _input_flow(calls[0].node.graph)
+    for call, rep in zip(calls, reports):
+        if rep.kind not in ("self", "joint", "cross") or call.spec is None:
+            continue
+        q_video, q_prompt = flow.get(call.query, (True, None))
+        if not q_video and q_prompt:
+            rep.kind, rep.grid, rep.text_len, rep.text_position = "other", None, 0, None
+            rep.extra["prompt_only"] = q_prompt
+            rep.reason = f"attention over the prompt alone ({q_prompt}: {rep.q_len} tokens), not over the video"
+            continue
+        key = call.args.get("key")
+        k_video, k_prompt = flow.get(key, (True, None)) if isinstance(key, fx.Node) else (True, None)
+        if rep.kind == "self" and not k_video and k_prompt:
+            rep.kind = "cross"
+            rep.extra["kv_from"] = f"{k_prompt} (as long as the video)"
+    return reports
+
+
 def classify_attention(
     calls: list[AttentionCall], candidates: list[GridCandidate], text_pos: str = "auto"
 ) -> tuple[list[SiteReport], GridCandidate | None]:
     reports, chosen = _classify_attention(calls, candidates, text_pos)
-    return _mark_prompt_only(calls, reports), chosen
+    return _mark_prompt_only(calls, _mark_by_inputs(calls, reports)), chosen
 
 
 def _classify_attention(

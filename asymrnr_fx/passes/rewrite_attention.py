@@ -114,7 +114,8 @@ def rewrite_attention_pass(a: Analysis) -> None:
     for call, rep in zip(a.calls, a.reports):
         if not rep.rewrite:
             continue
-        site = GraphSite(rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first", a.plan.stride,
+        stride = ops.site_stride(rep.grid, a.plan.stride)
+        site = GraphSite(rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first", stride,
                          rep.shards, rep.shard_local)
         rewrite_attention(
             a.gm, call, site=encode_site(site), features=rep.features, mode=a.plan.mode, symmetric=a.plan.symmetric,

@@ -8,9 +8,11 @@ the rewrite mechanical.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 
+from ..ops import site_stride
 from ..plan import Plan
 from ..report import SiteReport
 from .analysis import Analysis
@@ -56,9 +58,12 @@ def select_sites(
             rep.reason = "the plan's ratio is 0 at every step for this site"
             rep.extra["zero_plan"] = True  # left intact as asked: not a reduction that stopped
             continue
-        if any(g < s for g, s in zip(rep.grid, plan.stride)):
-            rep.reason = f"grid {rep.grid} is smaller than the stride {plan.stride}: no dst tokens to match to"
+        stride = site_stride(rep.grid, plan.stride)
+        if math.prod(stride) == 1:
+            rep.reason = f"grid {rep.grid} is one token per tile of the stride {plan.stride}: no src tokens to remove"
             continue
+        if stride != tuple(plan.stride):
+            rep.extra["stride"] = f"{stride} (the plan's {tuple(plan.stride)} clamped to the grid)"
         rep.rewrite, rep.features = True, features
         chosen.append(rep)
     return chosen

@@ -25,12 +25,13 @@ call, or no site the method applies to as the library stands), ``fails`` (an err
 :data:`ROOT_CAUSES` records, per class that is not out of the box, what was found and which
 library change would fix it; :func:`markdown_report` writes both to ``docs/coverage.md``.
 
-    python benchmarks/coverage.py [--inductor] [--only Wan,Mochi] [--out docs/coverage.md]
+    python benchmarks/coverage.py [--inductor] [--only Wan,Mochi] [--configs ours|diffusers|both] [--out docs/coverage.md]
 
 Modules, lowest first (each imports only the ones above it):
 
 * :mod:`.case`       constants (:data:`TIMESTEPS`, :data:`STATUSES`, ...), :class:`Case`, helpers for writing cases
 * :mod:`.configs`    the table of tiny configs and inputs, one :class:`Case` per class
+* :mod:`.test_configs` the same from diffusers' own model tests (second config set, ``configs="diffusers"``)
 * :mod:`.registry`   :func:`cases`, discovery (:func:`video_dit_classes`), building, the expected grid
 * :mod:`.probe`      the geometry check and token-layout probe (:func:`geometry_problem`)
 * :mod:`.checking`   :func:`check`: one class, run plain, inspected, reduced, judged (:class:`Result`)
@@ -38,14 +39,17 @@ Modules, lowest first (each imports only the ones above it):
 """
 from __future__ import annotations
 
-from .case import EXTRA_CLASSES, README_FAMILIES, STATUSES, TIME_CAP, TIMESTEPS, Case, Grid
+from .case import CONFIG_SETS, EXTRA_CLASSES, README_FAMILIES, STATUSES, TIME_CAP, TIMESTEPS, Case, Grid
 from .checking import CaseTimeout, Reduced, Result, check, reduced_run, time_cap
 from .probe import geometry_problem, probe_layout, probe_tokens
 from .registry import CASES, build_model, cases, config_patch, expected_grid, model_class, video_dit_classes
-from .report import ROOT_CAUSES, markdown_report, markdown_table, rotating_subset, summary, sweep, versions
+from .report import (ROOT_CAUSES, markdown_report, markdown_table, reduce_count, rotating_subset, summary, sweep,
+                     versions)
+from .test_configs import NO_TEST_CONFIG, SOURCES
 
 __all__ = [
     "CASES",
+    "CONFIG_SETS",
     "EXTRA_CLASSES",
     "README_FAMILIES",
     "ROOT_CAUSES",
@@ -65,11 +69,14 @@ __all__ = [
     "geometry_problem",
     "markdown_report",
     "markdown_table",
+    "NO_TEST_CONFIG",
+    "reduce_count",
     "model_class",
     "probe_layout",
     "probe_tokens",
     "reduced_run",
     "rotating_subset",
+    "SOURCES",
     "summary",
     "sweep",
     "time_cap",

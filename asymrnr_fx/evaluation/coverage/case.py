@@ -22,7 +22,12 @@ README_FAMILIES: tuple[str, ...] = (
 #: ``diffusers.models.transformers``, class name).
 EXTRA_CLASSES: tuple[tuple[str, str], ...] = (("transformer_cosmos3", "Cosmos3OmniTransformer"),)
 
-STATUSES: tuple[str, ...] = ("works out of the box", "works with grid=", "not applicable", "fails", "silently wrong")
+STATUSES: tuple[str, ...] = ("works out of the box", "works with grid=", "not applicable", "fails", "silently wrong",
+                             "no test config")
+
+#: The config sets a sweep can build each class from: the tiny configs written here (:mod:`.configs`) and
+#: those of diffusers' own model tests (:mod:`.test_configs`; "no test config" where diffusers has none).
+CONFIG_SETS: tuple[str, ...] = ("ours", "diffusers")
 
 #: Default per-class time cap, seconds (a tiny model takes 5-40 s on one CPU core).
 TIME_CAP = 300.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import signal
 import time
 import traceback
@@ -21,8 +20,9 @@ from ... import api
 from ...plan import Plan
 from ...errors import AsymRnRWarning
 from .case import TIME_CAP, TIMESTEPS, Case, Grid
-from .probe import geometry_problem
+from .probe import geometry_problem, linear_attention
 from .registry import build_model, cases, expected_grid
+from .test_configs import NO_TEST_CONFIG
 
 
 # =========================================================================== one class
@@ -121,6 +121,7 @@ class Reduced:
     report: Any
     outputs: list[list[torch.Tensor]]
     warnings: list[str]
+    num_sites: int = 0  # video sites the runtime numbered (the rows a table plan needs)
 
 
 def reduced_run(model: nn.Module, case: Case, plan: Any, **options: Any) -> Reduced:
@@ -131,7 +132,7 @@ def reduced_run(model: nn.Module, case: Case, plan: Any, **options: Any) -> Redu
         with api.generation(fast):
             outs = _run(fast, case)
     msgs = [str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)]
-    return Reduced(fast.report, outs, list(dict.fromkeys(msgs)))
+    return Reduced(fast.report, outs, list(dict.fromkeys(msgs)), fast.runtime.table.num_sites)
 
 
 def _clip(text: str, limit: int = 110) -> str:
@@ -169,8 +170,11 @@ def _tried(tried: list[tuple[str, str]]) -> str:
 
 
 def check(name: str, *, inductor: bool = False, cap: float | None = TIME_CAP, plan: Any = None,
-          retry: bool = True) -> Result:
+          retry: bool = True, configs: str = "ours") -> Result:
     """Classify one class (see the package docstring). Never raises: errors become the result.
+
+    ``configs`` picks the config set (:data:`~.case.CONFIG_SETS`): ``"ours"`` or ``"diffusers"`` (the
+    configs of diffusers' own model tests; status "no test config" for a class diffusers does not test).
 
     ``retry=False`` skips the ``grid=`` / ``text_position=`` retries of a class the default leaves
     alone (faster; such a class then reads "not applicable" or "fails" with the default's reason).
@@ -179,7 +183,7 @@ def check(name: str, *, inductor: bool = False, cap: float | None = TIME_CAP, pl
     res = Result(name)
     try:
         with time_cap(cap):
-            _check(name, res, inductor=inductor, plan=plan, retry=retry)
+            _check(name, res, inductor=inductor, plan=plan, retry=retry, configs=configs)
     except CaseTimeout as e:
         res.status, res.why, res.error = "fails", str(e), traceback.format_exc(limit=8)
     except Exception as e:  # noqa: BLE001 - one bad class must not stop the sweep
@@ -191,11 +195,14 @@ def check(name: str, *, inductor: bool = False, cap: float | None = TIME_CAP, pl
     return res
 
 
-def _check(name: str, res: Result, *, inductor: bool, plan: Any, retry: bool = True) -> None:
+def _check(name: str, res: Result, *, inductor: bool, plan: Any, retry: bool = True, configs: str = "ours") -> None:
     plan = plan if plan is not None else Plan.uniform(q=0.5, kv=0.3)
-    case = cases().get(name)
+    case = cases(configs).get(name)
+    if case is None and configs == "diffusers" and name in NO_TEST_CONFIG:
+        res.status, res.why = "no test config", "diffusers has no model or pipeline test for this class"
+        return
     if case is None:
-        res.status, res.why = "fails", "no tiny config in asymrnr_fx/evaluation/coverage/ (new class?)"
+        res.status, res.why = "fails", f"no {configs!r} tiny config in asymrnr_fx/evaluation/coverage/ (new class?)"
         return
     model = build_model(case)
 
@@ -239,6 +246,7 @@ def _check(name: str, res: Result, *, inductor: bool, plan: Any, retry: bool = T
             res.status, res.why, res.error = "fails", f"eager reduction: {_short(e)}", traceback.format_exc(limit=8)
             return
         _judge(res, red, plain, expected)
+        _ratio_zero(res, model, case, plan, plain, red.num_sites, {})
         if res.status == "works":
             res.status, res.why = "works out of the box", ""
             res.note = f"grid {expected}; {res.note}"
@@ -272,6 +280,7 @@ def _check(name: str, res: Result, *, inductor: bool, plan: Any, retry: bool = T
             res.error, res.note = traceback.format_exc(limit=8), f"default: {base}"
             return
         _judge(res, red, plain, expected)
+        _ratio_zero(res, model, case, v_plan, plain, red.num_sites, variant)
         if res.status == "works":
             res.status, res.why = "works with grid=", ""
             res.note = f"{label}; {res.note}; default: {base}"
@@ -281,22 +290,10 @@ def _check(name: str, res: Result, *, inductor: bool, plan: Any, retry: bool = T
         return
     res.status = "fails" if default_error else "not applicable"
     res.why = default_error or (_reasons(report, 1, n_video) or "no site qualifies")
-    linear = _linear_attention(model)
+    linear = linear_attention(model)
     if not default_error and linear and res.why.startswith("no SDPA call attends over all"):
         res.why = f"linear attention: the video self-attention runs {linear}, not softmax attention; {res.why}"
     res.note = _tried(tried) if retry else "grid= not tried (retry=False)"
-
-
-_LINEAR = re.compile(r"linear_?attn|linear_?attention", re.IGNORECASE)
-
-
-def _linear_attention(model: nn.Module) -> str:
-    """The linear-attention processors of ``model`` (class names, e.g. Sana's ``SanaLinearAttnProcessor3_0``),
-    or ''. Why: a class whose video attention is linear (a kernel feature map, no softmax) is not
-    applicable to AsymRnR at all, which is worth saying instead of "no SDPA call over the video"."""
-    names = Counter(type(p).__name__ for m in model.modules()
-                    for p in [getattr(m, "processor", None)] if p is not None and _LINEAR.search(type(p).__name__))
-    return ", ".join(f"{n} ({k} module{'s' if k > 1 else ''})" for n, k in names.items())
 
 
 def _counts(res: Result, report: Any) -> None:
@@ -360,6 +357,31 @@ def _judge(res: Result, red: Reduced, plain: list[list[torch.Tensor]], expected:
     else:
         res.status = "works"
         res.note = (res.note + "; " if res.note else "") + f"max abs diff vs plain {diff:.2g}"
+
+
+def _ratio_zero(res: Result, model: nn.Module, case: Case, plan: Any, plain: list[list[torch.Tensor]], sites: int,
+                options: dict[str, Any]) -> None:
+    """The rewritten sites at ratio 0 are the model itself: a plan with ratio 0 at the first step (the
+    rewrite still runs its select and restore, as identity) and ``plan``'s ratios at the second must give
+    the plain output exactly at step 0 (within 1e-6) and a reduced one at step 1. Why: "finite and
+    different from the plain model" alone would pass a rewrite that garbles every call."""
+    if res.status != "works":
+        return
+    import dataclasses
+
+    rows = max(sites, 1)  # a table plan has one row per video site the runtime numbered
+    q, kv = (plan.ratio(0, 0, f) if f in plan.features_used(0) else 0.0 for f in ("q", "kv"))
+    zero = dataclasses.replace(plan, q=[[0.0, q]] * rows, kv=[[0.0, kv]] * rows, cache_window=1, name="ratio 0, then the plan's")
+    try:
+        red = reduced_run(model, case, zero, **options)
+    except Exception as e:  # noqa: BLE001
+        res.status, res.why, res.error = "fails", f"ratio-0 run: {_short(e)}", traceback.format_exc(limit=8)
+        return
+    d0 = _max_diff(red.outputs[:1], plain[:1])
+    if not d0 <= 1e-6:
+        res.status, res.why = "fails", f"at ratio 0 the rewritten model is not the plain model (max diff {d0:.2g})"
+        return
+    res.note = (res.note + "; " if res.note else "") + f"ratio 0 exact (max diff {d0:.1g})"
 
 
 def _maybe_inductor(res: Result, model: nn.Module, case: Case, plan: Any, eager: Reduced, inductor: bool,

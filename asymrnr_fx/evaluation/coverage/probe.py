@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,9 +86,19 @@ def probe_layout(model: nn.Module, case: Case, sites: Iterable[Any], grid: Grid)
     t0 = TIMESTEPS[0]
     base = _record_queries(model, case.inputs(t0))
     todo: dict[tuple, Any] = {}  # one probe per (lengths, kind, text side): such sites share a layout
+    per_key: dict[tuple, int] = {}
     for s in sites:
         if s.kind in ("self", "joint", "cross"):
-            todo.setdefault((s.q_len, s.kv_len if s.kind != "cross" else None, s.kind, s.text_position), s)
+            key = (s.q_len, s.kv_len if s.kind != "cross" else None, s.kind, s.text_position)
+            todo.setdefault(key, s)
+            per_key[key] = per_key.get(key, 0) + 1
+    # where every call of a site's lengths is a rewritten site, each such call must see the latents
+    # (a prompt as long as the video would otherwise pass: its call never moves, "no verdict")
+    must_move = {i for key, s in todo.items() if s.q_len is not None
+                 for calls in [[i for i, (lq, lk, _) in enumerate(base)
+                                if lq == s.q_len and (s.kind == "cross" or lk == s.kv_len)]]
+                 if len(calls) <= per_key[key] for i in calls}
+    moved_once: set[int] = set()
     found: dict[tuple, int] = {}
     for key, s in todo.items():
         for i, (lq, lk, _) in enumerate(base):
@@ -104,6 +116,8 @@ def probe_layout(model: nn.Module, case: Case, sites: Iterable[Any], grid: Grid)
         moved = _record_queries(model, inputs)
         if len(moved) != len(base):
             return None  # the call sequence depends on the values: no verdict
+        moved_once |= {i for i in must_move if moved[i][2].shape == base[i][2].shape
+                       and not torch.equal(moved[i][2], base[i][2])}
         want = (token[0] * grid[1] + token[1]) * grid[2] + token[2]
         for key, i in found.items():
             s = todo[key]
@@ -118,4 +132,21 @@ def probe_layout(model: nn.Module, case: Case, sites: Iterable[Any], grid: Grid)
             if row != offset + want:
                 return (f"token layout: video token {token} is row {row} of the {lq}-token sequence at {s.path}, "
                         f"the site assumes row {offset + want}")
+    still = sorted(must_move - moved_once)
+    if still:
+        lq, lk, _ = base[still[0]]
+        return (f"token layout: attention call {still[0]} ({lq} x {lk} tokens) is a rewritten site's but never "
+                "sees the video latents (a prompt as long as the video?)")
     return None
+
+
+_LINEAR = re.compile(r"linear_?attn|linear_?attention", re.IGNORECASE)
+
+
+def linear_attention(model: nn.Module) -> str:
+    """The linear-attention processors of ``model`` (class names, e.g. Sana's ``SanaLinearAttnProcessor3_0``),
+    or ''. Why: a class whose video attention is linear (a kernel feature map, no softmax) is not
+    applicable to AsymRnR at all, which is worth saying instead of "no SDPA call over the video"."""
+    names = Counter(type(p).__name__ for m in model.modules()
+                    for p in [getattr(m, "processor", None)] if p is not None and _LINEAR.search(type(p).__name__))
+    return ", ".join(f"{n} ({k} module{'s' if k > 1 else ''})" for n, k in names.items())

@@ -9,17 +9,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from .case import EXTRA_CLASSES, Case, Grid
+from .case import CONFIG_SETS, EXTRA_CLASSES, Case, Grid
 from .configs import _cases
+from .test_configs import _test_cases
 
 CASES: dict[str, Case] = {}
+TEST_CASES: dict[str, Case] = {}
 
 
-def cases() -> dict[str, Case]:
-    """Every known tiny case by class name (built once; needs diffusers only when inputs are made)."""
-    if not CASES:
-        CASES.update({c.name: c for c in _cases()})
-    return CASES
+def cases(configs: str = "ours") -> dict[str, Case]:
+    """Every known tiny case by class name, from the config set ``configs`` (:data:`CONFIG_SETS`: ``"ours"``,
+    written here, or ``"diffusers"``, diffusers' own test configs). Built once; needs diffusers only when
+    inputs are made."""
+    if configs not in CONFIG_SETS:
+        raise ValueError(f"configs={configs!r}: choose one of {CONFIG_SETS}")
+    table, make = (CASES, _cases) if configs == "ours" else (TEST_CASES, _test_cases)
+    if not table:
+        table.update({c.name: c for c in make()})
+    return table
 
 
 # =========================================================================== discovery and building
@@ -46,7 +53,7 @@ def model_class(name: str) -> type:
 
     cls = getattr(diffusers, name, None)
     if cls is None:
-        case = cases().get(name)
+        case = cases().get(name) or cases("diffusers").get(name)
         module = case.module if case is not None and case.module else None
         if module is None:
             raise LookupError(f"{name} is not exported by diffusers")

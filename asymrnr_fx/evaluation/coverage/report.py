@@ -30,8 +30,9 @@ def rotating_subset(n: int = 4, day: int | None = None, always: Sequence[str] = 
 
 
 def sweep(names: Sequence[str] | None = None, *, inductor: bool = False, cap: float | None = TIME_CAP,
-          progress: bool = True) -> list[Result]:
-    """:func:`check` every class (default: all of :func:`video_dit_classes`), with a tqdm progress bar."""
+          progress: bool = True, configs: str = "ours") -> list[Result]:
+    """:func:`check` every class (default: all of :func:`video_dit_classes`) built from the config set
+    ``configs``, with a tqdm progress bar."""
     names = list(names) if names is not None else video_dit_classes()
     results = []
     bar = None
@@ -39,11 +40,11 @@ def sweep(names: Sequence[str] | None = None, *, inductor: bool = False, cap: fl
         with contextlib.suppress(ImportError):
             from tqdm.auto import tqdm
 
-            bar = tqdm(names, desc="coverage", unit="class")
+            bar = tqdm(names, desc=f"coverage ({configs})", unit="class")
     for name in bar if bar is not None else names:
         if bar is not None:
             bar.set_postfix_str(name)
-        results.append(check(name, inductor=inductor, cap=cap))
+        results.append(check(name, inductor=inductor, cap=cap, configs=configs))
     return results
 
 
@@ -51,14 +52,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(results: Sequence[Result], *, inductor: bool = False) -> str:
-    head = ["class", "status", "sites rewritten/total", "kinds", "note"] + (["inductor vs eager"] if inductor else [])
+def markdown_table(results: Sequence[Result], *, inductor: bool = False, sources: dict[str, str] | None = None) -> str:
+    """The per-class table; ``sources`` (class -> file) adds a column naming where each config comes from."""
+    head = (["class", "status", "sites rewritten/total", "kinds", "note"] + (["inductor vs eager"] if inductor else [])
+            + (["config from"] if sources is not None else []))
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.kinds.items())) or "-"
         cells = [f"`{r.name}`", r.label, f"{r.rewritten}/{r.sites}", kinds, r.note or ""]
         if inductor:
             cells.append(r.inductor or "-")
+        if sources is not None:
+            cells.append(f"`{sources[r.name]}`" if r.name in sources else "-")
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows)
 
@@ -66,6 +71,12 @@ def markdown_table(results: Sequence[Result], *, inductor: bool = False) -> str:
 def summary(results: Sequence[Result]) -> str:
     c = Counter(r.status for r in results)
     return ", ".join(f"{c[s]} {s}" for s in STATUSES if c[s])
+
+
+def reduce_count(results: Sequence[Result]) -> str:
+    """"N of M reduce out of the box" (the README's figure for one config set)."""
+    n = sum(r.status == "works out of the box" for r in results)
+    return f"{n} of {len(results)}"
 
 
 def versions() -> dict[str, str]:
@@ -81,9 +92,13 @@ def versions() -> dict[str, str]:
 
 
 def markdown_report(results: Sequence[Result], *, seconds: float | None = None, inductor: bool = False,
-                    root_causes: bool = True) -> str:
-    """The whole of ``docs/coverage.md``: header, table, and the root causes of every class that is not
-    out of the box."""
+                    root_causes: bool = True, test_results: Sequence[Result] | None = None,
+                    test_seconds: float | None = None) -> str:
+    """The whole of ``docs/coverage.md``: header, the table of our configs, the table of diffusers' test
+    configs (``test_results``, if swept), and the root causes of every class that is not out of the box
+    in either."""
+    from .test_configs import SOURCES
+
     v = versions()
     lines = [
         "# Coverage: every video DiT in diffusers",
@@ -97,25 +112,41 @@ def markdown_report(results: Sequence[Result], *, seconds: float | None = None, 
         "`Plan.uniform(q=0.5, kv=0.3)` at two timesteps. The grid of every rewritten site is checked against the",
         "model's own patch geometry (latent sizes / `patch_size`, `patch_size_t`), and a probe perturbs single",
         "video tokens and checks that each lands on the sequence row the site assumes (grid, token order, offset",
-        "of the video block). Statuses: *works out of the box*; *works with grid=* (an explicit `grid=`, in",
+        "of the video block) and that every call a rewritten site stands for sees the video at all. A plan with",
+        "ratio 0 at the first step must then give the plain model's output exactly (max diff <= 1e-6).",
+        "Statuses: *works out of the box*; *works with grid=* (an explicit `grid=`, in",
         "some cases plus `Plan(text_position=...)`, works where the default rewrites nothing); *not applicable*",
         "(no SDPA call, or no site the method applies to as the library stands); *fails* (an error);",
-        "*silently wrong* (a site would be reduced on the wrong tokens).",
+        "*silently wrong* (a site would be reduced on the wrong tokens); *no test config* (second set only).",
         "",
-        f"Summary: {summary(results)}.",
+        "Two config sets: ours (`coverage/configs.py`, below first) and the tiny configs of diffusers' own",
+        "model tests (`coverage/test_configs.py`, `--configs diffusers`: one frame, batch 2, 1 x 1 images and",
+        "positions that are no grid, as those tests have them).",
         "",
-        markdown_table(results, inductor=inductor),
-        "",
+        f"Summary, our configs: {reduce_count(results)} reduce out of the box; {summary(results)}.",
     ]
+    if test_results is not None:
+        lines += ["", f"Summary, diffusers' test configs: {reduce_count(test_results)} reduce out of the box; "
+                  f"{summary(test_results)}."]
+    lines += ["", "## Our configs", "", markdown_table(results, inductor=inductor), ""]
+    if test_results is not None:
+        lines += ["## diffusers' test configs", "",
+                  "Built from the configs and input shapes of the file named in the last column (huggingface/diffusers)"
+                  + (f"; {len(test_results)} classes in {test_seconds:.0f} s." if test_seconds else "."), "",
+                  markdown_table(test_results, inductor=inductor, sources=SOURCES), ""]
     if root_causes:
         lines += ["## Root causes and fixes", "",
                   "For every class that is not out of the box: what the model does, and which library change would",
                   "make it work (files under `asymrnr_fx/`).", ""]
+        theirs = {r.name: r for r in test_results or ()}
         for r in results:
-            if r.status == "works out of the box":
+            t = theirs.get(r.name)
+            t_bad = t is not None and t.status not in ("works out of the box", "no test config")
+            if r.status == "works out of the box" and not t_bad:
                 continue
+            label = f"*{r.label}*" + (f"; with diffusers' test config *{t.label}*" if t_bad else "")
             cause = ROOT_CAUSES.get(r.name)
-            lines.append(f"* **`{r.name}`**, *{r.label}*. " + (cause or "Not analysed yet."))
+            lines.append(f"* **`{r.name}`**, {label}. " + (cause or "Not analysed yet."))
         lines.append("")
     return "\n".join(lines)
 
@@ -130,7 +161,7 @@ ROOT_CAUSES: dict[str, str] = {
         "differs between chunks, partitions must not cross chunk boundaries (a per-chunk grid in "
         "`passes/classify_attention.py` and `ops.py`)."),
     "Cosmos3OmniTransformer": (
-        "Packed mixture-of-transformers attention: the understanding (text) tokens attend causally "
+        "(diffusers' test config has a single 1 x 1 vision token after 2 text tokens: nothing to reduce either.) Packed mixture-of-transformers attention: the understanding (text) tokens attend causally "
         "(`is_causal=True`), the generation (video) tokens attend to `[text keys, video keys]` with grouped-query "
         "attention (2 query heads, 1 key/value head, `enable_gqa=True`). Both are left alone (causal; GQA). "
         "Fix: `passes/classify_attention.py` would need a kind for video queries over `[text, video]` keys, "
@@ -152,6 +183,12 @@ ROOT_CAUSES: dict[str, str] = {
         "alone). (4) Fixed: `backend.py` judges a graph whose sites are all over the prompt alone "
         "(`SiteReport.extra['prompt_only']`) with the whole call, as it does graphs without attention, "
         "instead of warning 'rewrote none' before the block graph is captured."),
+    "CogVideoXTransformer3DModel": (
+        "Fixed, found by diffusers' test configs, which run CogVideoX, ConsisID, Cosmos, HunyuanVideo, "
+        "HunyuanVideo 1.5, JoyImage-Edit and Latte on one latent frame: a (1, H, W) grid has no full (2, 2, 2) "
+        "tile, so every site was left intact. `ops.site_stride` clamps the tile to the grid ((1, 2, 2) there) "
+        "in the partition, the site string and `passes/select_sites.py`; only a grid of one token per tile is "
+        "left intact."),
     "HunyuanVideoFramepackTransformer3DModel": (
         "Packed sequence: `[4x history, 2x history, clean latents, video, text]` (77 tokens here: 21 history, "
         "32 video, 24 text). The video block sits in the middle, so neither `text_position='first'` nor "
@@ -165,13 +202,20 @@ ROOT_CAUSES: dict[str, str] = {
         "Fixed: takes pre-patchified tokens `[B, tokens, C, p_t, p_h, p_w]` and the token grids in "
         "`shape_list`; `integrations/diffusers.py` `grid_joyimage_edit_plus` returns the target's "
         "`shape_list[i][0]`. With reference images (or padding) after the target inside the same block it "
-        "returns None and the site is left intact: that needs the video-span change described for Framepack."),
+        "returns None and the site is left intact: that needs the video-span change described for Framepack. "
+        "diffusers' test config is exactly that case (a one-token target and a one-token reference image in "
+        "`shape_list`): no grid is read and the site is left intact, with the reason."),
     "Kandinsky5Transformer3DModel": (
         "Fixed: latents are channels-last `[B, F, H, W, C]`; `integrations/diffusers.py` `grid_generic` now "
         "reads that layout for models configured with `in_visual_dim` (Kandinsky's name for the channels). "
         "Before, `[1, 4, 16, 16, 16]` was read as `[B, C, F, H, W]` and a shape guess of the same token count "
-        "reduced the site on the wrong grid. Still open: `passes/infer_grid.py` should leave a site alone when "
-        "two candidate grids explain the same length instead of taking the first."),
+        "reduced the site on the wrong grid. Also fixed, found by diffusers' pipeline-test config (8 prompt "
+        "tokens and a (2, 2, 2) grid of 8 video tokens): by lengths alone the text block's self-attention and the "
+        "video-to-text cross-attention looked like video self-attention and were reduced (silently wrong; the "
+        "probe now flags a rewritten site whose calls never see the latents). `passes/classify_attention.py` "
+        "`_mark_by_inputs` reads which call inputs reach the query and key: the text self-attention is "
+        "'over the prompt alone', the cross-attention 'cross'. Still open: `passes/infer_grid.py` should leave a "
+        "site alone when two candidate grids explain the same length instead of taking the first."),
     "Kandinsky6SRTransformer3DModel": (
         "No SDPA call: the attention is NABLA block-sparse `flex_attention` (diffusers warns to compile it). "
         "Fix: as for AnyFlow-FAR, `flex_attention` support in `passes/find_attention.py`; the block-sparse mask "
@@ -197,10 +241,12 @@ ROOT_CAUSES: dict[str, str] = {
         "(checked to be exactly the row-major (t, h, w) grid) and, as the video rows are checked to be the tail "
         "block, says the text comes first (`GridHint.text_position`); `passes/classify_attention.py` uses a "
         "candidate's `text_position` when no `cat` tells the side; step tracking now reads `timestep`, not "
-        "`timestep_indices` (`passes/find_timestep.py` prefers an exact name). Still open: "
-        "`passes/infer_grid.py` drops the hint's `text_position` (`GridCandidate(tuple(hint), ...)`); with "
-        "`GridCandidate.text_position` set from `getattr(hint, 'text_position', None)` the class works out of "
-        "the box (checked with that change patched in). Until then: `Plan(text_position='first')`, no `grid=`."),
+        "`timestep_indices` (`passes/find_timestep.py` prefers an exact name); `passes/infer_grid.py` carries the "
+        "hint's `text_position` into the candidate. With diffusers' test config the 8 video rows have positions "
+        "`(0, i % 4, i % 2)`, which are no grid (duplicate positions): `grid_minimax_h3` reads none and the site "
+        "is left intact ('no video grid given or inferable'). An explicit `grid=(1, 4, 2)` with "
+        "`Plan(text_position='first')` runs on the video rows (the probe checks rows, not positions), so the sweep "
+        "reads 'works with grid='; no grid describes those positions, so the default leaving it alone is right."),
     "SanaVideoTransformer3DModel": (
         "Not applicable: linear attention. The video self-attention is linear (ReLU-kernel) attention "
         "(`SanaLinearAttnProcessor3_0`), not softmax SDPA; the only SDPA call is the text cross-attention "

@@ -40,6 +40,7 @@ class Capture:
     ``sharding``: ``(rank, ranks)`` when the call runs under ring context parallelism: every
     attention call of this process holds shard ``rank`` of ``ranks`` equal, contiguous pieces
     of the video tokens (the integration reads it from the model's parallel config), else None.
+    ``ulysses``: the Ulysses degree (1 without): only used to say why a site is left intact.
     """
 
     grid_hint: tuple[int, int, int] | None = None
@@ -47,6 +48,7 @@ class Capture:
     rows: Mapping[str, int] = field(default_factory=lambda: _NO_ROWS)
     patch: tuple[int, int, int] | None = None
     sharding: tuple[int, int] | None = None
+    ulysses: int = 1  # Ulysses degree: the attention's sequence is gathered across this many ranks
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class AsymRnRModule(nn.Module):
         args, kwargs = named_call(self.model, args, kwargs)
         runtime = self.runtime
         capture = runtime.capture(hint, video_inputs(args, kwargs), self._patch,  # for graphs captured during this call
-                                  integrations.ring_sharding(self.model))
+                                  *integrations.parallel_layout(self.model))
         graphs = runtime.counts["graph_call"]
         gave_up = _dynamo_gave_up()
         captured, warned = len(runtime.reports), runtime.counts["warned"]

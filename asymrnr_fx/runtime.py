@@ -124,10 +124,10 @@ class Runtime:
 
     def capture(
         self, grid_hint: tuple[int, int, int] | None = None, call_inputs: Iterable[tuple[str, tuple[int, ...]]] = (),
-        patch: tuple[int, int, int] | None = None, sharding: tuple[int, int] | None = None,
+        patch: tuple[int, int, int] | None = None, sharding: tuple[int, int] | None = None, ulysses: int = 1,
     ) -> Capture:
         """The capture context of a call: what graphs captured during it may learn (rows: a live read-only view)."""
-        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order), patch, sharding)
+        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order), patch, sharding, ulysses)
 
     def call(self, timestep: Any = None, prefix: str = "", capture: Capture | None = None) -> calling:
         """Context manager for one model call: reads the timestep once, then makes the call active."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import torch
@@ -122,9 +123,17 @@ def _hunyuanvideo_ring(world: int) -> dict[str, Any]:
         base_cp = parallel(**inputs)[0]
         fast = asymrnr_fx.transform(parallel, p)
         got = fast(**inputs)[0]
+        ulysses = copy.deepcopy(model)
+        ulysses.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world), cp_plan=hunyuanvideo_cp_plan(model))
+        intact = asymrnr_fx.transform(ulysses, p)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            ulysses_out = intact(**inputs)[0]
     return {"base": float((base_cp - base).norm() / base.norm()),
             "vs_shard_local": float((got - shard_local).norm() / shard_local.norm()),
-            "sites": [(s.path, s.kind, s.rewrite) for s in fast.report.sites]}
+            "sites": [(s.path, s.kind, s.rewrite) for s in fast.report.sites],
+            "ulysses": [(s.rewrite, s.reason) for s in intact.report.sites],
+            "ulysses_vs_base": float((ulysses_out - base).norm() / base.norm())}
 
 
 def failing_rank(rank: int, world: int) -> None:

@@ -124,3 +124,7 @@ def test_hunyuanvideo_with_the_library_cp_plan_reduces_under_ring(two_ranks):
         assert r["base"] < 1e-6  # the cp_plan is right: diffusers' own ring run equals one process
         assert r["vs_shard_local"] < 1e-5, r
         assert [kind for _, kind, rewrite in r["sites"] if rewrite] == ["joint"] * 4  # 2 blocks x 2 ring calls
+        # Ulysses interleaves the ranks' [video, prompt] pieces: left intact, saying why, and unchanged
+        joint = [reason for rewrite, reason in r["ulysses"] if "Ulysses" in reason]
+        assert len(joint) == 2 and not any(rewrite for rewrite, _ in r["ulysses"])
+        assert r["ulysses_vs_base"] < 1e-6

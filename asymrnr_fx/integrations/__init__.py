@@ -17,7 +17,7 @@ from torch import nn
 from . import context_parallel, diffusers, hooks
 from .diffusers import TRANSFORMER_COMPONENTS, GridFn
 
-__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "context_parallel", "diffusers", "hooks", "ring_sharding", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
+__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "context_parallel", "diffusers", "hooks", "parallel_layout", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
 
 
 def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | None:
@@ -50,10 +50,11 @@ def timestep_direction(model: nn.Module) -> int | None:
     return diffusers.timestep_direction(model)
 
 
-def ring_sharding(model: nn.Module) -> tuple[int, int] | None:
-    """Per call: ``(rank, ranks)`` when ``model``'s attention runs ring context parallelism (each call
-    one video shard), else None; under any context parallelism, step caches first agree across ranks."""
-    if context_parallel.cp_config(model) is None:
-        return None
+def parallel_layout(model: nn.Module) -> tuple[tuple[int, int] | None, int]:
+    """Per call: ``((rank, ranks) under ring attention else None, Ulysses degree)`` of ``model``'s
+    context parallelism; under any, step caches first agree across ranks."""
+    cp = context_parallel.cp_config(model)
+    if cp is None:
+        return None, 1
     context_parallel.agree_on_cache_decisions(model)
-    return context_parallel.ring_sharding(model)
+    return context_parallel.ring_sharding(model), int(getattr(cp, "ulysses_degree", 1) or 1)

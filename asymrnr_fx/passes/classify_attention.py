@@ -328,6 +328,22 @@ def classify_attention_pass(a: Analysis) -> None:
         for rep in a.reports:
             if rep.grid is not None:
                 _shard(rep, a.chosen.shards, a.plan.shards)
+    if a.capture.ulysses > 1:
+        _explain_ulysses(a)
+
+
+def _explain_ulysses(a: Analysis) -> None:
+    """Under Ulysses a joint sequence is the ranks' ``[video, prompt]`` pieces one after the other:
+    say so, rather than that no grid matches."""
+    hint = next((c for c in a.candidates if c.trusted and c.shards == 1), None)
+    if hint is None:
+        return
+    for rep in a.reports:
+        if (rep.kind == "other" and not rep.rewrite and isinstance(rep.q_len, int) and rep.q_len == rep.kv_len
+                and rep.q_len > hint.num_tokens):
+            rep.reason = (f"{rep.q_len} tokens under Ulysses over {a.capture.ulysses} ranks: the all-to-all "
+                          "interleaves each rank's video and prompt pieces, a joint layout the reduction does not "
+                          "read; ring attention (ContextParallelConfig(ring_degree=...)) reduces it")
 
 
 def _shard(rep: SiteReport, ranks: int, planned: int) -> None:

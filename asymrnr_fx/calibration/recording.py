@@ -180,7 +180,8 @@ class RecordingRuntime(Runtime):
         self._seen: tuple[int, int] | None = None
 
     def select_site(
-        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str
+        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str,
+        sharding: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.on_step is not None and (state.generation, state.step) != self._seen:
             self._seen = (state.generation, state.step)
@@ -194,7 +195,7 @@ class RecordingRuntime(Runtime):
         h_idx = _subset(x.shape[1], self.head_choice, seed + 1)
         if h_idx is not None:
             sub = sub[:, h_idx.to(x.device)]
-        m = self._matching(sub, spec, feature, state).matching
+        m = self._matching(spec.video(sub), spec, feature, state).matching
         stats = match_statistics(spec.video(sub), m.dst, m.src, self.plan.similarity, m, self.ratios)
         self.recorder.add(spec.ordinal, state.step, feature, state.generation, stats)
         bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
@@ -232,10 +233,11 @@ class SwitchableRuntime(Runtime):
         self.reset()
 
     def select_site(
-        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str
+        self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str,
+        sharding: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         captured, self.plan = self.plan, self.active
         try:
-            return super().select_site(x, spec, state, feature)
+            return super().select_site(x, spec, state, feature, sharding)
         finally:
             self.plan = captured

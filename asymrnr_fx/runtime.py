@@ -234,18 +234,19 @@ class Runtime:
         if not reduces and not self._window_reduces(spec, feature, state):
             self._log(spec, feature, "identity", state)
             return _identity(x)
+        entries = [self._matching(video[:, :, i * size:(i + 1) * size], spec, feature, state, shard=shard)
+                   for i, shard in enumerate(held)]
+        if not reduces:  # the matchings above serve the rest of the window
+            self._log(spec, feature, "identity", state)
+            return _identity(x)
         parts = []
-        for i, shard in enumerate(held):
-            entry = self._matching(video[:, :, i * size:(i + 1) * size], spec, feature, state, shard=shard)
-            if not reduces or entry.matching is None:  # no dst in this shard: nothing to match it to
+        for entry in entries:
+            if entry.matching is None:  # no dst in this shard: nothing to match it to
                 parts.append(_identity(video[:, :, :size]))
                 continue
             if (n_keep, 0) not in entry.selections:
                 entry.selections[n_keep, 0] = ops.select(entry.matching, size, ratio)
             parts.append(entry.selections[n_keep, 0])
-        if not reduces:
-            self._log(spec, feature, "identity", state)
-            return _identity(x)
         keep, assign = ops.join_shards(parts, size)
         return ops.with_text(keep, assign, x.shape[2] - spec.num_video, spec.text_first)
 

@@ -93,7 +93,7 @@ def _pipeline_orders(world: int) -> dict[str, Any]:
         if order != "none":
             asymrnr_fx.apply(tp.pipe, dataclasses.replace(p, shards=world) if order == "one process" else p)
         if order == "apply, enable":
-            tp.pipe.transformer.enable_parallelism(config=ContextParallelConfig(ring_degree=world))
+            enable()
         with torch.no_grad():
             frames = tp(generator=torch.Generator().manual_seed(0)).frames
         return frames, asymrnr_fx.runtime_of(tp.pipe.transformer) if order != "none" else None

@@ -13,6 +13,7 @@ dropping by the kept K/V fraction (today K/V are reduced after the exchange: see
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections import Counter
@@ -64,7 +65,7 @@ class SentBytes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _time_steps(models: dict[str, Any], inputs: dict, steps: int, plan: Any) -> dict[str, float]:
+def _time_steps(models: dict[str, Any], inputs: dict, steps: int) -> dict[str, float]:
     """Mean step time of each model, steps interleaved (each step runs every model once)."""
     times: dict[str, list[float]] = {k: [] for k in models}
     with torch.no_grad():
@@ -93,12 +94,11 @@ def one_process(layers: int, steps: int, q: float, kv: float) -> dict[str, float
     torch.set_num_threads(1)
     model, inputs = wan_shaped(layers)
     plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=2)
-    return _time_steps({"baseline": model, "asymrnr": asymrnr_fx.transform(model, plan)}, inputs, steps, plan)
+    return _time_steps({"baseline": model, "asymrnr": asymrnr_fx.transform(model, plan)}, inputs, steps)
 
 
 def ranks(rank: int, world: int, layers: int, steps: int, q: float, kv: float) -> dict[str, Any]:
     from diffusers import ContextParallelConfig
-    import copy
 
     model, inputs = wan_shaped(layers)
     out: dict[str, Any] = {}
@@ -107,7 +107,7 @@ def ranks(rank: int, world: int, layers: int, steps: int, q: float, kv: float) -
         parallel.enable_parallelism(config=ContextParallelConfig(**{f"{mode}_degree": world}))
         plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=2)
         fast = asymrnr_fx.transform(parallel, plan)
-        out[mode] = _time_steps({"baseline": parallel, "asymrnr": fast}, inputs, steps, plan)
+        out[mode] = _time_steps({"baseline": parallel, "asymrnr": fast}, inputs, steps)
         out[mode]["bytes_baseline"] = _bytes(parallel, inputs)
         try:
             out[mode]["bytes_asymrnr"] = _bytes(fast, inputs)

@@ -37,7 +37,7 @@ from .analysis import Analysis
 from .attention_masks import _same, mask_query_variation, video_rows_variation
 from .find_attention import AttentionCall
 from .forms import supported
-from .graph import is_parameter, node_shape, node_value
+from .graph import input_name, is_parameter, node_shape, node_value
 from .infer_grid import GridCandidate
 
 _CAT_TARGETS = {torch.cat, torch.concat, torch.concatenate, torch.ops.aten.cat.default}
@@ -180,7 +180,7 @@ def prompt_lengths(graph: fx.Graph) -> list[tuple[str, int]]:
         if not isinstance(val, torch.Tensor) or val.dim() != (3 if val.is_floating_point() else 2):
             continue
         if isinstance(val.shape[1], int):
-            found.append((re.sub(r"^L_(kwargs_|args_)?|_$", "", name), val.shape[1]))  # Dynamo's L_kwargs_x_ -> x
+            found.append((input_name(name), val.shape[1]))  # Dynamo's L_kwargs_x_ -> x
     return found
 
 
@@ -233,7 +233,7 @@ def _input_flow(graph: fx.Graph) -> dict[fx.Node, tuple[bool, str | None]]:
             val = node_value(node)
             if _PROMPT_INPUT.search(name):  # the prompt's embeddings name it; its masks and positions do not
                 floating = isinstance(val, torch.Tensor) and val.is_floating_point()
-                flow[node] = (False, re.sub(r"^L_(kwargs_|args_)?|_$", "", name) if floating else None)
+                flow[node] = (False, input_name(name) if floating else None)
             else:
                 video = isinstance(val, torch.Tensor) and val.is_floating_point() and val.dim() >= 3
                 flow[node] = (video or not isinstance(val, torch.Tensor), None)  # unknown values count as video

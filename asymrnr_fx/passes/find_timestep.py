@@ -13,16 +13,11 @@ import torch
 import torch.fx as fx
 
 from .analysis import Analysis
-from .graph import node_value, user_inputs
+from .graph import input_name, node_value, user_inputs
 
 #: Argument names that carry the denoising time (also used on call arguments by the API).
 TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma", "sigmas")
 _TIMESTEP_NAME = re.compile(r"(^|_)(" + "|".join(TIMESTEP_NAMES) + r")(_|$)", re.IGNORECASE)
-
-
-def _bare_name(target: str) -> str:
-    """``timestep`` for Dynamo's ``L_timestep_`` / ``L_kwargs_timestep_`` / ``L_args_timestep_``."""
-    return re.sub(r"^L_(kwargs_|args_)?|_$", "", target)
 
 
 def find_timestep(gm: fx.GraphModule) -> fx.Node | None:
@@ -37,7 +32,7 @@ def find_timestep(gm: fx.GraphModule) -> fx.Node | None:
         target = str(node.target)
         if not _TIMESTEP_NAME.search(target) or not isinstance(node_value(node), torch.Tensor):
             continue
-        if _bare_name(target).lower() in TIMESTEP_NAMES:
+        if input_name(target).lower() in TIMESTEP_NAMES:
             return node
         loose = loose or node
     return loose

@@ -1,6 +1,7 @@
 """Graph helpers shared by the passes."""
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 import torch
@@ -69,3 +70,9 @@ def parameter_inputs(gm: fx.GraphModule) -> list[int]:
     return [
         i for i, node in enumerate(gm.graph.find_nodes(op="placeholder")) if "_parameters_" in str(node.target)
     ]
+
+
+def input_name(target: str) -> str:
+    """The argument's own name for a Dynamo placeholder: ``timestep`` for ``L_timestep_`` /
+    ``L_kwargs_timestep_`` / ``L_args_timestep_``."""
+    return re.sub(r"^L_(kwargs_|args_)?|_$", "", target)

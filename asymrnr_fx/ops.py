@@ -113,19 +113,28 @@ class Matching:
     order: torch.Tensor  # [B, H, n_src] slot into src, most similar first
 
 
+#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (8 MiB).
+MATCH_TILE_ELEMENTS = 1 << 21
+
+
 def best_match(
-    x: torch.Tensor, dst: torch.Tensor, similarity: str, chunk: int = 128, rows: torch.Tensor | None = None
+    x: torch.Tensor, dst: torch.Tensor, similarity: str, chunk: int | None = None, rows: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score and nearest dst slot for the tokens ``rows`` of ``x`` ``[B, H, N, d]`` (all if None).
 
-    This is the hot part of a matching step. The ``[rows, n_dst]`` score matrix is never
-    materialised: rows are scored ``chunk`` at a time, so each tile is produced by the GEMM
-    and reduced by ``max`` while still in cache (about 1.7x faster than one big GEMM at
-    4096 tokens). For the squared euclidean distance ``|a|^2`` is constant per row, so the
-    argmax only needs ``2 a.b - |b|^2``; it is added back to the best score afterwards.
-    Scoring only the src rows (``rows=src``) skips the dst rows' quarter of the GEMM: with
-    their gather it is ~20% faster than scoring all N rows (4096 tokens, 1 or 2 threads).
-    On an accelerator the tiles would only add launches: it scores all rows in one GEMM.
+    This is the hot part of a matching step, so it is a few large ops: one GEMM and one fused
+    ``max`` per tile of rows. For the squared euclidean distance ``|a|^2`` is constant per row,
+    so the argmax needs only ``2 a.b - |b|^2``; the rows carry a column of ones and the dst
+    side the ``-|b|^2`` column, so the GEMM produces the biased scores itself (no pass over
+    the score matrix to subtract it); ``|a|^2`` is added back to the best score afterwards.
+
+    Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
+    parallel region whose barrier waits for all threads. On a quiet CPU small tiles win
+    (they are reduced while in cache), but when another process shares the cores a
+    descheduled thread stalls each barrier, and a loop of 28 small tiles per site slowed
+    5-10x where one large GEMM slowed 1.3x. Tiles of about 8 MiB keep a handful of regions
+    per site (one for 4 heads x 3,584 x 512) and bound the memory at any token count.
+    ``chunk`` forces a row count (benchmarks). On an accelerator: one GEMM over all rows.
     """
     bsz, heads, n, d = x.shape
     flat = x.float().reshape(bsz * heads, n, d).contiguous()  # strided activations make every pass slow
@@ -137,19 +146,22 @@ def best_match(
         flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)
     euclidean = similarity == "euclidean"
-    rhs = ((2 * xd) if euclidean else xd).transpose(1, 2).contiguous()
-    bias = xd.square().sum(-1).unsqueeze(1) if euclidean else None
-    best = flat.new_empty(bsz * heads, n)
-    nearest = torch.empty(bsz * heads, n, dtype=torch.long, device=flat.device)
-    if flat.device.type != "cpu":  # accelerators: one GEMM, no Python loop over chunks
-        chunk = n
-    for i in range(0, n, chunk):
-        scores = torch.bmm(flat[:, i : i + chunk], rhs)
-        if bias is not None:
-            scores.sub_(bias)
-        torch.max(scores, dim=-1, out=(best[:, i : i + chunk], nearest[:, i : i + chunk]))
     if euclidean:
-        best -= flat.square().sum(-1)
+        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1)
+        rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1).transpose(1, 2).contiguous()
+    else:
+        lhs, rhs = flat, xd.transpose(1, 2).contiguous()
+    if chunk is None:
+        chunk = n if flat.device.type != "cpu" else max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1]))
+    if chunk >= n:
+        best, nearest = torch.bmm(lhs, rhs).max(dim=-1)
+    else:
+        best = flat.new_empty(bsz * heads, n)
+        nearest = torch.empty(bsz * heads, n, dtype=torch.long, device=flat.device)
+        for i in range(0, n, chunk):
+            torch.max(torch.bmm(lhs[:, i : i + chunk], rhs), dim=-1, out=(best[:, i : i + chunk], nearest[:, i : i + chunk]))
+    if euclidean:
+        best = best - flat.square().sum(-1)
     return best.view(bsz, heads, n), nearest.view(bsz, heads, n)
 
 

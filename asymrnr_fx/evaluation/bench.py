@@ -5,11 +5,12 @@ ratio of medians measured interleaved in one process (baseline and candidates ta
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -21,37 +22,42 @@ from ..ops import kept_count
 def cogvideox_shaped(
     layers: int = 4, heads: int = 4, head_dim: int = 64, frames: int = 4, size: int = 64, text: int = 226,
     text_dim: int = 256, seed: int = 0, dtype: torch.dtype = torch.float32, channels: int = 16, time_dim: int = 128,
+    width: int | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A random-weight diffusers CogVideoX transformer and inputs of the shape the issue specifies.
 
     Default: 4 heads x 64, 4 layers, latent 4x64x64 (patch 2 -> 4x32x32 = 4096 video tokens) + 226 text tokens.
+    ``width`` (default ``size``) makes the latent ``size`` x ``width``: CogVideoX-2B's 49 frames at 480x720
+    are ``frames=13, size=60, width=90`` (13 x 30 x 45 = 17,550 video tokens).
     The weights depend only on the arguments and ``seed``.
     """
+    width = size if width is None else width
     from diffusers import CogVideoXTransformer3DModel
 
     torch.manual_seed(seed)
     model = CogVideoXTransformer3DModel(
         num_attention_heads=heads, attention_head_dim=head_dim, in_channels=channels, out_channels=channels,
         num_layers=layers, text_embed_dim=text_dim, time_embed_dim=time_dim, sample_frames=(frames - 1) * 4 + 1,
-        sample_height=size, sample_width=size, patch_size=2, max_text_seq_length=text,
+        sample_height=size, sample_width=width, patch_size=2, max_text_seq_length=text,
         use_rotary_positional_embeddings=True,
     ).eval()
     if dtype != torch.float32:  # diffusers warns on every .to(dtype), even a no-op one
         model = model.to(dtype)
-    return model, cogvideox_shaped_inputs(head_dim, frames, size, text, text_dim, seed + 1, dtype, channels)
+    return model, cogvideox_shaped_inputs(head_dim, frames, size, text, text_dim, seed + 1, dtype, channels, width)
 
 
 def cogvideox_shaped_inputs(
     head_dim: int = 64, frames: int = 4, size: int = 64, text: int = 226, text_dim: int = 256, seed: int = 1,
-    dtype: torch.dtype = torch.float32, channels: int = 16,
+    dtype: torch.dtype = torch.float32, channels: int = 16, width: int | None = None,
 ) -> dict[str, Any]:
     """Latents, text embeddings and RoPE for :func:`cogvideox_shaped` (other seeds: other noise, same weights)."""
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
-    grid = (frames, size // 2, size // 2)
+    width = size if width is None else width
+    grid = (frames, size // 2, width // 2)
     g = torch.Generator().manual_seed(seed)
     return {
-        "hidden_states": torch.randn(1, frames, channels, size, size, generator=g).to(dtype),
+        "hidden_states": torch.randn(1, frames, channels, size, width, generator=g).to(dtype),
         "encoder_hidden_states": torch.randn(1, text, text_dim, generator=g).to(dtype),
         "image_rotary_emb": get_3d_rotary_pos_embed(head_dim, ((0, 0), grid[1:]), grid[1:], frames),
     }
@@ -142,3 +148,33 @@ def joint_attention_cost(num_video: int, text: int, q: float, kv: float) -> floa
     nq = kept_count(num_video, q) + text
     nkv = kept_count(num_video, kv) + text
     return nq * nkv / (num_video + text) ** 2
+
+
+def _busy(stop: Any) -> None:
+    torch.set_num_threads(1)
+    a = torch.randn(512, 512)
+    while not stop.is_set():
+        a = (a @ a).tanh_()
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[None]:
+    """``n`` processes each keeping one core busy while the block runs: what a server's VAE,
+    text encoder or data loading does to the transformer beside them. They stop on exit."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    workers = [ctx.Process(target=_busy, args=(stop,), daemon=True) for _ in range(n)]
+    for w in workers:
+        w.start()
+    try:
+        if workers:
+            time.sleep(2.0)  # spawned interpreters import torch before they load the cores
+        yield
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.terminate()

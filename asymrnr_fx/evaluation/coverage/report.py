@@ -212,8 +212,8 @@ ROOT_CAUSES: dict[str, str] = {
         "reduced the site on the wrong grid. Also fixed, found by diffusers' pipeline-test config (8 prompt "
         "tokens and a (2, 2, 2) grid of 8 video tokens): by lengths alone the text block's self-attention and the "
         "video-to-text cross-attention looked like video self-attention and were reduced (silently wrong; the "
-        "probe now flags a rewritten site whose calls never see the latents). `passes/classify_attention.py` "
-        "`_mark_by_inputs` reads which call inputs reach the query and key: the text self-attention is "
+        "probe now flags a rewritten site whose calls never see the latents). `passes/site_inputs.py` "
+        "`mark_by_inputs` reads which call inputs reach the query and key: the text self-attention is "
         "'over the prompt alone', the cross-attention 'cross'. Still open: `passes/infer_grid.py` should leave a "
         "site alone when two candidate grids explain the same length instead of taking the first."),
     "Kandinsky6SRTransformer3DModel": (
@@ -228,12 +228,14 @@ ROOT_CAUSES: dict[str, str] = {
         "`GRID_FNS` now maps it to `grid_ltx` (video self-attention only; audio, audio-video cross-attention "
         "and text cross-attention are left alone)."),
     "LatteTransformer3DModel": (
-        "Factorized attention: spatial blocks attend over the H x W tokens of one frame (frames folded into the "
-        "batch: 16 tokens here), temporal blocks over the F frames of one position (2 tokens); no call sees all "
-        "F x H x W video tokens, so no site matches the grid (and an explicit grid raises). Fix: two new site "
-        "kinds in `passes/classify_attention.py`, spatial (length H*W, grid (1, H, W)) and temporal (length F, "
-        "grid (F, 1, 1)), with 2-D / 1-D strides in `ops.py`; AsymRnR's partition then works per frame / per "
-        "position."),
+        "Fixed: factorized attention. Spatial blocks attend over the H x W tokens of one frame (frames folded "
+        "into the batch), temporal blocks over the F frames of one position (the spatial grid folded into the "
+        "batch); no call sees all F x H x W tokens. `passes/factorized.py` reads both from shapes against the "
+        "grid (sequence H*W with a batch that is a multiple of F; sequence F with a batch that is a multiple of "
+        "H*W) and `passes/classify_attention.py` reduces them as self-attention on the grid one batch row holds, "
+        "(1, H, W) or (F, 1, 1) (`SiteReport.factorized`); partition and matching already run per batch row. "
+        "A length that fits both foldings is left intact ('ambiguous factorized attention'). With diffusers' "
+        "one-frame test config the spatial blocks see the whole video and the temporal ones one token."),
     "MiniMaxH3Transformer3DModel": (
         "One packed sequence `[text, audio, video]` assembled by index scatter (`text_indices`, "
         "`audio_indices`, `video_indices`), pre-patchified video rows and no 5-D input. Fixed here: "

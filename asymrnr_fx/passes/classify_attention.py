@@ -101,7 +101,7 @@ def _video_span(rep: SiteReport, cand: GridCandidate | None) -> tuple[int, int] 
     if cand is None:
         return None
     n = math.prod(rep.grid) if rep.factorized else cand.num_tokens
-    if rep.kind in ("self", "cross") or (rep.kind == "joint" and rep.text_position == "last"):
+    if rep.kind in ("self", "cross") or rep.extra.get("queries"):  # (video-only queries over [text, video] keys) or (rep.kind == "joint" and rep.text_position == "last"):
         return 0, n
     if rep.kind == "joint" and rep.text_position == "first" and isinstance(rep.text_len, int) and rep.text_len:
         return rep.text_len, rep.text_len + n
@@ -158,7 +158,14 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
             return rep
         rep.kind, rep.text_position = "joint", pos
     elif lq == n:
-        rep.kind = "cross"
+        # video queries over keys [text, video] joined by a cat (Cosmos3's generation pathway): the
+        # keys' video part is reduced like a joint sequence's, the queries hold no text of their own
+        pos = text_position(call.key, n, lkv) if lkv > n and isinstance(call.key, fx.Node) else None
+        if pos is None:
+            rep.kind = "cross"
+        else:
+            rep.kind, rep.text_len, rep.text_position = "joint", lkv - n, pos
+            rep.extra["queries"] = f"video only; keys are [{'text, video' if pos == 'first' else 'video, text'}]"
     else:
         folded = fold(q_shape, k_shape, cand)
         if not isinstance(folded, tuple):

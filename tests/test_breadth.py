@@ -249,7 +249,7 @@ def test_cosmos3_grid_only_for_one_vision_item_filling_the_tail():
 @pytest.mark.parametrize("name,reason", [
     # their video attention is flex_attention with a block mask (read as a form, refused for the mask)
     ("AnyFlowFARTransformer3DModel", "flex_attention with a block_mask: it is built for the original token positions"),
-    ("Kandinsky6SRTransformer3DModel", "flex_attention with a block_mask: it is built for the original token positions"),
+    ("Kandinsky6SRTransformer3DModel", "flex_attention with a block_mask computed from this call's queries and keys"),
     ("HunyuanVideoFramepackTransformer3DModel", "no cat of 32 video and 45 text tokens"),  # video mid-sequence
 ])
 def test_classes_left_intact_say_why(name, reason):

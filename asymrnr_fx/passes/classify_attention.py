@@ -101,7 +101,8 @@ def _video_span(rep: SiteReport, cand: GridCandidate | None) -> tuple[int, int] 
     if cand is None:
         return None
     n = math.prod(rep.grid) if rep.factorized else cand.num_tokens
-    if rep.kind in ("self", "cross") or rep.extra.get("queries"):  # (video-only queries over [text, video] keys) or (rep.kind == "joint" and rep.text_position == "last"):
+    video_first = rep.kind == "joint" and (rep.text_position == "last" or rep.extra.get("queries"))  # queries: no text
+    if rep.kind in ("self", "cross") or video_first:
         return 0, n
     if rep.kind == "joint" and rep.text_position == "first" and isinstance(rep.text_len, int) and rep.text_len:
         return rep.text_len, rep.text_len + n

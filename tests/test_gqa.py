@@ -108,3 +108,23 @@ def test_gqa_with_a_mask_is_left_intact_with_the_reason(model, monkeypatch):
     assert [(s.form, s.rewrite) for s in report.sites] == [("torch", False)] * 2
     assert all(s.reason == "grouped-query attention (fewer key heads than query heads) with a mask is not supported"
                for s in report.sites)
+
+
+def test_flex_attention_gqa_matches_reference_eager(model, monkeypatch):
+    """The same sites through ``flex_attention(enable_gqa=True)`` (no score_mod, no block_mask): same reduction."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    plan = Plan.from_table(q=torch.tensor([[0.0, 0.5, 0.3], [0.0, 0.3, 0.6]]),
+                           kv=torch.tensor([[0.0, 0.4, 0.2], [0.0, 0.5, 0.3]]), cache_window=1)
+    x, text = torch.randn(1, 4, 2, 8, 8), torch.randn(1, TEXT, 32)
+    monkeypatch.setattr(GqaBlock, "attend", lambda self, q, k, v: flex_attention(q, k, v, enable_gqa=True))
+    fast = asymrnr_fx.transform(model, plan, grid=GRID)
+    got = _run(fast, x, text)
+    assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [("flex", "joint", True)] * 2
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID, TEXT, True)] * 2)
+    monkeypatch.setattr(GqaBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
+    with torch.no_grad():
+        for step, t in enumerate(STEPS):
+            ref.start_forward(step)
+            want = model(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text)
+            torch.testing.assert_close(got[step], want, atol=5e-5, rtol=5e-5, msg=f"step {step}")

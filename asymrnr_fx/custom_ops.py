@@ -42,7 +42,7 @@ def _select_fake(x: torch.Tensor, anchor: Optional[torch.Tensor], site: str, fea
     # key-padding mask and inductor's CPU bmm lowering both ask it, and cannot answer it for an
     # unbacked size. A symbolic L (Mochi: data-dependent prompt length) gives no static bounds.
     static = isinstance(length, int)
-    low = min(decode_site(site).min_kept, length) if static else 1
+    low = min(decode_site(site).min_kept_of(length), length) if static else 1
     kept = torch.library.get_ctx().new_dynamic_size(min=max(low, 1), max=length if static else None)
     return x.new_empty((bsz, heads, kept), dtype=torch.long), x.new_empty((bsz, heads, length), dtype=torch.long)
 

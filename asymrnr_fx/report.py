@@ -36,6 +36,7 @@ class SiteReport:
     occurrence: int = 0
     shards: int = 1  # partition and matching restricted to this many pieces of the video (Plan.shards, ring ranks)
     shard_local: bool = False  # the call holds one of them (a ring rank)
+    factorized: str = ""  # "spatial" (a batch row per frame) or "temporal" (per position): grid is one row's
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -97,7 +98,8 @@ class Report:
             lens = f"{s.q_len} x {s.kv_len}" if s.q_len is not None else "?"
             text = f"{s.text_len} {s.text_position or '?'}" if s.text_len else "-"
             rw = "+".join(s.features) if s.rewrite else "no"
-            rows.append((str(i), s.path, s.module_type, s.kind, lens, text, rw, s.reason))
+            kind = f"{s.kind} ({s.factorized})" if s.factorized else s.kind
+            rows.append((str(i), s.path, s.module_type, kind, lens, text, rw, s.reason))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
         grids = {(g.grid, g.grid_source) for g in self.graphs if g.grid}

@@ -30,10 +30,16 @@ class GraphSite:
     local: bool = False  # the call holds one of the shards (a ring rank), not all of them
 
     @property
-    def min_kept(self) -> int:
-        """Tokens always kept: every text token and one dst per full stride tile (of the call's shards)."""
+    def min_kept_video(self) -> int:
+        """Video tokens always kept: one dst per full stride tile (of the call's shards)."""
         per_shard = shard_min_dst(self.grid, self.stride, self.shards)
-        return self.text_len + (min(per_shard) if self.local else sum(per_shard))
+        return min(per_shard) if self.local else sum(per_shard)
+
+    def min_kept_of(self, length: int) -> int:
+        """Tokens always kept of a ``length``-token tensor of this site: its text (whatever the video
+        does not fill: a joint site's queries may hold none, its keys all of it) and the video's dst tokens."""
+        video = math.prod(self.grid) // (self.shards if self.local else 1)
+        return max(length - video, 0) + self.min_kept_video
 
 
 def shard_ranges(num_video: int, shards: int) -> list[tuple[int, int]]:

@@ -181,23 +181,26 @@ def ref_asymrnr_attention(
     reduced keys, restored with the same slots as the output. ``q_match`` / ``kv_match`` may be
     lists of shard-local matchings (:func:`ref_shard_matchings`)."""
     B, H, L, _ = q.shape
+    Hk, Lk = k.shape[1], k.shape[2]  # grouped-query attention: query head h reads key/value head h // (H // Hk)
     n = grid[0] * grid[1] * grid[2]
+    q_text = L - n  # video queries over [text, video] keys hold no text of their own
     out = torch.empty(B, H, L, v.shape[-1], dtype=torch.float64)
     lse = torch.empty(B, H, L, dtype=torch.float64)
     for b in range(B):
         for h in range(H):
+            g = h // (H // Hk)
             kept, slots = ref_keep_slots(q_match, n, q_ratio, b, h)
-            q_keep, q_slot = ref_full_slots(kept, slots, n, text_len, text_first)
-            kept, slots = ref_keep_slots(kv_match, n, kv_ratio, b, h)
-            kv_keep, kv_slot = ref_full_slots(kept, slots, n, text_len, text_first)
+            q_keep, q_slot = ref_full_slots(kept, slots, n, q_text, text_first)
+            kept, slots = ref_keep_slots(kv_match, n, kv_ratio, b, g)
+            kv_keep, kv_slot = ref_full_slots(kept, slots, n, Lk - n, text_first)
             m = None
             if mask is not None:
                 mm = mask.expand(B, H, *mask.shape[-2:])[b, h] if mask.dim() == 4 else mask
                 rows = q_keep if mm.shape[0] != 1 else [0]
                 cols = kv_keep if mm.shape[1] != 1 else [0]
                 m = mm[rows][:, cols]
-            qr, kr = ref_reduce(q[b, h], q_keep, q_slot, mode), ref_reduce(k[b, h], kv_keep, kv_slot, mode)
-            o = ref_attention(qr, kr, ref_reduce(v[b, h], kv_keep, kv_slot, mode), m, scale)
+            qr, kr = ref_reduce(q[b, h], q_keep, q_slot, mode), ref_reduce(k[b, g], kv_keep, kv_slot, mode)
+            o = ref_attention(qr, kr, ref_reduce(v[b, g], kv_keep, kv_slot, mode), m, scale)
             out[b, h] = torch.stack([o[q_slot[p]] for p in range(L)])
             if return_lse:
                 s = ref_lse(qr, kr, m, scale)
@@ -240,7 +243,6 @@ class ReferenceAsymRnR:
         site = self.sites[ordinal]
         plan = self.plan
         n = site.grid[0] * site.grid[1] * site.grid[2]
-        start = site.text_len if site.text_first else 0
         window = self.step // plan.cache_window
         matches = {}
         symmetric = getattr(plan, "symmetric", False)
@@ -258,6 +260,7 @@ class ReferenceAsymRnR:
             cached = self.cache.get(key_)
             if cached is None or cached[0] != window:
                 seed = derive_seed(plan.seed, ordinal, 0, feature, window)
+                start = x.shape[2] - n if site.text_first else 0  # the text this tensor holds comes first
                 video = x[:, :, start : start + n]
                 shards = getattr(plan, "shards", 1)
                 # the tile never exceeds the grid: a one-frame grid is tiled (1, sh, sw)

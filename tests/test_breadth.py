@@ -221,13 +221,35 @@ def test_sana_video_says_linear_attention():
     assert "SanaLinearAttnProcessor3_0" in res.why
 
 
+# --------------------------------------------------------------------------- factorized attention, GQA over [text, video] keys
+@pytest.mark.parametrize("name,kinds", [
+    # spatial blocks (frames folded into the batch), temporal blocks (the spatial grid folded into it)
+    ("LatteTransformer3DModel", [("self", "spatial", (1, 4, 4)), ("self", "temporal", (2, 1, 1))]),
+    # generation queries over [understanding (text), generation] keys, 2 query heads on 1 key/value head
+    ("Cosmos3OmniTransformer", [("joint", "", (2, 4, 4))]),
+])
+def test_factorized_and_gqa_classes_work_out_of_the_box(name, kinds):
+    """Probe (every probed token on the row its site assumes, per-row grids), ratio 0 exact, reduced."""
+    res = coverage.check(name, retry=False, cap=120)
+    assert res.status == "works out of the box", f"{name}: {res.label}; {res.note}\n{res.error or ''}"
+    assert "ratio 0 exact" in res.note and res.finite and res.differs and not res.warnings
+    case, model = _model(name)
+    report = asymrnr_fx.inspect(model, plan=PLAN, **case.inputs(coverage.TIMESTEPS[0]))
+    assert [(s.kind, s.factorized, s.grid) for s in report.rewritten] == kinds
+
+
+def test_cosmos3_grid_only_for_one_vision_item_filling_the_tail():
+    case, model = _model("Cosmos3OmniTransformer")
+    inputs = case.inputs(900.0)
+    assert integ.grid_cosmos3(model, (), inputs) == GRID
+    assert integ.grid_cosmos3(model, (), {**inputs, "vision_sequence_indexes": inputs["vision_sequence_indexes"].flip(0)}) is None
+
+
 # --------------------------------------------------------------------------- left intact, with the reason
 @pytest.mark.parametrize("name,reason", [
     # their video attention is flex_attention with a block mask (read as a form, refused for the mask)
     ("AnyFlowFARTransformer3DModel", "flex_attention with a block_mask: it is built for the original token positions"),
-    ("Kandinsky6SRTransformer3DModel", "flex_attention with a block_mask: it is built for the original token positions"),
-    ("LatteTransformer3DModel", "query x key lengths seen: 2x2, 16x8, 16x16"),  # factorized spatial / temporal
-    ("Cosmos3OmniTransformer", "grouped-query attention with a mask"),
+    ("Kandinsky6SRTransformer3DModel", "flex_attention with a block_mask computed from this call's queries and keys"),
     ("HunyuanVideoFramepackTransformer3DModel", "no cat of 32 video and 45 text tokens"),  # video mid-sequence
 ])
 def test_classes_left_intact_say_why(name, reason):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect as _inspect
+import math
 from typing import Any, Callable
 
 import torch
@@ -235,6 +236,32 @@ def grid_minimax_h3(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
     return GridHint((f, h, w), text_position="first" if n < seq else None)
 
 
+def grid_cosmos3(model: nn.Module, args: tuple, kwargs: dict) -> Grid | None:
+    """Cosmos3-Omni packs ``[text (und), video (gen)]`` into one sequence and splits it at ``und_len``;
+    the generation pathway's queries are the gen rows. Their grid is read only where they are exactly
+    one vision item's tokens in row-major order: one vision item (no sound or action tokens), its
+    ``vision_sequence_indexes`` the whole tail ``[und_len, sequence_length)`` and its
+    ``vision_token_shapes[0]`` the patched latent's (T, H / p, W / p). Anything else: None (left intact).
+    Costs one host read per call (the index check)."""
+    bound = _arguments(model, args, kwargs)
+    tokens, shapes, idx = bound.get("vision_tokens"), bound.get("vision_token_shapes"), bound.get("vision_sequence_indexes")
+    und, seq = bound.get("und_len"), bound.get("sequence_length")
+    if any(bound.get(k) is not None for k in ("sound_tokens", "action_tokens")) or not isinstance(und, int):
+        return None
+    if not isinstance(tokens, (list, tuple)) or len(tokens) != 1 or not isinstance(shapes, (list, tuple)) or len(shapes) != 1:
+        return None
+    latent, p = tokens[0], _config(model, "latent_patch_size", 1)
+    if not isinstance(latent, torch.Tensor) or latent.dim() != 5 or latent.shape[0] != 1 or not isinstance(idx, torch.Tensor):
+        return None
+    grid = (int(latent.shape[2]), -(-int(latent.shape[3]) // p), -(-int(latent.shape[4]) // p))
+    if tuple(int(v) for v in shapes[0]) != grid or seq != und + math.prod(grid) or idx.numel() != math.prod(grid):
+        return None
+    with torch.no_grad():
+        if not torch.equal(idx.long().cpu(), torch.arange(und, seq)):
+            return None
+    return GridHint(grid, text_position="first")
+
+
 #: Model class name -> grid function. Names, not classes, so importing this module never imports diffusers.
 GRID_FNS: dict[str, GridFn] = {
     "CogVideoXTransformer3DModel": grid_cogvideox,
@@ -246,6 +273,7 @@ GRID_FNS: dict[str, GridFn] = {
     "JoyImageEditPlusTransformer3DModel": grid_joyimage_edit_plus,
     "WanAnimate2Transformer3DModel": grid_wan_animate2,
     "MiniMaxH3Transformer3DModel": grid_minimax_h3,
+    "Cosmos3OmniTransformer": grid_cosmos3,
 }
 
 #: Dynamo settings per model class. Mochi selects each sample's valid prompt tokens with

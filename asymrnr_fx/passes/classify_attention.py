@@ -24,7 +24,6 @@ the prompt as the video and reduce it.
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 
 from typing import Any
@@ -36,12 +35,13 @@ from ..report import SiteReport
 from .analysis import Analysis
 from .attention_masks import _same, mask_query_variation, video_rows_variation
 from .find_attention import AttentionCall
+from .factorized import FOLDS, fold
 from .forms import supported
-from .graph import input_name, is_parameter, node_shape, node_value
+from .graph import node_shape
 from .infer_grid import GridCandidate
+from .site_inputs import check_given_grid, mark_by_inputs, mark_prompt_only
 
 _CAT_TARGETS = {torch.cat, torch.concat, torch.concatenate, torch.ops.aten.cat.default}
-_PROMPT_INPUT = re.compile(r"encoder|text|prompt|context|caption|txt", re.IGNORECASE)
 
 
 def _static(shape: tuple | None) -> bool:
@@ -100,8 +100,9 @@ def _video_span(rep: SiteReport, cand: GridCandidate | None) -> tuple[int, int] 
     """Rows ``[lo, hi)`` of the video queries in the query sequence, where they are plain ints."""
     if cand is None:
         return None
-    n = cand.num_tokens
-    if rep.kind in ("self", "cross") or (rep.kind == "joint" and rep.text_position == "last"):
+    n = math.prod(rep.grid) if rep.factorized else cand.num_tokens
+    video_first = rep.kind == "joint" and (rep.text_position == "last" or rep.extra.get("queries"))  # queries: no text
+    if rep.kind in ("self", "cross") or video_first:
         return 0, n
     if rep.kind == "joint" and rep.text_position == "first" and isinstance(rep.text_len, int) and rep.text_len:
         return rep.text_len, rep.text_len + n
@@ -158,128 +159,35 @@ def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: 
             return rep
         rep.kind, rep.text_position = "joint", pos
     elif lq == n:
-        rep.kind = "cross"
+        # video queries over keys [text, video] joined by a cat (Cosmos3's generation pathway): the
+        # keys' video part is reduced like a joint sequence's, the queries hold no text of their own
+        pos = text_position(call.key, n, lkv) if lkv > n and isinstance(call.key, fx.Node) else None
+        if pos is None:
+            rep.kind = "cross"
+        else:
+            rep.kind, rep.text_len, rep.text_position = "joint", lkv - n, pos
+            rep.extra["queries"] = f"video only; keys are [{'text, video' if pos == 'first' else 'video, text'}]"
     else:
-        rep.reason = f"{lq} query / {lkv} key tokens match no video grid ({cand.grid} = {n} tokens)"
+        folded = fold(q_shape, k_shape, cand)
+        if not isinstance(folded, tuple):
+            rep.reason = folded or f"{lq} query / {lkv} key tokens match no video grid ({cand.grid} = {n} tokens)"
+            if folded:
+                rep.extra["factorized"] = "ambiguous"
+            return rep
+        rep.kind = "self" if lkv == lq else "cross"  # keys from the prompt: corrected by the input flow
+        rep.factorized, rep.grid = folded
+        rep.extra.update(grid_source=cand.source, factorized=FOLDS[rep.factorized])
         return rep
     rep.grid = cand.grid
     rep.extra["grid_source"] = cand.source
     return rep
 
 
-def prompt_lengths(graph: fx.Graph) -> list[tuple[str, int]]:
-    """``(input name, tokens)`` of the graph inputs that hold the prompt: ``[B, T, D]`` float
-    embeddings or a ``[B, T]`` integer/bool mask whose name says text (``encoder_hidden_states``,
-    ``encoder_attention_mask``, ``text``, ``prompt``, ``context``, ...)."""
-    found = []
-    for node in graph.find_nodes(op="placeholder"):
-        name = str(node.target)
-        if "parameters" in name or "buffers" in name or not _PROMPT_INPUT.search(name):
-            continue
-        val = node_value(node)
-        if not isinstance(val, torch.Tensor) or val.dim() != (3 if val.is_floating_point() else 2):
-            continue
-        if isinstance(val.shape[1], int):
-            found.append((input_name(name), val.shape[1]))  # Dynamo's L_kwargs_x_ -> x
-    return found
-
-
-def _check_given_grid(calls: list[AttentionCall], reports: list[SiteReport], cand: GridCandidate) -> None:
-    """An explicit grid as long as the prompt, where a joint attention's text part is not: the
-    pass would reduce the prompt as if it were the video. Raise, naming both lengths."""
-    if cand.source != "given" or not calls:
-        return
-    n = cand.num_tokens
-    prompts = prompt_lengths(calls[0].node.graph)
-    for rep in reports:
-        if rep.kind != "joint" or rep.q_len is None:
-            continue
-        for name, length in prompts:
-            if length == n and rep.text_len != length:
-                raise ValueError(
-                    f"grid {cand.grid} gives {n} video tokens, the length of the prompt ({name}: {length} tokens): "
-                    f"the joint attention {rep.path} ({rep.q_len} tokens) would take the prompt as the video and "
-                    f"the other {rep.text_len} tokens as text. Give the grid of the video tokens (the {rep.text_len} "
-                    "non-prompt tokens, in tokens after patching: frames / temporal patch, height / patch, width / patch)"
-                )
-
-
-def _mark_prompt_only(calls: list[AttentionCall], reports: list[SiteReport]) -> list[SiteReport]:
-    """Tag "other" sites that attend over the prompt tokens alone (a text refiner): the grid
-    says nothing about them, so a graph holding only such sites (a piece before a graph break)
-    is no evidence that an explicit grid is wrong (:func:`..manager._check_explicit_grid`)."""
-    prompts = prompt_lengths(calls[0].node.graph) if calls else []
-    for rep in reports:
-        hit = next((p for p in prompts if rep.kind == "other" and rep.q_len == rep.kv_len == p[1]), None)
-        if hit is None:
-            continue
-        rep.extra["prompt_only"] = hit[0]
-        if "grid" in rep.reason:  # the grid mismatch is not why: this attention never sees the video
-            rep.reason = f"attention over the prompt alone ({hit[0]}: {hit[1]} tokens), not over the video"
-    return reports
-
-
-def _input_flow(graph: fx.Graph) -> dict[fx.Node, tuple[bool, str | None]]:
-    """Per node: (reached by a video-like input, the name of a prompt input reaching it, if any).
-
-    Video-like: a floating call input of 3 or more dims whose name does not say text (latents,
-    packed tokens, the hidden states a fragment resumes with, rotary tables: over-inclusive on
-    purpose, so only a call that certainly never sees the video is flagged). One pass in graph order.
-    """
-    flow: dict[fx.Node, tuple[bool, str | None]] = {}
-    for node in graph.nodes:
-        if node.op == "placeholder" and not is_parameter(node) and "buffers" not in str(node.target):
-            name = str(node.target)
-            val = node_value(node)
-            if _PROMPT_INPUT.search(name):  # the prompt's embeddings name it; its masks and positions do not
-                floating = isinstance(val, torch.Tensor) and val.is_floating_point()
-                flow[node] = (False, input_name(name) if floating else None)
-            else:
-                video = isinstance(val, torch.Tensor) and val.is_floating_point() and val.dim() >= 3
-                flow[node] = (video or not isinstance(val, torch.Tensor), None)  # unknown values count as video
-            continue
-        video, prompt = False, None
-        for parent in node.all_input_nodes:
-            v, p = flow.get(parent, (False, None))
-            video, prompt = video or v, prompt or p
-        flow[node] = (video, prompt)
-    return flow
-
-
-def _mark_by_inputs(calls: list[AttentionCall], reports: list[SiteReport]) -> list[SiteReport]:
-    """Correct what lengths alone got wrong, from which call inputs reach the query and the key.
-
-    Why: a prompt as long as the video (Kandinsky 5 at 8 text and 8 video tokens) makes the text
-    blocks' self-attention look like video self-attention and the video-to-text cross-attention
-    look like self-attention; reducing either on the video grid would be silently wrong. A query
-    that no video-like input reaches is attention over the prompt alone (left intact); a "self"
-    site whose key no video-like input reaches is cross-attention.
-    """
-    if not calls:
-        return reports
-    flow = _input_flow(calls[0].node.graph)
-    for call, rep in zip(calls, reports):
-        if rep.kind not in ("self", "joint", "cross") or call.spec is None:
-            continue
-        q_video, q_prompt = flow.get(call.query, (True, None))
-        if not q_video and q_prompt:
-            rep.kind, rep.grid, rep.text_len, rep.text_position = "other", None, 0, None
-            rep.extra["prompt_only"] = q_prompt
-            rep.reason = f"attention over the prompt alone ({q_prompt}: {rep.q_len} tokens), not over the video"
-            continue
-        key = call.args.get("key")
-        k_video, k_prompt = flow.get(key, (True, None)) if isinstance(key, fx.Node) else (True, None)
-        if rep.kind == "self" and not k_video and k_prompt:
-            rep.kind = "cross"
-            rep.extra["kv_from"] = f"{k_prompt} (as long as the video)"
-    return reports
-
-
 def classify_attention(
     calls: list[AttentionCall], candidates: list[GridCandidate], text_pos: str = "auto"
 ) -> tuple[list[SiteReport], GridCandidate | None]:
     reports, chosen = _classify_attention(calls, candidates, text_pos)
-    return _mark_prompt_only(calls, _mark_by_inputs(calls, reports)), chosen
+    return mark_prompt_only(calls, mark_by_inputs(calls, reports)), chosen
 
 
 def _classify_attention(
@@ -291,18 +199,23 @@ def _classify_attention(
     outright: a guessed grid can explain more sites by accident (HunyuanVideo's text-only
     refiner looks like self-attention when the text length equals a guessed grid's size).
     """
-    best: tuple[int, list[SiteReport], GridCandidate] | None = None
+    best: tuple[tuple[int, int], list[SiteReport], GridCandidate] | None = None
     explaining: dict[tuple[int, int, int], str] = {}  # guessed grids that explain some site -> source
+    folded_only: dict[tuple[int, int, int], str] = {}  # ... only factorized ones (counted after the others)
     for cand in candidates:
         reports = [_classify_one(c, cand, text_pos) for c in calls]
-        score = sum(r.kind in ("self", "joint") for r in reports)
-        if cand.trusted and score > 0:
-            _check_given_grid(calls, reports, cand)
+        full = sum(r.kind in ("self", "joint") and not r.factorized for r in reports)
+        score = (full, sum(r.kind == "self" and bool(r.factorized) for r in reports))
+        if cand.trusted and sum(score) > 0:
+            check_given_grid(calls, reports, cand)
             return reports, cand
-        if score > 0:
+        if full:
             explaining.setdefault(cand.grid, cand.source)
+        elif score[1]:
+            folded_only.setdefault(cand.grid, cand.source)
         if best is None or score > best[0]:
             best = (score, reports, cand)
+    explaining = explaining or folded_only
     if len(explaining) > 1:
         # Two guessed grids fit different lengths (a prompt as long as one grid's size, a
         # layout read two ways): picking one by score would be a guess. Never guess.
@@ -310,8 +223,8 @@ def _classify_attention(
         reason = (f"ambiguous video grid: {found} each match attention lengths here; pass grid=(F, H, W) in "
                   "tokens, or use asymrnr_fx.transform(model, plan), which reads the patch size from the model")
         return [_classify_one(c, None, text_pos, reason) for c in calls], None
-    if best is not None and (best[0] > 0 or len(candidates) == 1):
-        _check_given_grid(calls, best[1], best[2])
+    if best is not None and (sum(best[0]) > 0 or len(candidates) == 1):
+        check_given_grid(calls, best[1], best[2])
         return best[1], best[2]
     if not candidates:
         no_grid = "no video grid given or inferable; pass grid=(frames, height, width) in tokens"
@@ -348,6 +261,10 @@ def _explain_ulysses(a: Analysis) -> None:
 
 def _shard(rep: SiteReport, ranks: int, planned: int) -> None:
     """Record how the site's video is sharded: over ring ranks (each call holds one piece) or by Plan.shards."""
+    if rep.factorized and max(ranks, planned) > 1:  # its batch rows are frames or positions, not shard pieces
+        rep.reason = rep.reason or (f"{rep.factorized} factorized attention is not reduced under sharding (ring ranks "
+                                    f"{ranks}, Plan(shards={planned})); use shards=1 without context parallelism")
+        return
     if ranks > 1:
         rep.shards, rep.shard_local = ranks, True
         if planned not in (1, ranks) and not rep.reason:
@@ -370,7 +287,7 @@ def _check_explicit_grid(explicit: tuple[int, int, int] | None, reports: list[Si
         return
     n = explicit[0] * explicit[1] * explicit[2]
     reports = [r for r in reports if not r.extra.get("prompt_only")]
-    if reports and not any(r.kind == "joint" or n in (r.q_len, r.kv_len) for r in reports):
+    if reports and not any(r.kind == "joint" or r.extra.get("factorized") or n in (r.q_len, r.kv_len) for r in reports):
         lengths = sorted({r.q_len for r in reports if r.q_len is not None})
         raise ValueError(
             f"grid {explicit} gives {n} video tokens, but the attention sites have sequence lengths {lengths}; "

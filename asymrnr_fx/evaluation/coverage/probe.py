@@ -26,10 +26,29 @@ def geometry_problem(model: nn.Module, case: Case, report: Any, expected: Grid) 
     another token order, or a video block at another offset (history or reference tokens
     packed next to it) fail the probe while the outputs stay finite and plausible.
     """
-    wrong = [s for s in report.rewritten if s.grid != expected]
+    wrong = [s for s in report.rewritten if s.grid != row_grid(expected, s)]
     if wrong:
-        return f"grid {wrong[0].grid} instead of {expected} at {wrong[0].path}"
+        return f"grid {wrong[0].grid} instead of {row_grid(expected, wrong[0])} at {wrong[0].path}"
     return probe_layout(model, case, report.rewritten, expected)
+
+
+def row_grid(grid: Grid, site: Any) -> Grid:
+    """The part of ``grid`` one batch row of the site's calls holds: all of it, or, for factorized
+    attention, one frame (spatial: ``(1, H, W)``) or one position over time (temporal: ``(F, 1, 1)``)."""
+    fold = getattr(site, "factorized", "")
+    return {"spatial": (1, grid[1], grid[2]), "temporal": (grid[0], 1, 1)}.get(fold, grid)
+
+
+def _row_of(token: Grid, grid: Grid, site: Any) -> int:
+    """The sequence row (before any text offset) where ``site`` assumes video token ``token``."""
+    _, rh, rw = row_grid(grid, site)
+    f, h, w = token
+    fold = getattr(site, "factorized", "")
+    if fold == "spatial":
+        return h * rw + w
+    if fold == "temporal":
+        return f
+    return (f * rh + h) * rw + w
 
 
 def _record_queries(model: nn.Module, inputs: dict[str, Any]) -> list[tuple[int, int, torch.Tensor]]:
@@ -118,9 +137,9 @@ def probe_layout(model: nn.Module, case: Case, sites: Iterable[Any], grid: Grid)
             return None  # the call sequence depends on the values: no verdict
         moved_once |= {i for i in must_move if moved[i][2].shape == base[i][2].shape
                        and not torch.equal(moved[i][2], base[i][2])}
-        want = (token[0] * grid[1] + token[1]) * grid[2] + token[2]
         for key, i in found.items():
             s = todo[key]
+            want = _row_of(token, grid, s)
             lq, _, q0 = base[i]
             if moved[i][2].shape != q0.shape:
                 continue
@@ -128,7 +147,7 @@ def probe_layout(model: nn.Module, case: Case, sites: Iterable[Any], grid: Grid)
             if not d.max() > 0:
                 continue  # this call does not see the latents: no verdict
             row = int(d.argmax())
-            offset = lq - n_video if (s.kind == "joint" and s.text_position == "first") else 0
+            offset = lq - math.prod(row_grid(grid, s)) if (s.kind == "joint" and s.text_position == "first") else 0
             if row != offset + want:
                 return (f"token layout: video token {token} is row {row} of the {lq}-token sequence at {s.path}, "
                         f"the site assumes row {offset + want}")

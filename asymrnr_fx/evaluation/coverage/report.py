@@ -156,17 +156,24 @@ def markdown_report(results: Sequence[Result], *, seconds: float | None = None, 
 ROOT_CAUSES: dict[str, str] = {
     "AnyFlowFARTransformer3DModel": (
         "The video self-attention runs through `flex_attention` (`AnyFlowCausalAttnProcessor` accepts no "
-        "other backend) with a chunk-causal `BlockMask`; only the text cross-attention reaches SDPA. Fix: "
-        "`passes/find_attention.py` would have to find `flex_attention` calls, and since the chunk-causal mask "
-        "differs between chunks, partitions must not cross chunk boundaries (a per-chunk grid in "
-        "`passes/classify_attention.py` and `ops.py`)."),
+        "other backend) with a chunk-causal `BlockMask` over `[compressed context, noise (, clean)]` chunks, "
+        "padded to a multiple of 128 tokens; only the text cross-attention reaches SDPA. `passes/forms/flex.py` "
+        "reads the call and leaves it intact: the mask is a function of token positions (which keys a query sees "
+        "depends on its chunk), so a reduced query may only take the output of a dst in its own chunk, and the "
+        "reduced keys need a block mask rebuilt on the kept positions. Fix: a per-chunk grid (partitions that "
+        "never cross a chunk, from the model's `chunk_partition`) in `integrations/diffusers.py` and "
+        "`passes/classify_attention.py`, and a `mask_mod` composed with the kept indices (`mask_mod(q_keep[i], "
+        "kv_keep[j])`) with its block mask rebuilt in the graph by `passes/forms/flex.py`."),
     "Cosmos3OmniTransformer": (
-        "(diffusers' test config has a single 1 x 1 vision token after 2 text tokens: nothing to reduce either.) Packed mixture-of-transformers attention: the understanding (text) tokens attend causally "
-        "(`is_causal=True`), the generation (video) tokens attend to `[text keys, video keys]` with grouped-query "
-        "attention (2 query heads, 1 key/value head, `enable_gqa=True`). Both are left alone (causal; GQA). "
-        "Fix: `passes/classify_attention.py` would need a kind for video queries over `[text, video]` keys, "
-        "and `passes/rewrite_attention.py` / `ops.py` KV reduction on the key/value heads when "
-        "`enable_gqa=True`; its timestep argument is `vision_timesteps` (add to `find_timestep.TIMESTEP_NAMES`)."),
+        "Fixed. (diffusers' test config has a single 1 x 1 vision token after 2 text tokens: nothing to reduce.) "
+        "Packed mixture-of-transformers attention: the understanding (text) tokens attend causally "
+        "(`is_causal=True`, left intact), the generation (video) queries attend to `[text keys, video keys]` "
+        "joined by a `cat`, with grouped-query attention (2 query heads, 1 key/value head, `enable_gqa=True`). "
+        "`passes/forms/base.py` `heads_reason` accepts GQA without a mask (queries are matched per query head, "
+        "keys/values per key/value head); `passes/classify_attention.py` reads video queries over a `cat` of "
+        "`[text, video]` keys as a joint site whose queries hold no text (`extra['queries']`); "
+        "`integrations/diffusers.py` `grid_cosmos3` reads the grid of one vision item whose tokens fill the tail "
+        "`[und_len, sequence_length)`; `custom_ops.py` bounds the kept count per tensor (`GraphSite.min_kept_of`)."),
     "HunyuanVideo15Transformer3DModel": (
         "(1) Fixed: the joint mask is `a & a.transpose(2, 3)` of a key-padding mask `a` padded with `True` over "
         "the video positions; its padded text rows differ, every video row is the same. "
@@ -212,14 +219,19 @@ ROOT_CAUSES: dict[str, str] = {
         "reduced the site on the wrong grid. Also fixed, found by diffusers' pipeline-test config (8 prompt "
         "tokens and a (2, 2, 2) grid of 8 video tokens): by lengths alone the text block's self-attention and the "
         "video-to-text cross-attention looked like video self-attention and were reduced (silently wrong; the "
-        "probe now flags a rewritten site whose calls never see the latents). `passes/classify_attention.py` "
-        "`_mark_by_inputs` reads which call inputs reach the query and key: the text self-attention is "
+        "probe now flags a rewritten site whose calls never see the latents). `passes/site_inputs.py` "
+        "`mark_by_inputs` reads which call inputs reach the query and key: the text self-attention is "
         "'over the prompt alone', the cross-attention 'cross'. Still open: `passes/infer_grid.py` should leave a "
         "site alone when two candidate grids explain the same length instead of taking the first."),
     "Kandinsky6SRTransformer3DModel": (
         "No SDPA call: the attention is NABLA block-sparse `flex_attention` (diffusers warns to compile it). "
-        "Fix: as for AnyFlow-FAR, `flex_attention` support in `passes/find_attention.py`; the block-sparse mask "
-        "varies per query block, so it would also need block-local partitions."),
+        "The `BlockMask` is computed in the forward from this call's queries and keys (block-averaged attention "
+        "map, cumulative threshold, OR a sliding-tile prior): which 64-token key blocks each query block sees "
+        "changes with the activations. `passes/forms/flex.py` says so and leaves it intact: a reduced query may "
+        "only take a dst's output where both see the same key blocks, and the reduced keys no longer fill the "
+        "blocks the mask was computed on. Fix: partitions inside each 64-token block (a block-local grid) and the "
+        "mask recomputed on the reduced queries and keys (NABLA's own rule), which changes the attention pattern: "
+        "not exact, so not done by default."),
     "Kandinsky6Transformer3DModel": (
         "Channels-last latents `[B, F, H, W, 2C+1]` (see Kandinsky 5, now read as channels-last); the grid "
         "from the config must also divide out the conditioning channels; `grid=` works."),
@@ -228,12 +240,14 @@ ROOT_CAUSES: dict[str, str] = {
         "`GRID_FNS` now maps it to `grid_ltx` (video self-attention only; audio, audio-video cross-attention "
         "and text cross-attention are left alone)."),
     "LatteTransformer3DModel": (
-        "Factorized attention: spatial blocks attend over the H x W tokens of one frame (frames folded into the "
-        "batch: 16 tokens here), temporal blocks over the F frames of one position (2 tokens); no call sees all "
-        "F x H x W video tokens, so no site matches the grid (and an explicit grid raises). Fix: two new site "
-        "kinds in `passes/classify_attention.py`, spatial (length H*W, grid (1, H, W)) and temporal (length F, "
-        "grid (F, 1, 1)), with 2-D / 1-D strides in `ops.py`; AsymRnR's partition then works per frame / per "
-        "position."),
+        "Fixed: factorized attention. Spatial blocks attend over the H x W tokens of one frame (frames folded "
+        "into the batch), temporal blocks over the F frames of one position (the spatial grid folded into the "
+        "batch); no call sees all F x H x W tokens. `passes/factorized.py` reads both from shapes against the "
+        "grid (sequence H*W with a batch that is a multiple of F; sequence F with a batch that is a multiple of "
+        "H*W) and `passes/classify_attention.py` reduces them as self-attention on the grid one batch row holds, "
+        "(1, H, W) or (F, 1, 1) (`SiteReport.factorized`); partition and matching already run per batch row. "
+        "A length that fits both foldings is left intact ('ambiguous factorized attention'). With diffusers' "
+        "one-frame test config the spatial blocks see the whole video and the temporal ones one token."),
     "MiniMaxH3Transformer3DModel": (
         "One packed sequence `[text, audio, video]` assembled by index scatter (`text_indices`, "
         "`audio_indices`, `video_indices`), pre-patchified video rows and no 5-D input. Fixed here: "

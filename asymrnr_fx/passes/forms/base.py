@@ -21,9 +21,22 @@ from ..graph import node_shape
 ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
-def heads_reason(q_shape: tuple, k_shape: tuple) -> str:
-    """Why a kernel call whose keys have fewer heads than its queries (GQA) is not reduced ("" if it has as many)."""
-    return "" if k_shape[1] == q_shape[1] else "fewer key heads than query heads (grouped-query attention) is not supported"
+def heads_reason(q_shape: tuple, k_shape: tuple, masked: bool = False) -> str:
+    """Why a call whose keys have fewer heads than its queries (grouped-query attention) is not reduced, or "".
+
+    Why GQA reduces at all: queries are matched and gathered per query head, keys and values per
+    key/value head, and query head ``h`` reads key head ``h // (Hq / Hkv)`` of the reduced keys as it
+    did of the full ones. A mask is one per query head (or broadcast) and cannot follow the key
+    heads' different selections, so a masked GQA call is left intact.
+    """
+    hq, hk = q_shape[1], k_shape[1]
+    if hq == hk:
+        return ""
+    if not isinstance(hq, int) or not isinstance(hk, int) or hq % hk:
+        return f"{hq} query heads are not a multiple of {hk} key heads"
+    if masked:
+        return "grouped-query attention (fewer key heads than query heads) with a mask is not supported"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,32 @@ def _keeps_all(node: Any) -> bool:
             and out.kwargs.get("dtype") is torch.bool)
 
 
+def _near_ancestors(node: Any, depth: int = 6) -> set:
+    """``node`` and the computed nodes up to ``depth`` steps above it (the layout changes and rotary
+    embedding between a projection and the attention call), never graph inputs or constants."""
+    found, frontier = set(), [node] if isinstance(node, fx.Node) else []
+    for _ in range(depth + 1):
+        frontier = [n for n in frontier if n.op == "call_function" or n.op == "call_method"]
+        found.update(frontier)
+        frontier = [p for n in frontier for p in n.all_input_nodes if p not in found]
+    return found
+
+
+def _reads(value: Any, nodes: set, limit: int = 500) -> bool:
+    """Whether any fx node in ``value`` (a block mask's tuple) is computed from one of ``nodes``."""
+    todo = [v for v in (value if isinstance(value, (tuple, list)) else (value,)) if isinstance(v, fx.Node)]
+    seen = set(todo)
+    while todo and len(seen) < limit:
+        node = todo.pop()
+        if node in nodes:
+            return True
+        for parent in node.all_input_nodes:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return False
+
+
 def _check_flex(a: Mapping[str, Any], q_shape: tuple, k_shape: tuple) -> str:
     if not _identity_score(a["score_mod"]):
         return "flex_attention with a score_mod: it reads token positions, which reduction changes"
@@ -56,6 +82,10 @@ def _check_flex(a: Mapping[str, Any], q_shape: tuple, k_shape: tuple) -> str:
     default = (isinstance(block, tuple) and len(block) >= 3 and tuple(block[:2]) == (1, 1)
                and tuple(block[-3:-1]) == (_DEFAULT_BLOCK, _DEFAULT_BLOCK) and _keeps_all(block[-1]))
     if not default:
+        if _reads(block, _near_ancestors(a["query"]) | _near_ancestors(a["key"])):
+            return ("flex_attention with a block_mask computed from this call's queries and keys (block-sparse, "
+                    "e.g. NABLA): which key blocks each query block sees changes with the activations, so a reduced "
+                    "query's dst may see other keys, and the mask is built for the original token positions")
         return "flex_attention with a block_mask: it is built for the original token positions"
     if a["score_mod_other_buffers"] or a["mask_mod_other_buffers"]:
         return "flex_attention with captured buffers in its score_mod / mask_mod"

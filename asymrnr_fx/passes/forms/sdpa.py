@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 
 from ..graph import node_value
-from .base import ARGUMENTS, AttentionForm
+from .base import ARGUMENTS, AttentionForm, heads_reason
 
 SDPA_TORCH = torch._C._nn.scaled_dot_product_attention
 SDPA_ATEN = torch.ops.aten.scaled_dot_product_attention.default
@@ -24,8 +24,10 @@ SDPA_ATEN_PACKET = torch.ops.aten.scaled_dot_product_attention
 def _check(a: Mapping[str, Any], q_shape: tuple, k_shape: tuple) -> str:
     if a["is_causal"] is not False:
         return "causal attention (is_causal) is not a video DiT attention"
-    if a["enable_gqa"] is not False and (a["attn_mask"] is not None or k_shape[1] != q_shape[1]):
-        return "grouped-query attention with a mask or fewer key heads is not supported"
+    if k_shape[1] != q_shape[1]:
+        if a["enable_gqa"] is not True:
+            return f"{q_shape[1]} query heads and {k_shape[1]} key heads without enable_gqa=True"
+        return heads_reason(q_shape, k_shape, masked=a["attn_mask"] is not None)
     mask = node_value(a["attn_mask"]) if isinstance(a["attn_mask"], fx.Node) else a["attn_mask"]
     if mask is not None and not isinstance(mask, torch.Tensor):
         return f"attention mask of type {type(mask).__name__} is not supported"

@@ -183,6 +183,8 @@ def _flash_stand_in() -> object:
     def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, softmax_scale: float, causal: bool,
                 window_size_left: int, window_size_right: int, softcap: float, alibi_slopes: Optional[torch.Tensor],
                 return_softmax: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        groups = q.shape[2] // k.shape[2]  # flash-attn takes fewer key/value heads as they are (GQA / MQA)
+        k, v = (t.repeat_interleave(groups, dim=2) for t in (k, v))
         out, lse = LSE_CPU(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal, scale=softmax_scale)
         return out.transpose(1, 2).contiguous(), lse, q.new_empty(0), torch.zeros(2, dtype=torch.int64)
 

@@ -128,3 +128,34 @@ def test_flex_attention_gqa_matches_reference_eager(model, monkeypatch):
             ref.start_forward(step)
             want = model(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text)
             torch.testing.assert_close(got[step], want, atol=5e-5, rtol=5e-5, msg=f"step {step}")
+
+
+def test_flash_attn_gqa_matches_reference_eager_and_compiled(model, monkeypatch):
+    """The same sites through flash-attn's op (``[B, S, H, D]``, 2 key/value heads for 4 query heads, which
+    flash-attn takes as they are), on the CPU stand-in registered under its name and schema."""
+    from test_forms import FLASH
+
+    def flash(self, q, k, v):
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        return FLASH(q, k, v, 0.0, q.shape[-1] ** -0.5, False, -1, -1, 0.0, None, False)[0].transpose(1, 2)
+
+    plan = Plan.from_table(q=torch.tensor([[0.0, 0.5, 0.3], [0.0, 0.3, 0.6]]),
+                           kv=torch.tensor([[0.0, 0.4, 0.2], [0.0, 0.5, 0.3]]), cache_window=1)
+    x, text = torch.randn(1, 4, 2, 8, 8), torch.randn(1, TEXT, 32)
+    monkeypatch.setattr(GqaBlock, "attend", flash)
+    fast = asymrnr_fx.transform(model, plan, grid=GRID)
+    eager = _run(fast, x, text)
+    assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [("flash_attn", "joint", True)] * 2
+    plain = _run(model, x, text)
+    torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-6)  # ratio 0: the model itself
+    assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))
+    compiled = _run(asymrnr_fx.transform(model, plan, grid=GRID, compile=True), x, text)
+
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID, TEXT, True)] * 2)
+    monkeypatch.setattr(GqaBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
+    with torch.no_grad():
+        for step, t in enumerate(STEPS):
+            ref.start_forward(step)
+            want = model(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text)
+            torch.testing.assert_close(eager[step], want, atol=2e-5, rtol=2e-5, msg=f"step {step}")
+            torch.testing.assert_close(compiled[step], eager[step], atol=1e-4, rtol=1e-4, msg=f"inductor, step {step}")

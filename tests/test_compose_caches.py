@@ -1,0 +1,178 @@
+"""AsymRnR below diffusers' cache hooks (MagCache, TaylorSeer, FasterCache, PyramidAttentionBroadcast,
+SeaCache) and with cache-dit: over 14 steps (past Dynamo's recompile limit of 8), in both orders,
+the reduction runs at exactly the (block, step) pairs the hook computes without AsymRnR, the
+steps advance, and nothing recompiles after the first call."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+import asymrnr_fx  # noqa: E402
+from tiny_diffusers import step_inputs, tiny_transformer, transformer_inputs  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
+STEPS = 14
+TIMESTEPS = [1000.0 - 70.0 * i for i in range(STEPS)]
+SITES = ["blocks.0.attn1", "blocks.1.attn1"]
+
+
+def _mag_cache(now):
+    from diffusers.hooks import MagCacheConfig, apply_mag_cache
+
+    ratios = [1.0] + [0.97] * (STEPS - 1)  # accumulated error crosses the threshold now and then: skips and computes
+    return functools.partial(apply_mag_cache, config=MagCacheConfig(
+        threshold=0.08, num_inference_steps=STEPS, retention_ratio=0.2, max_skip_steps=3, mag_ratios=ratios))
+
+
+def _taylorseer(now):
+    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+    # diffusers' default patterns never fullmatch Wan's attn1: name the modules explicitly
+    return functools.partial(apply_taylorseer_cache, config=TaylorSeerCacheConfig(
+        cache_interval=3, disable_cache_before_step=2, cache_identifiers=[r"blocks\.\d+\.attn1"],
+        taylor_factors_dtype=torch.float32))
+
+
+def _faster_cache(now):
+    from diffusers.hooks import FasterCacheConfig, apply_faster_cache
+
+    return functools.partial(apply_faster_cache, config=FasterCacheConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 850),
+        unconditional_batch_skip_range=2, unconditional_batch_timestep_skip_range=(-1, 850),
+        current_timestep_callback=lambda: now["t"], attention_weight_callback=lambda _: 0.5, tensor_format="BCFHW"))
+
+
+def _pab(now):
+    from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+
+    return functools.partial(apply_pyramid_attention_broadcast, config=PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=3, spatial_attention_timestep_skip_range=(200, 850),
+        current_timestep_callback=lambda: now["t"]))
+
+
+def _sea_cache(now):
+    from diffusers.hooks import SeaCacheConfig, apply_sea_cache
+
+    # a huge threshold: skips whenever its retention and consecutive limits allow (no data-dependent decision)
+    return functools.partial(apply_sea_cache, config=SeaCacheConfig(
+        threshold=1e9, retention_steps=2, cache_end_steps=2, max_consecutive_cached=2))
+
+
+HOOKS = {"MagCache": _mag_cache, "TaylorSeer": _taylorseer, "FasterCache": _faster_cache,
+         "PyramidAttentionBroadcast": _pab, "SeaCache": _sea_cache}
+
+
+def _inputs(name):
+    x = transformer_inputs("wan")
+    if name == "FasterCache":  # its unconditional-batch skip needs a (uncond, cond) batch
+        x = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in x.items()}
+    return x
+
+
+def generate(name, order=None, compile=False, hook=True):
+    """14 steps of tiny Wan with the hook (``order`` None: without AsymRnR); returns the model, the
+    transform (or None) and the unique-graph count after each call."""
+    from torch._dynamo.utils import counters
+
+    now = {"t": TIMESTEPS[0]}
+    model = tiny_transformer("wan", layers=2)
+    apply = HOOKS[name](now) if hook else (lambda m: None)
+    plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2)
+    fast = None
+    if order == "hook first":
+        apply(model)
+        fast = asymrnr_fx.transform(model, plan, compile=compile)
+    elif order is not None:
+        fast = asymrnr_fx.transform(model, plan, compile=compile)
+        apply(model)
+    x = _inputs(name)
+    counters.clear()
+    graphs = []
+    with torch.no_grad(), warnings.catch_warnings(), \
+            (asymrnr_fx.generation(fast) if fast is not None else contextlib.nullcontext()):
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)  # no fallback, no unknown hook
+        for i, t in enumerate(TIMESTEPS):
+            now["t"] = t
+            with step_context(fast or model, i, t):
+                (fast or model)(**step_inputs(x, t, i))
+            graphs.append(counters["stats"]["unique_graphs"])
+    assert not [m for m in counters["unimplemented"] if "recompile limit" in m]
+    return model, fast, graphs
+
+
+def step_context(model, i, t):
+    """The cache context a denoising loop opens per step (SeaCache reads the step, sigma and step count from it)."""
+    return model.cache_context("cond", step_index=i, sigma=t / 1000.0, num_inference_steps=STEPS)
+
+
+def reduced(fast):
+    """(site, step) pairs at which the reduction ran (a matching or its cache)."""
+    return {(e.site, e.step) for e in fast.runtime.events if e.kind in ("match", "reuse")}
+
+
+@pytest.fixture(scope="module")
+def computed():
+    """Per hook: the (attn1 path, step) pairs whose attention the hook computes in a run without AsymRnR."""
+    from diffusers.models.transformers.transformer_wan import WanAttention
+
+    found = {}
+    original = WanAttention.forward
+    for name in HOOKS:
+        seen, step = set(), {"i": 0}
+        paths = {}
+
+        def counting(self, *args, **kwargs):
+            if paths.get(id(self), "").endswith("attn1"):
+                seen.add((paths[id(self)], step["i"]))
+            return original(self, *args, **kwargs)
+
+        WanAttention.forward = counting  # before the model (and its hooks) exist: the hooks wrap the counter
+        try:
+            now = {"t": TIMESTEPS[0]}
+            model = tiny_transformer("wan", layers=2)
+            paths.update({id(m): p for p, m in model.named_modules()})
+            HOOKS[name](now)(model)
+            x = _inputs(name)
+            with torch.no_grad():
+                for i, t in enumerate(TIMESTEPS):
+                    now["t"], step["i"] = t, i
+                    with step_context(model, i, t):
+                        model(**step_inputs(x, t, i))
+        finally:
+            WanAttention.forward = original
+        found[name] = seen
+    return found
+
+
+@pytest.mark.parametrize("order", ["hook first", "asymrnr first"])
+@pytest.mark.parametrize("name", list(HOOKS))
+def test_cache_hooks_compose_below_the_hook(name, order, computed):
+    every = {(s, i) for s in SITES for i in range(STEPS)}
+    assert len(computed[name]) < len(every) and {i for _, i in computed[name]} >= {0, 1}  # the hook skips, and computes
+    model, fast, graphs = generate(name, order)
+    assert reduced(fast) == computed[name]  # reduced exactly where the hook computes: its skips are unchanged
+    assert list(fast.runtime.site_order) == SITES  # plan rows are the model's own module paths
+    shapes = sum(len(cache.fns) for cache in fast._regions.caches.values())
+    assert graphs[-1] == shapes > 0  # one graph per region class and input shape: no recompile of a seen one
+    if name != "FasterCache":  # (its unconditional-batch skip halves the batch from step 3 on: one new shape)
+        assert graphs[-1] == graphs[0]  # nothing compiles after the first call
+    fast.untransform()
+    from asymrnr_fx.regions import has_regions
+
+    assert not has_regions(model)  # every dispatcher removed, the hooks' chains restored
+
+
+@pytest.mark.parametrize("name,order", [("MagCache", "hook first"), ("TaylorSeer", "asymrnr first")])
+def test_cache_hooks_compose_under_inductor(name, order, computed):
+    from torch._dynamo.utils import counters
+
+    model, fast, graphs = generate(name, order, compile=True)
+    assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] > 0, "not compiled by inductor"
+    assert reduced(fast) == computed[name]
+    assert graphs[-1] == graphs[0] > 0

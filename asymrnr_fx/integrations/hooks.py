@@ -99,10 +99,13 @@ HOOKS: dict[str, Verdict] = {
     )),
 }
 
-#: diffusers hook names made per module (``cp_input---<id>``): context parallelism's split/gather hooks,
-#: which compose (see :mod:`.context_parallel`; tests/test_context_parallel.py).
+#: diffusers hook names made per module or per guider (``cp_input---<id>``, ``SkipLayerGuidance_0``):
+#: context parallelism's split/gather hooks compose (:mod:`.context_parallel`, tests/test_context_parallel.py);
+#: the guiders' layer-skip and smoothed-energy hooks are judged as the hooks they register.
 HOOK_PREFIXES: dict[str, Verdict] = {
     **dict.fromkeys(("cp_input---", "cp_output---"), Verdict("context parallelism", True)),
+    **dict.fromkeys(("SkipLayerGuidance_", "AutoGuidance_"), HOOKS["layer_skip_hook"]),
+    "SmoothedEnergyGuidance_": HOOKS["smoothed_energy_guidance_hook"],
 }
 
 

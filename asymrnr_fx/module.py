@@ -129,12 +129,15 @@ class AsymRnRModule(nn.Module):
         graphs = runtime.counts["graph_call"]
         gave_up = _dynamo_gave_up()
         captured, warned = len(runtime.reports), runtime.counts["warned"]
-        eager = self._regions.sync()  # hooks added or removed since the last call get their regions now
-        if eager:  # regional, or below cache hooks: the model runs eagerly, its regions compiled
+        cached = integrations.cache_dit.cached(self, self.model)
+        if cached:  # cache-dit swaps the block lists inside its call: name the parameters before it
+            runtime.table.index_parameters()
+        eager = self._regions.sync(cached)  # hooks added or removed since the last call get their regions now
+        if eager:  # regional, below cache hooks, or cache-dit: the model runs eagerly, its regions compiled
             run = functools.partial(self.model, *args, **kwargs)
         else:
             run = functools.partial(self._shapes.get(shape_key((args, kwargs))), self.model, args, kwargs)
-        with _pass_errors():
+        with _pass_errors(), integrations.cache_dit.swapped(self, self.model) if cached else contextlib.nullcontext():
             out = runtime.run(run, call_timestep(kwargs), capture)
         new = runtime.reports[captured:]
         if not self._checked:
@@ -186,6 +189,10 @@ class AsymRnRModule(nn.Module):
             if model is None:
                 raise
             return getattr(model, name)
+
+    def __dir__(self) -> list[str]:
+        """The wrapper's names and the model's: tools that look blocks up by name (cache-dit) find them."""
+        return sorted(set(super().__dir__()) | set(dir(self.model)))
 
     def cache_context(self, name: str, **kwargs: Any) -> contextlib.AbstractContextManager:
         """diffusers' ``cache_context`` that also keeps a separate matching per context ("cond"/"uncond").

@@ -161,17 +161,19 @@ def _under(path: str, ancestor: str) -> bool:
     return ancestor == "" or path == ancestor or path.startswith(ancestor + ".")
 
 
-def targets(model: nn.Module, regional: bool) -> list[tuple[str, nn.Module]]:
+def targets(model: nn.Module, regional: bool, cached: bool = False) -> list[tuple[str, nn.Module]]:
     """The modules to compile as regions, in model order; empty: compile the whole model as one.
 
     Below hooks: the innermost modules carrying a hook that is captured below
     (:func:`integrations.hooks.below_hooked`), so every hook runs eagerly above its region.
     ``regional``: the repeated blocks, except those holding such a hook inside (their hooked
     modules are the regions). A hooked module holding repeated blocks gives way to the blocks
-    when ``regional``. When the model runs eagerly, every attention module left outside the
+    when ``regional``. ``cached`` (cache-dit): the repeated blocks, as for ``regional``, since
+    cache-dit calls them from its own Python. When the model runs eagerly, every attention module left outside the
     regions becomes one too, so no attention call runs unreduced unseen.
     """
     hooked = integrations.hooks.below_hooked(model)
+    regional = regional or cached
     blocks = integrations.repeated_blocks(model) if regional else []
     if not hooked:
         return blocks
@@ -203,15 +205,18 @@ class Regions:
                 "ModuleList of two or more modules of one class); use compile=True to compile the whole model"
             )
 
-    def sync(self) -> bool:
-        """Install regions for the model's current hooks (cheap when nothing changed); True if any."""
-        key = integrations.hooks.below_key(self.model)
+    def sync(self, cached: bool = False) -> bool:
+        """Install regions for the model's current hooks (cheap when nothing changed); True if any.
+
+        ``cached``: cache-dit is enabled on the model or its transform (:mod:`.integrations.cache_dit`).
+        """
+        key = (integrations.hooks.below_key(self.model), cached)
         if key == self._key:
             return bool(self.installed)
         runtime = self.runtime()
         if runtime is None:  # pragma: no cover - the transform is gone
             return False
-        wanted = targets(self.model, self.regional)
+        wanted = targets(self.model, self.regional, cached)
         keep = {id(m) for _, m in wanted}
         for module in self.installed:
             if id(module) not in keep:  # a hooked module whose hook went away inside a region: drop it

@@ -176,3 +176,88 @@ def test_cache_hooks_compose_under_inductor(name, order, computed):
     assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] > 0, "not compiled by inductor"
     assert reduced(fast) == computed[name]
     assert graphs[-1] == graphs[0] > 0
+
+
+# --------------------------------------------------------------------------- cache-dit
+CACHE_DIT_STEPS = 10
+
+
+def _cache_dit(pipe, calibrator: bool):
+    cache_dit = pytest.importorskip("cache_dit")
+    config = cache_dit.DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.5,
+                                     max_warmup_steps=2, max_continuous_cached_steps=2)
+    calib = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=1) if calibrator else None
+    cache_dit.enable_cache(pipe, cache_config=config, calibrator_config=calib)
+
+
+def cache_dit_run(order=None, calibrator=False, compile=False, count=False):
+    """A tiny Wan pipeline (no CFG: one transformer call per step) with cache-dit's DBCache; ``order``
+    None: without AsymRnR. Returns the pipeline, the (attn1, step) pairs computed (``count``) and graphs per call."""
+    from diffusers.models.transformers.transformer_wan import WanAttention
+    from torch._dynamo.utils import counters
+
+    from asymrnr_fx.testing import tiny_pipeline
+
+    tiny = tiny_pipeline("wan", layers=2)
+    pipe, model = tiny.pipe, tiny.pipe.transformer
+    paths = {id(m): p for p, m in model.named_modules()}
+    seen, step = set(), {"i": -1}
+    model.register_forward_pre_hook(lambda *_: step.update(i=step["i"] + 1))
+    original = WanAttention.forward
+
+    def counting(self, *args, **kwargs):
+        if paths.get(id(self), "").endswith("attn1"):
+            seen.add((paths[id(self)], step["i"]))
+        return original(self, *args, **kwargs)
+
+    plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2)
+    if order == "cache first":
+        _cache_dit(pipe, calibrator)
+        asymrnr_fx.apply(pipe, plan, compile=compile)
+    elif order is not None:
+        asymrnr_fx.apply(pipe, plan, compile=compile)
+        _cache_dit(pipe, calibrator)
+    else:
+        _cache_dit(pipe, calibrator)
+    counters.clear()
+    graphs = []
+    pipe.transformer.register_forward_hook(lambda *_: graphs.append(counters["stats"]["unique_graphs"]))
+    if count:
+        WanAttention.forward = counting
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+            tiny(num_inference_steps=CACHE_DIT_STEPS, guidance_scale=1.0)
+    finally:
+        WanAttention.forward = original
+    assert not [m for m in counters["unimplemented"] if "recompile limit" in m]
+    return pipe, seen, graphs
+
+
+@pytest.fixture(scope="module")
+def cache_dit_computed():
+    return {calibrator: cache_dit_run(calibrator=calibrator, count=True)[1] for calibrator in (False, True)}
+
+
+@pytest.mark.parametrize("calibrator", [False, True], ids=["DBCache", "DBCache+TaylorSeer"])
+@pytest.mark.parametrize("order", ["cache first", "asymrnr first"])
+def test_cache_dit_composes_in_either_order(order, calibrator, cache_dit_computed):
+    computed = cache_dit_computed[calibrator]
+    assert {("blocks.1.attn1", i) for i in range(CACHE_DIT_STEPS)} - computed  # DBCache skips blocks.1 at some steps
+    pipe, _, graphs = cache_dit_run(order, calibrator)
+    assert reduced(pipe.transformer) == computed  # reduced at every block it computes; its skips are unchanged
+    assert list(pipe.transformer.runtime.site_order) == SITES  # the model's paths, not cache-dit's wrapper's
+    assert graphs[-1] == graphs[0] > 0  # nothing compiles after the first call
+    asymrnr_fx.remove(pipe)
+    from asymrnr_fx.regions import has_regions
+
+    assert not has_regions(pipe.transformer)
+
+
+def test_cache_dit_composes_under_inductor(cache_dit_computed):
+    from torch._dynamo.utils import counters
+
+    pipe, _, graphs = cache_dit_run("asymrnr first", compile=True)
+    assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] > 0, "not compiled by inductor"
+    assert reduced(pipe.transformer) == cache_dit_computed[False]
+    assert graphs[-1] == graphs[0] > 0

@@ -261,3 +261,34 @@ def test_cache_dit_composes_under_inductor(cache_dit_computed):
     assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] > 0, "not compiled by inductor"
     assert reduced(pipe.transformer) == cache_dit_computed[False]
     assert graphs[-1] == graphs[0] > 0
+
+
+def test_a_hook_removed_after_transform_leaves_every_block_reduced():
+    """MagCache disabled mid-generation: the next call drops the regions (the whole model is
+    compiled again) and reduces every block; enabled again, the regions come back below it."""
+    from diffusers.hooks import MagCacheConfig
+
+    from asymrnr_fx.regions import has_regions
+
+    model = tiny_transformer("wan", layers=2)
+    config = MagCacheConfig(threshold=0.08, num_inference_steps=STEPS, retention_ratio=0.2, max_skip_steps=3,
+                            mag_ratios=[1.0] + [0.97] * (STEPS - 1))
+    model.enable_cache(config)
+    fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2))
+    x = transformer_inputs("wan")
+    with torch.no_grad(), asymrnr_fx.generation(fast), fast.cache_context("cond"), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        for i in range(2):
+            fast(**step_inputs(x, TIMESTEPS[i], i))
+        assert has_regions(model)
+        model.disable_cache()
+        for i in range(2, 6):
+            fast(**step_inputs(x, TIMESTEPS[i], i))
+        assert not has_regions(model)  # the dispatchers the removed hooks left behind are gone
+        assert reduced(fast) == {(s, i) for s in SITES for i in range(6)}  # no hook: every block, every step
+        model.enable_cache(config)
+        fast(**step_inputs(x, TIMESTEPS[6], 6))
+        assert has_regions(model)  # a hook added after transform: captured below it at the next call
+    assert {s for s, i in reduced(fast) if i == 6} == set(SITES)
+    fast.untransform()
+    assert not has_regions(model) and "mag_cache_block_hook" in asymrnr_fx.integrations.hooks_of(model)

@@ -168,11 +168,12 @@ def test_cache_hooks_compose_below_the_hook(name, order, computed):
     assert not has_regions(model)  # every dispatcher removed, the hooks' chains restored
 
 
-@pytest.mark.parametrize("name,order", [("MagCache", "hook first"), ("TaylorSeer", "asymrnr first")])
-def test_cache_hooks_compose_under_inductor(name, order, computed):
+@pytest.mark.parametrize("name,order,compile", [("MagCache", "hook first", True), ("TaylorSeer", "asymrnr first", True),
+                                                ("MagCache", "asymrnr first", "regional")])
+def test_cache_hooks_compose_under_inductor(name, order, compile, computed):
     from torch._dynamo.utils import counters
 
-    model, fast, graphs = generate(name, order, compile=True)
+    model, fast, graphs = generate(name, order, compile=compile)
     assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] > 0, "not compiled by inductor"
     assert reduced(fast) == computed[name]
     assert graphs[-1] == graphs[0] > 0
@@ -248,7 +249,11 @@ def test_cache_dit_composes_in_either_order(order, calibrator, cache_dit_compute
     assert reduced(pipe.transformer) == computed  # reduced at every block it computes; its skips are unchanged
     assert list(pipe.transformer.runtime.site_order) == SITES  # the model's paths, not cache-dit's wrapper's
     assert graphs[-1] == graphs[0] > 0  # nothing compiles after the first call
-    asymrnr_fx.remove(pipe)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        asymrnr_fx.remove(pipe)
+    # cache-dit enabled on the transformed module goes with it: said, never silently
+    assert any("removes cache-dit's cache too" in str(w.message) for w in said) == (order == "asymrnr first")
     from asymrnr_fx.regions import has_regions
 
     assert not has_regions(pipe.transformer)

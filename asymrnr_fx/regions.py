@@ -179,7 +179,7 @@ def targets(model: nn.Module, regional: bool, cached: bool = False) -> list[tupl
         return blocks
     inner = [(p, m) for p, m in hooked if not any(q != p and _under(q, p) for q, _ in hooked)]
     if regional:
-        inner = [t for t in inner if not any(_under(b, t[0]) and b != t[0] for b, _ in blocks)] or inner
+        inner = [t for t in inner if not any(_under(b, t[0]) and b != t[0] for b, _ in blocks)]
     chosen = inner + [(b, m) for b, m in blocks
                       if not any(_under(p, b) or _under(b, p) for p, _ in inner)]
     for path, module in model.named_modules():

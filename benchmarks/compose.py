@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = {"speedup": speed, "psnr": quality}
         print(f"| {name} | {speed:.2f}x | {'-' if name == 'baseline' else f'{quality:.1f}'} |")
     for name in tools:
-        if torch.equal(outs[name], outs["baseline"]):
-            print(f"Note: {name} alone gave the baseline's output exactly: it computed every step (never skipped)")
+        if results[name]["psnr"] > 100:  # float noise only: the cache computed every step
+            print(f"Note: {name} alone matches the baseline to {results[name]['psnr']:.0f} dB: it never skipped a step")
     return results
 
 

@@ -68,6 +68,7 @@ def transform(
     if isinstance(model, AsymRnRModule):
         model = model.model  # a new transform beside it: the given one keeps reducing (untransform() drops it)
     hooks.check(model, opts.compile)  # refuse hooks that would silently turn the reduction off
+    hooks.warn_unknown(model)
     hooks.warn_backends(model)
     if plan is None and runtime is not None:
         return AsymRnRModule(model, runtime.plan, opts, runtime)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import types
 from dataclasses import dataclass, fields
 import warnings
 import weakref
@@ -16,12 +15,12 @@ from torch import nn
 from . import integrations
 from .integrations import hooks
 from .backend import BackendConfig, asymrnr_backend
-from .calls import ShapeCache, call_timestep, dense, fresh_entry, named_call, shape_key, video_inputs
+from .calls import ShapeCache, call_timestep, fresh_entry, named_call, shape_key, video_inputs
 from .passes.infer_grid import conv_patch, one_patch
 from .plan import Plan
 from .report import AsymRnRWarning, Report, warn_nothing_rewritten
+from .regions import Regions, has_regions, plain_copy
 from .runtime import Runtime
-from .context import calling, current_call
 
 GridFn = integrations.GridFn
 _COMPILE_MODES = (False, True, "regional")
@@ -115,12 +114,9 @@ class AsymRnRModule(nn.Module):
                 return torch._dynamo.config.patch(**tracing)(fn) if tracing else fn
             return build
 
-        self.__dict__["_shapes"] = None
-        self.__dict__["_regions"] = []
-        if compile == "regional":
-            self.__dict__["_regions"] = _compile_regions(model, make(region=True), self.runtime)
-        else:
-            self.__dict__["_shapes"] = ShapeCache(make(), f"transformed {type(model).__name__}")
+        # regions: the repeated blocks (regional) and the modules below diffusers' cache hooks
+        self.__dict__["_regions"] = Regions(model, make(region=True), self.runtime, compile == "regional")
+        self.__dict__["_shapes"] = None if compile == "regional" else ShapeCache(make(), f"transformed {type(model).__name__}")
         self._checked = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -133,11 +129,15 @@ class AsymRnRModule(nn.Module):
         graphs = runtime.counts["graph_call"]
         gave_up = _dynamo_gave_up()
         captured, warned = len(runtime.reports), runtime.counts["warned"]
-        if self._shapes is None:  # regional: the model runs eagerly, its blocks compiled
+        cached = integrations.cache_dit.cached(self, self.model)
+        if cached:  # cache-dit swaps the block lists inside its call: name the parameters before it
+            runtime.table.index_parameters()
+        eager = self._regions.sync(cached)  # hooks added or removed since the last call get their regions now
+        if eager:  # regional, below cache hooks, or cache-dit: the model runs eagerly, its regions compiled
             run = functools.partial(self.model, *args, **kwargs)
         else:
             run = functools.partial(self._shapes.get(shape_key((args, kwargs))), self.model, args, kwargs)
-        with _pass_errors():
+        with _pass_errors(), integrations.cache_dit.swapped(self, self.model) if cached else contextlib.nullcontext():
             out = runtime.run(run, call_timestep(kwargs), capture)
         new = runtime.reports[captured:]
         if not self._checked:
@@ -148,7 +148,7 @@ class AsymRnRModule(nn.Module):
             # a new input shape at which nothing can be reduced (e.g. a grid of one token per tile)
             runtime.counts["warned"] += 1
             warn_nothing_rewritten(_video_sites(new)[-1], new_shape=True)
-        if runtime.counts["graph_call"] == graphs and self._shapes is not None:
+        if runtime.counts["graph_call"] == graphs and not eager:
             self._check_fallback()  # no compiled graph ran: Dynamo ran the model itself
         elif _dynamo_gave_up() > gave_up:
             self._check_fallback(partial=True)  # some frames of this call now run eagerly
@@ -190,6 +190,10 @@ class AsymRnRModule(nn.Module):
                 raise
             return getattr(model, name)
 
+    def __dir__(self) -> list[str]:
+        """The wrapper's names and the model's: tools that look blocks up by name (cache-dit) find them."""
+        return sorted(set(super().__dir__()) | set(dir(self.model)))
+
     def cache_context(self, name: str, **kwargs: Any) -> contextlib.AbstractContextManager:
         """diffusers' ``cache_context`` that also keeps a separate matching per context ("cond"/"uncond").
 
@@ -200,17 +204,15 @@ class AsymRnRModule(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> "AsymRnRModule":
         """A new transform of a copy of the model: same plan and options, fresh state and graphs."""
-        return _rebuild(_plain_copy(self.model, memo), self.plan, self.options)
+        return _rebuild(plain_copy(self.model, memo), self.plan, self.options)
 
     def __reduce_ex__(self, protocol: int) -> tuple:
         """Pickle (``torch.save``) as the model, plan and options; loading transforms again, with fresh state."""
-        return (_rebuild, (_plain_copy(self.model) if _has_regions(self.model) else self.model, self.plan, self.options))
+        return (_rebuild, (plain_copy(self.model) if has_regions(self.model) else self.model, self.plan, self.options))
 
     def untransform(self) -> nn.Module:
-        """Undo in-place changes (regional compilation patches block forwards) and return the original model."""
-        for block, runtime in self._regions:
-            _remove_region(block, runtime)
-        self.__dict__["_regions"] = []
+        """Undo in-place changes (the region dispatchers on blocks and below hooks) and return the original model."""
+        self._regions.remove()
         return self.model
 
 
@@ -228,24 +230,6 @@ def _cache_context(module: AsymRnRModule, name: str, kwargs: dict) -> Iterator[N
 
 def _rebuild(model: nn.Module, plan: Plan, options: Options) -> AsymRnRModule:
     return AsymRnRModule(model, plan, options)
-
-
-def _has_regions(model: nn.Module) -> bool:
-    return any(getattr(m.__dict__.get("forward"), "regions", None) is not None for m in model.modules())
-
-
-def _plain_copy(model: nn.Module, memo: dict | None = None) -> nn.Module:
-    """A deep copy of ``model`` without the block forwards regional transforms patched into it."""
-    import copy
-
-    clone = copy.deepcopy(model, memo)
-    for module in clone.modules():
-        forward = module.__dict__.get("forward")
-        if getattr(forward, "regions", None) is not None:
-            del module.__dict__["forward"]
-            if forward.previous is not None:
-                module.forward = forward.previous
-    return clone
 
 
 @contextlib.contextmanager
@@ -275,79 +259,6 @@ def _embedding_patch(model: nn.Module) -> tuple[int, int, int] | None:
 def _video_sites(reports: list) -> list:
     """The graphs among ``reports`` that hold video attention (not only prompt refiners)."""
     return [r for r in reports if any(not s.extra.get("prompt_only") and s.kind != "other" for s in r.sites)]
-
-
-def _compile_regions(
-    model: nn.Module, make: Callable[[], Callable[..., Any]], runtime: Runtime
-) -> list[tuple[nn.Module, Any]]:
-    """Compile the repeated blocks of ``model``: one compiled graph per block class and input shape.
-
-    Each block's ``forward`` is replaced (in place, undone by ``untransform``) by one dispatcher
-    shared by every regional transform of the model: inside a transformed model's call it opens
-    the block's region (its module path, so the graph's sites are told apart at run time) and
-    runs that transform's compiled graph; anywhere else it is the block's own forward. So a
-    second transform of the same model (regional or not) leaves the first one reducing.
-    """
-    blocks = integrations.repeated_blocks(model)
-    if not blocks:
-        raise ValueError(
-            f"compile='regional' found no repeated blocks in {type(model).__name__} (no _repeated_blocks and no "
-            "ModuleList of two or more modules of one class); use compile=True to compile the whole model"
-        )
-    caches: dict[type, ShapeCache] = {}
-    patched = []
-    for path, block in blocks:
-        cls = type(block)
-        cache = caches.get(cls)
-        if cache is None:
-            cache = caches[cls] = ShapeCache(make, f"regional {cls.__name__}")
-        _region_dispatcher(block).regions[runtime] = (path + ".", cache)
-        patched.append((block, runtime))
-    return patched
-
-
-def _region_dispatcher(block: nn.Module) -> Callable[..., Any]:
-    """The patched ``forward`` of ``block`` (installed once): its ``regions`` maps each regional
-    transform's runtime to (region prefix, compiled graphs)."""
-    existing = block.__dict__.get("forward")
-    if getattr(existing, "regions", None) is not None:
-        return existing
-    forward_fn = type(block).forward
-    regions: "weakref.WeakKeyDictionary[Runtime, tuple[str, ShapeCache]]" = weakref.WeakKeyDictionary()
-
-    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        # bound to the block, so a Dynamo trace of the whole model reaches it as ``blocks.3`` (its
-        # module paths, hence its plan rows, stay the model's own)
-        if torch.compiler.is_compiling():  # someone else compiles the whole original model: be the original
-            return forward_fn(self, *args, **kwargs)
-        call = current_call()
-        region = regions.get(call.runtime) if call is not None else None
-        if region is None:  # the original model called directly, or another transform's call: unreduced here
-            return forward_fn(self, *args, **kwargs)
-        prefix, cache = region
-        # the first block often gets a strided slice, the rest a fresh tensor: one layout, one graph
-        args = tuple(dense(a) for a in args)
-        kwargs = {k: dense(v) for k, v in kwargs.items()}
-        with calling(dataclasses.replace(call, prefix=prefix)):
-            return cache.get(shape_key((args, kwargs)))(self, args, kwargs, forward_fn)
-
-    forward.regions = regions  # type: ignore[attr-defined]
-    forward.previous = existing  # type: ignore[attr-defined]
-    block.forward = types.MethodType(forward, block)
-    return block.forward
-
-
-def _remove_region(block: nn.Module, runtime: Runtime) -> None:
-    """Drop one transform's region from ``block``; the block's own forward returns with the last one."""
-    forward = block.__dict__.get("forward")
-    regions = getattr(forward, "regions", None)
-    if regions is None:
-        return
-    regions.pop(runtime, None)
-    if not regions:
-        del block.__dict__["forward"]
-        if forward.previous is not None:
-            block.forward = forward.previous
 
 
 _GAVE_UP = ("recompile limit exceeded",)  # a frame skipped for a graph break in a loop is not: its callees still compile

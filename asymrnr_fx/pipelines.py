@@ -9,9 +9,12 @@ timestep heuristic has to guess where a generation begins.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Mapping
 
+from . import integrations
 from .api import AsymRnRModule, generation, transform
+from .errors import AsymRnRWarning
 from .integrations import TRANSFORMER_COMPONENTS
 from .plan import Plan
 
@@ -62,6 +65,12 @@ def remove(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> A
     for name in components:
         model = getattr(pipe, name, None)
         if isinstance(model, AsymRnRModule):
+            if integrations.cache_dit.cached(model):  # enabled after apply(): it patched the transformed module
+                warnings.warn(
+                    f"asymrnr_fx: cache-dit was enabled on the transformed {name} (after asymrnr_fx.apply), so "
+                    "removing AsymRnR removes cache-dit's cache too; call cache_dit.enable_cache(pipe, ...) again "
+                    "to keep it", AsymRnRWarning, stacklevel=2,
+                )
             object.__setattr__(pipe, name, model.untransform())
     original = getattr(type(pipe), "_asymrnr_original_class", None)
     if original is not None:

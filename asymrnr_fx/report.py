@@ -129,7 +129,8 @@ def warn_nothing_rewritten(
             "asymrnr_fx rewrote nothing: no scaled_dot_product_attention call reached a compiled graph. The model "
             f"carries diffusers hooks ({', '.join(hooks)}); hooks that run their blocks outside the compiled graph "
             "(compiler.disable, e.g. MagCache and leaf-level group offloading) hide the attention from the pass. "
-            "Remove the hook, or apply it after asymrnr_fx.transform(model, plan, compile='regional')"
+            "Use asymrnr_fx.transform(model, plan, compile=True), which compiles below the cache hooks it knows, "
+            "or remove the hook"
         )
     elif not report.sites:
         msg = (

@@ -105,6 +105,16 @@ class SiteTable:
         self._param_names = {}
         self._canonical = {}
 
+    def index_parameters(self) -> None:
+        """Name the model's parameters now, if not yet done.
+
+        Why: a tool that swaps the model's block lists during its call (cache-dit) would
+        otherwise have them named by its own wrapper paths when the index is built mid-call.
+        """
+        model = self._model() if self._model is not None else None
+        if model is not None and not self._param_names:
+            self._param_names = {p.data_ptr(): n for n, p in model.named_parameters()}
+
     def _anchored_path(self, relative: str, ptr: int) -> str | None:
         """The full path of the attention module whose parameter lives at ``ptr``, or None.
 

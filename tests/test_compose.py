@@ -1,5 +1,6 @@
-"""AsymRnR with diffusers' step caches: the hook keeps skipping and the reduction stays on where blocks run
-(FirstBlockCache), or the combination is refused with the reason (the rest)."""
+"""AsymRnR with diffusers' hooks: FirstBlockCache keeps skipping and the reduction stays on where blocks run
+(the other step caches, captured below their hooks: tests/test_compose_caches.py); the hooks not verified
+are refused with the reason; offloading; attention backends."""
 from __future__ import annotations
 
 import warnings
@@ -69,10 +70,7 @@ def test_first_block_cache_composes_under_inductor(order):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-# --------------------------------------------------------------- FasterCache, PAB, TaylorSeer, MagCache: refused
-FAMILY_BLOCKS = {"wan": "blocks.{}.attn1", "cogvideox": "transformer_blocks.{}.attn1"}
-
-
+# --------------------------------------------------------------- other diffusers hooks
 def _faster_cache(family: str, now: dict | None = None):
     from diffusers.hooks import FasterCacheConfig, apply_faster_cache
 
@@ -107,38 +105,33 @@ def test_first_block_cache_stays_reduced_past_the_recompile_limit():
     assert graphs[-1] == graphs[1]  # nothing recompiles after the first call
 
 
-def _taylorseer(family: str):
-    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+def _layer_skip(family: str):
+    from diffusers.hooks import LayerSkipConfig, apply_layer_skip
 
-    # diffusers' default patterns ("^blocks.*attn") never fullmatch attn1/attn2: name the modules explicitly
-    pattern = FAMILY_BLOCKS[family].replace(".", r"\.").replace("{}", r"\d+")
-    config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=2, cache_identifiers=[pattern],
-                                   taylor_factors_dtype=torch.float32)
-    return lambda model: apply_taylorseer_cache(model, config)
+    return lambda model: apply_layer_skip(model, LayerSkipConfig(indices=[0], fqn="auto"))
 
 
-def _pab(family: str):
-    from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+def _seg(family: str):
+    from diffusers.hooks.smoothed_energy_guidance_utils import SmoothedEnergyGuidanceConfig, _apply_smoothed_energy_guidance_hook
 
-    config = PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 950),
-                                             current_timestep_callback=lambda: 900.0)
-    return lambda model: apply_pyramid_attention_broadcast(model, config)
-
-
-def _mag_cache(family: str):
-    from diffusers.hooks import MagCacheConfig, apply_mag_cache
-
-    config = MagCacheConfig(threshold=0.5, num_inference_steps=6, retention_ratio=0.0, mag_ratios=[1.0] * 6)
-    return lambda model: apply_mag_cache(model, config)
+    # registered under the guider's own name, as SmoothedEnergyGuidance does per call
+    return lambda model: _apply_smoothed_energy_guidance_hook(model, SmoothedEnergyGuidanceConfig(indices=[0]), 1.0,
+                                                              name="SmoothedEnergyGuidance_0")
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox"])
-@pytest.mark.parametrize("hook,name", [(_taylorseer, "TaylorSeer"), (_mag_cache, "MagCache"),
-                                       (_faster_cache, "FasterCache"), (_pab, "PyramidAttentionBroadcast")])
-def test_hooks_that_would_lose_the_reduction_are_refused_in_either_order(family, hook, name):
+def _text_kv_cache(family: str):
+    from diffusers.hooks.text_kv_cache import TextKVCacheConfig, apply_text_kv_cache
+
+    return lambda model: apply_text_kv_cache(model, TextKVCacheConfig())
+
+
+@pytest.mark.parametrize("hook,name", [(_layer_skip, "layer skip"), (_seg, "smoothed energy guidance"),
+                                       (_text_kv_cache, "text KV cache")])
+def test_hooks_that_are_not_verified_are_refused_in_either_order(hook, name):
+    family = "wan"
     model = tiny_transformer(family, layers=2)
     hook(family)(model)
-    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match=f"does not compose with {name}.*FirstBlockCache"):
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match=f"does not compose with {name}.*Composes: .*MagCache"):
         asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))  # hook first: transform refuses
     model = tiny_transformer(family, layers=2)
     fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
@@ -148,12 +141,47 @@ def test_hooks_that_would_lose_the_reduction_are_refused_in_either_order(family,
     assert not fast.runtime.reports  # nothing was captured or run
 
 
+def test_an_unknown_diffusers_hook_is_named_once():
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    model = tiny_transformer("wan", layers=2)
+    HookRegistry.check_if_exists_or_initialize(model.blocks[0]).register_hook(ModelHook(), "someone_elses_hook")
+    with pytest.warns(asymrnr_fx.AsymRnRWarning, match="no verdict for \\(someone_elses_hook\\)"):
+        fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3))
+    with torch.no_grad(), warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        fast(**transformer_inputs("wan"))
+    assert not [w for w in again if "no verdict" in str(w.message)]  # once per model and set of names
+
+
+def test_layerwise_casting_composes_in_either_order():
+    """diffusers' layerwise casting (weights stored in float8, cast per layer around its forward) is
+    traced into the graph like any module code: every block matched at every window start."""
+    for order in ("hook first", "asymrnr first"):
+        model = tiny_transformer("wan", layers=2)
+        cast = lambda: model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)  # noqa: E731
+        plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2)
+        if order == "hook first":
+            cast()
+        fast = asymrnr_fx.transform(model, plan)
+        if order != "hook first":
+            cast()
+        assert "layerwise_casting" in asymrnr_fx.integrations.hooks_of(model)
+        x = transformer_inputs("wan")
+        with torch.no_grad(), asymrnr_fx.generation(fast), fast.cache_context("cond"), warnings.catch_warnings():
+            warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+            for i, t in enumerate(TIMESTEPS):
+                fast(**step_inputs(x, t, i))
+        blocks = [f"blocks.{i}.attn1" for i in range(2)]
+        assert {(e.site, e.step) for e in fast.runtime.events if e.kind == "match"} == {(b, s) for b in blocks for s in (0, 2, 4)}
+
+
 def test_apply_refuses_a_pipeline_whose_transformer_carries_a_refused_hook():
     from asymrnr_fx.testing import tiny_pipeline
 
     pipe = tiny_pipeline("wan").pipe
-    _mag_cache("wan")(pipe.transformer)
-    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match="MagCache"):
+    _layer_skip("wan")(pipe.transformer)
+    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match="layer skip"):
         asymrnr_fx.apply(pipe, asymrnr_fx.Plan.uniform(0.5, 0.3))
 
 
@@ -254,21 +282,28 @@ def test_sdpa_backends_stay_rewritten(backend, restore_attention_backend):
     assert list(fast.runtime.site_order) == ["blocks.0.attn1", "blocks.1.attn1"]
 
 
-def test_regional_compilation_refuses_blocks_that_already_carry_a_hook():
-    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
-
-    model = tiny_transformer("wan", layers=2)
-    apply_first_block_cache(model, FirstBlockCacheConfig(threshold=0.0))
-    with pytest.raises(asymrnr_fx.integrations.hooks.IncompatibleHookError, match="fbc_block_hook, fbc_leader_block_hook.*compile=True"):
-        asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3), compile="regional")  # would drop the hook
+@pytest.mark.parametrize("order", ["hook first", "asymrnr first"])
+def test_regional_compilation_compiles_hooked_blocks_below_the_hook(order):
+    """compile='regional' on blocks carrying FirstBlockCache: each block's region sits below its hook
+    (the hook keeps skipping), one graph per block class and shape, every computed block reduced."""
+    rt, outs = run(order, threshold=0.0, compile="regional")
+    blocks = [f"blocks.{i}.attn1" for i in range(3)]
+    assert list(rt.site_order) == blocks
+    assert {(e.site, e.step) for e in rt.events if e.kind == "match"} == {(b, s) for b in blocks for s in (0, 2, 4)}
+    _, eager = run(order, threshold=0.0)
+    for a, b in zip(outs, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    rt, _ = run(order, threshold=1e9, compile="regional")  # skips every block after the first from step 1 on
+    runs = {(e.site, e.step) for e in rt.events}
+    assert {(blocks[0], s) for s in range(5)} <= runs
+    assert not any(site != blocks[0] and step > 0 for site, step in runs)
 
 
 def test_partial_fallback_is_said_once(monkeypatch):
-    """Should a refused hook get through anyway (here FasterCache, with the refusal switched off),
-    the moment Dynamo gives up on part of the model raises one AsymRnRWarning, although other
-    graphs of the same call still run: never a silent stop."""
-    monkeypatch.setattr(asymrnr_fx.integrations.hooks, "check", lambda *a, **k: None)
-    monkeypatch.setattr(asymrnr_fx.integrations.hooks, "check_call", lambda *a, **k: None)
+    """Should a hook that recompiles per call get into the whole-model graph anyway (here FasterCache,
+    with its capture below the hook switched off), the moment Dynamo gives up on part of the model
+    raises one AsymRnRWarning, although other graphs of the same call still run: never a silent stop."""
+    monkeypatch.setattr(asymrnr_fx.integrations.hooks, "below_hooked", lambda *a, **k: [])
     now = {"t": 900.0}
     model = tiny_transformer("wan", layers=2)
     fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2))

@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from . import context_parallel, diffusers, hooks
+from . import cache_dit, context_parallel, diffusers, hooks
 from .diffusers import TRANSFORMER_COMPONENTS, GridFn
 
-__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "context_parallel", "diffusers", "hooks", "parallel_layout", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
+__all__ = ["TRANSFORMER_COMPONENTS", "GridFn", "cache_dit", "context_parallel", "diffusers", "hooks", "parallel_layout", "dynamo_config_for", "grid_fn_for", "hooks_of", "repeated_blocks", "timestep_direction", "tracing"]
 
 
 def grid_fn_for(model: nn.Module) -> Callable[[nn.Module, tuple, dict], Any] | None:

@@ -8,7 +8,10 @@ without any error. That is the worst failure this library can have, so every hoo
 gets a verdict, measured on tiny Wan and CogVideoX (``tests/test_compose.py``):
 
 * it composes: the reduction stays on at every block the hook computes, steps advance, and
-  the hook keeps skipping; or
+  the hook keeps skipping. Cache hooks that run Python around their module (MagCache,
+  TaylorSeer, FasterCache, PyramidAttentionBroadcast, SeaCache) compose *below* the hook:
+  the module's own forward is compiled as a region the hook calls (:mod:`asymrnr_fx.regions`),
+  so their decisions and state stay in Python and cost no recompile; or
 * it is refused: :func:`check` raises :class:`IncompatibleHookError` naming the tool, why it
   loses the reduction, and what to do instead. :func:`asymrnr_fx.transform` checks before
   building the model, and every call of the transformed model checks again, so a hook added
@@ -31,8 +34,9 @@ from torch import nn
 from ..errors import AsymRnRWarning, IncompatibleHookError
 from .diffusers import accelerate_hooks, diffusers_hook_names, repeated_blocks
 
-__all__ = ["ACCELERATE_HOOKS", "HOOKS", "REWRITTEN_BACKENDS", "SDPA_BACKENDS", "IncompatibleHookError", "Verdict", "backend_sites", "check",
-           "check_call", "verdicts", "warn_backends"]
+__all__ = ["ACCELERATE_HOOKS", "HOOKS", "HOOK_PREFIXES", "REWRITTEN_BACKENDS", "SDPA_BACKENDS", "IncompatibleHookError", "Verdict",
+           "backend_sites", "below_hooked", "below_key", "check", "check_call", "verdict_of", "verdicts", "warn_backends",
+           "warn_unknown"]
 
 
 @dataclass(frozen=True)
@@ -43,46 +47,48 @@ class Verdict:
     composes: bool
     reason: str = ""
     fix: str = ""
+    below: bool = False  # composes when its module is compiled below the hook (asymrnr_fx.regions)
 
 
-_CACHE_FIX = (
-    "Remove it (model.disable_cache(), or build the model without it) and use a cache that composes with "
-    "AsymRnR: FirstBlockCache"
-)
 _OFFLOAD_FIX = (
     "Keep the transformer on one device while it denoises: remove the offloading (model.disable_group_offload() / "
     "accelerate's remove_hook_from_module), or offload other pipeline components only"
 )
 
 #: diffusers hook registry names -> verdict (names, so importing this module never imports diffusers).
+#: ``below``: the hook runs Python around its module (a decision under ``torch.compiler.disable``,
+#: per-call state), so its module is compiled as a region below the hook and the model runs
+#: eagerly above (:mod:`asymrnr_fx.regions`); the hook's own logic never enters a graph.
 HOOKS: dict[str, Verdict] = {
     **dict.fromkeys(("fbc_leader_block_hook", "fbc_block_hook"), Verdict("FirstBlockCache", True)),
-    "pyramid_attention_broadcast": Verdict(
-        "PyramidAttentionBroadcast", False,
-        "its hook reads its per-call state (an iteration counter and the timestep callback's value) inside the "
-        "compiled attention modules, so Dynamo recompiles them at every call; past its recompile limit (8) they run "
-        "unreduced (tiny Wan: 8 graphs after 8 steps, then the fallback)",
-        _CACHE_FIX,
+    "pyramid_attention_broadcast": Verdict("PyramidAttentionBroadcast", True, below=True),
+    **dict.fromkeys(("faster_cache_denoiser", "faster_cache_block"), Verdict("FasterCache", True, below=True)),
+    "taylorseer_cache": Verdict("TaylorSeer", True, below=True),
+    **dict.fromkeys(("mag_cache_leader_block_hook", "mag_cache_block_hook"), Verdict("MagCache", True, below=True)),
+    **dict.fromkeys(("sea_cache_root", "sea_cache_leader_block", "sea_cache_block", "sea_cache_post_norm"),
+                    Verdict("SeaCache", True, below=True)),
+    # casts each leaf layer's weights around its forward: traced into the graph like any module code
+    **dict.fromkeys(("layerwise_casting", "peft_autocast_disable"), Verdict("layerwise casting", True)),
+    "layer_skip_hook": Verdict(
+        "layer skip", False,
+        "it replaces a block's or attention's output (or, for attention scores, the output of "
+        "scaled_dot_product_attention through a TorchFunctionMode around the call), and guiders add and remove it "
+        "around single calls; the reduced attention is not what it was written to intercept, and this combination "
+        "is not verified",
+        "Remove it (registry.remove_hook('layer_skip_hook')), or use a guider without layer skipping",
     ),
-    **dict.fromkeys(("faster_cache_denoiser", "faster_cache_block"), Verdict(
-        "FasterCache", False,
-        "its hooks read per-call state (iteration counters, the timestep callback) inside the compiled blocks, so "
-        "Dynamo recompiles them at every call; past its recompile limit (8) those blocks run unreduced while the "
-        "rest of the call stays compiled, with no error (tiny Wan, 14 steps: reduced at steps 0-6, then not at all)",
-        _CACHE_FIX,
-    )),
-    "taylorseer_cache": Verdict(
-        "TaylorSeer", False,
-        "its hook runs its compute/predict decision under torch.compiler.disable in every hooked module, and Dynamo "
-        "guards on that decision per module: each module and decision is another compile of the same frame, so past "
-        "Dynamo's recompile limit (8, reached with 4 hooked modules) the hooked modules run unreduced, with no error",
-        _CACHE_FIX,
+    "smoothed_energy_guidance_hook": Verdict(
+        "smoothed energy guidance", False,
+        "it blurs the attention queries inside the attention call it hooks, over the full token grid, and guiders "
+        "add and remove it around single calls; the reduction's kept queries are not the grid it blurs, and this "
+        "combination is not verified",
+        "Use a guider without smoothed energy guidance",
     ),
-    **dict.fromkeys(("mag_cache_leader_block_hook", "mag_cache_block_hook"), Verdict(
-        "MagCache", False,
-        "its block hooks run every transformer block under torch.compiler.disable, so no attention call of a block "
-        "reaches the graph AsymRnR rewrites: the reduction would be off at every block",
-        _CACHE_FIX,
+    **dict.fromkeys(("text_kv_cache_transformer", "text_kv_cache_block"), Verdict(
+        "text KV cache", False,
+        "it feeds each block's attention precomputed text keys and values through attention_kwargs (NucleusMoE-Image, "
+        "an image transformer); joint attention fed cached text keys is not verified with the reduction",
+        "Remove it (registry.remove_hook('text_kv_cache_block'))",
     )),
     **dict.fromkeys(("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading"), Verdict(
         "group offloading", False,
@@ -92,6 +98,24 @@ HOOKS: dict[str, Verdict] = {
         _OFFLOAD_FIX,
     )),
 }
+
+#: diffusers hook names made per module or per guider (``cp_input---<id>``, ``SkipLayerGuidance_0``):
+#: context parallelism's split/gather hooks compose (:mod:`.context_parallel`, tests/test_context_parallel.py);
+#: the guiders' layer-skip and smoothed-energy hooks are judged as the hooks they register.
+HOOK_PREFIXES: dict[str, Verdict] = {
+    **dict.fromkeys(("cp_input---", "cp_output---"), Verdict("context parallelism", True)),
+    **dict.fromkeys(("SkipLayerGuidance_", "AutoGuidance_"), HOOKS["layer_skip_hook"]),
+    "SmoothedEnergyGuidance_": HOOKS["smoothed_energy_guidance_hook"],
+}
+
+
+def verdict_of(name: str) -> Verdict | None:
+    """The verdict of a diffusers hook registry name, or None for a hook this library does not know."""
+    found = HOOKS.get(name)
+    if found is None:
+        found = next((v for prefix, v in HOOK_PREFIXES.items() if name.startswith(prefix)), None)
+    return found
+
 
 #: accelerate hooks (``module._hf_hook``) -> verdict, each with the predicate that recognises it.
 ACCELERATE_HOOKS: tuple[tuple[Callable[[Any], bool], Verdict], ...] = (
@@ -120,7 +144,7 @@ def verdicts(model: nn.Module) -> dict[str, tuple[Verdict, list[str]]]:
     found: dict[str, tuple[Verdict, list[str]]] = {}
     for path, module in model.named_modules():
         for name in diffusers_hook_names(module):
-            verdict = HOOKS.get(name)
+            verdict = verdict_of(name)
             if verdict is None:
                 continue
             if verdict.tool == "group offloading":
@@ -143,9 +167,8 @@ def _group_offload_level(module: nn.Module, name: str) -> str:
 def check(model: nn.Module, compile: Any = False) -> None:
     """Refuse ``model`` if it carries a tool that would silently turn the reduction off (see :data:`HOOKS`).
 
-    With ``compile="regional"``, a repeated block that already carries a diffusers hook is
-    refused too: regional compilation replaces the block's ``forward``, which would silently
-    drop the hook (e.g. FirstBlockCache would stop skipping).
+    ``compile`` is accepted for the callers' sake: every mode now composes with the same hooks
+    (a hooked block is compiled below its hook, :mod:`asymrnr_fx.regions`).
     """
     refused = [(v, paths) for v, paths in verdicts(model).values() if not v.composes]
     if refused:
@@ -155,15 +178,6 @@ def check(model: nn.Module, compile: Any = False) -> None:
             f"asymrnr_fx does not compose with {verdict.tool} (on {where}): {verdict.reason}. {verdict.fix}. "
             f"Composes: {', '.join(sorted({v.tool for v in HOOKS.values() if v.composes}))}."
         )
-    if compile == "regional":
-        hooked = {path: names for path, block in repeated_blocks(model) if (names := diffusers_hook_names(block))}
-        if hooked:
-            names = sorted({n for ns in hooked.values() for n in ns})
-            raise IncompatibleHookError(
-                f"compile='regional' would replace the forward of blocks carrying diffusers hooks "
-                f"({', '.join(list(hooked)[:3])}{', ...' if len(hooked) > 3 else ''}: {', '.join(names)}) and so "
-                "silently drop the hook; use compile=True or compile=False with this hook"
-            )
 
 
 def backend_sites(model: nn.Module) -> list[tuple[str, str]]:
@@ -221,6 +235,44 @@ def warn_backends(model: nn.Module) -> list[tuple[str, str]]:
     return sites
 
 
+def below_hooked(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules carrying a hook that composes below it (``Verdict.below``), with their paths, in model order."""
+    out = []
+    for path, module in model.named_modules():
+        if any((v := verdict_of(n)) is not None and v.below for n in diffusers_hook_names(module)):
+            out.append((path, module))
+    return out
+
+
+def below_key(model: nn.Module) -> tuple:
+    """What the regions below hooks depend on: every hooked module and its hook names (cheap to compare per call)."""
+    return tuple((id(m), tuple(names)) for m in model.modules() if (names := diffusers_hook_names(m)))
+
+
+_UNKNOWN: "weakref.WeakKeyDictionary[nn.Module, frozenset]" = weakref.WeakKeyDictionary()
+
+
+def warn_unknown(model: nn.Module) -> list[str]:
+    """Warn (``AsymRnRWarning``, once per model and set of names) about diffusers hooks without a verdict.
+
+    Why: a hook this library has not judged may run its module outside the captured graph
+    (the reduction then off there, without an error); saying so is the least it can do.
+    """
+    names = sorted({n for m in model.modules() for n in diffusers_hook_names(m) if verdict_of(n) is None})
+    key = frozenset(names)
+    if names and _UNKNOWN.get(model) != key:
+        _UNKNOWN[model] = key
+        warnings.warn(
+            f"asymrnr_fx: the model carries diffusers hooks this version has no verdict for ({', '.join(names)}): "
+            "whether the reduction stays on in the modules they wrap is not known. Check asymrnr_fx.runtime_of(model)"
+            ".events for matchings at every block and step, or remove the hook",
+            AsymRnRWarning, stacklevel=3,
+        )
+    elif not names:
+        _UNKNOWN.pop(model, None)
+    return names
+
+
 def check_call(model: nn.Module) -> None:
     """Per call of a transformed model: hooks or backends changed since ``transform`` are refused or reported.
 
@@ -231,4 +283,5 @@ def check_call(model: nn.Module) -> None:
     denoising step, and the only way to see a hook registered after ``transform``.
     """
     check(model)
+    warn_unknown(model)
     warn_backends(model)

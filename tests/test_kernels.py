@@ -200,3 +200,48 @@ def test_kernel_row_leaves_a_causal_call_intact_with_the_reason(form):
                                 timestep=torch.tensor([900.0]), plan=Plan.uniform(q=0.5, kv=0.3), grid=GRID)
     assert [(s.form, s.rewrite, s.reason) for s in report.sites] == [
         (form, False, "causal attention is not a video DiT attention")] * 2
+
+
+class FA3RotaryBlock(KernelBlock):
+    def call(self, q, k, v):  # FA3 asked to apply a rotary embedding by token position inside the kernel
+        optional = dict.fromkeys(_FA3_OPTIONAL)
+        optional["rotary_cos"] = optional["rotary_sin"] = q.new_ones(q.shape[1], q.shape[-1] // 2)
+        out, lse, *_ = FA3(q, k, v, *optional.values(), q.shape[-1] ** -0.5, causal=False)
+        return out, lse
+
+
+def test_kernel_row_names_the_argument_that_ties_a_call_to_token_positions():
+    report = asymrnr_fx.inspect(_with_blocks(FA3RotaryBlock), hidden_states=torch.randn(1, 4, 2, 8, 8),
+                                timestep=torch.tensor([900.0]), plan=Plan.uniform(q=0.5, kv=0.3), grid=GRID)
+    assert [(s.form, s.rewrite) for s in report.sites] == [("flash_attn_3", False)] * 2
+    assert report.sites[0].reason.startswith("rotary_cos is set: a rotary embedding applied inside the kernel")
+
+
+# --------------------------------------------------------------------------- a kernel the table leaves intact: SageAttention
+def _sage(query, key, value, output, query_scale, key_scale, tensor_layout, is_causal, qk_quant_gran, sm_scale, return_lse):
+    output.copy_(_attend_bshd(query, key, value, sm_scale, bool(is_causal))[0])  # quantization left out: a stand-in
+    return query.new_empty(0)
+
+
+SAGE = _stand_in(
+    "sageattention::qk_int8_sv_f16_accum_f32_attn",
+    "(Tensor query, Tensor key, Tensor value, Tensor(a!) output, Tensor query_scale, Tensor key_scale, int tensor_layout, "
+    "int is_causal, int qk_quant_gran, float sm_scale, int return_lse) -> Tensor",
+    _sage,
+    lambda query, *rest: query.new_empty(0),
+)
+
+
+class SageBlock(KernelBlock):
+    def call(self, q, k, v):  # as SageAttention's sm80 path calls its attention op, after quantizing q and k
+        out = torch.empty_like(q)
+        SAGE(q, k, v, out, q.new_ones(1), k.new_ones(1), 0, 0, 2, q.shape[-1] ** -0.5, 0)
+        return out, q.new_zeros(q.shape[0], q.shape[2], q.shape[1])
+
+
+def test_sage_attention_op_is_reported_with_its_reason():
+    report = asymrnr_fx.inspect(_with_blocks(SageBlock), hidden_states=torch.randn(1, 4, 2, 8, 8),
+                                timestep=torch.tensor([900.0]), plan=Plan.uniform(q=0.5, kv=0.3), grid=GRID)
+    assert [(s.form, s.rewrite) for s in report.sites] == [("unsupported", False)] * 2
+    reason = report.sites[0].reason
+    assert reason.startswith("sageattention::qk_int8_sv_f16_accum_f32_attn: SageAttention's kernel") and "'native'" in reason

@@ -327,6 +327,11 @@ def restore_lse(lse: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
     return torch.gather(lse, -1, assign)
 
 
+def restore_lse_bsh(lse: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """:func:`restore_lse` for a ``[B, L, H]`` log-sum-exp (diffusers' FA3 wrapper permutes it so)."""
+    return torch.gather(lse, 1, assign.transpose(1, 2))
+
+
 def reduce_mask(mask: torch.Tensor, q_keep: torch.Tensor | None, kv_keep: torch.Tensor | None) -> torch.Tensor:
     """Cut an attention mask down to the kept query rows and key columns.
 

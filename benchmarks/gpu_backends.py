@@ -7,9 +7,9 @@ many sites were rewritten, how many matchings ran, and the largest difference fr
 ``native`` backend's reduced output. A backend that is not installed, or that raises on this
 device, is reported with the reason, never skipped silently. Expected on a GPU: the SDPA
 backends (``_native_flash``, ``_native_efficient``, ``_native_cudnn``, ``_native_math``) and
-``flex`` reduce and agree with ``native`` to bf16 precision; kernels the pass does not rewrite
-(``flash``, ``_flash_3``, ``sage``, ``xformers``, ...) are named in an ``AsymRnRWarning`` and
-run unreduced (0 matchings).
+``flex`` reduce and agree with ``native`` to bf16 precision; so should the kernel-table backends
+(``flash``, ``_flash_3``, ``xformers``: ``asymrnr_fx/passes/forms/kernels.py``), not yet run on
+a GPU; ``sage`` is named in an ``AsymRnRWarning`` and runs unreduced (0 matchings).
 
     python benchmarks/gpu_backends.py [--device cuda] [--json out.json]
 """

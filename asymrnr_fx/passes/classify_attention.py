@@ -36,7 +36,7 @@ from .analysis import Analysis
 from .attention_masks import _same, mask_query_variation, video_rows_variation
 from .find_attention import AttentionCall
 from .factorized import FOLDS, fold
-from .forms import supported
+from .forms import left_intact_reason, supported
 from .graph import node_shape
 from .infer_grid import GridCandidate
 from .site_inputs import check_given_grid, mark_by_inputs, mark_prompt_only
@@ -112,7 +112,8 @@ def _video_span(rep: SiteReport, cand: GridCandidate | None) -> tuple[int, int] 
 def _classify_shapes(call: AttentionCall, cand: GridCandidate | None, text_pos: str, no_grid: str) -> SiteReport:
     rep = SiteReport(call.node.name, call.path, call.module_type, call.form)
     if call.spec is None:
-        rep.reason = f"unsupported attention op {call.node.target}; the attention ops rewritten are {supported()}"
+        rep.reason = left_intact_reason(call.node.target) or (
+            f"unsupported attention op {call.node.target}; the attention ops rewritten are {supported()}")
         return rep
     a = call.args
     q_shape, k_shape, v_shape = (call.spec.shape(a[n]) for n in ("query", "key", "value"))  # [B, H, L, D]
@@ -286,7 +287,7 @@ def _check_explicit_grid(explicit: tuple[int, int, int] | None, reports: list[Si
     if explicit is None or not any_calls:
         return
     n = explicit[0] * explicit[1] * explicit[2]
-    reports = [r for r in reports if not r.extra.get("prompt_only")]
+    reports = [r for r in reports if not r.extra.get("prompt_only") and r.form != "unsupported"]  # kernels not read: no lengths
     if reports and not any(r.kind == "joint" or r.extra.get("factorized") or n in (r.q_len, r.kv_len) for r in reports):
         lengths = sorted({r.q_len for r in reports if r.q_len is not None})
         raise ValueError(

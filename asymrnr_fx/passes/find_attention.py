@@ -3,7 +3,8 @@
 Which call targets are attention, and how their arguments read, is each form's knowledge
 (:mod:`.forms`); this pass only walks the graph and records, per call, its form, its
 arguments by name and the module it came from. Lower-level attention ops (flash/efficient
-kernels after decomposition) are found too, but only to be reported as unsupported.
+kernels after decomposition, the kernels of ``forms.LEFT_INTACT``) are found too, but only to
+be reported as unsupported, with their reason.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import torch.fx as fx
 
 from .analysis import Analysis
-from .forms import AttentionForm, form_of
+from .forms import AttentionForm, form_of, left_intact_reason
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _module_of(node: fx.Node) -> tuple[str, str]:
 
 def _is_other_attention(node: fx.Node) -> bool:
     name = getattr(node.target, "__name__", str(node.target))
-    return "scaled_dot_product" in name and "backward" not in name
+    return ("scaled_dot_product" in name and "backward" not in name) or bool(left_intact_reason(node.target))
 
 
 def find_attention(gm: fx.GraphModule) -> list[AttentionCall]:

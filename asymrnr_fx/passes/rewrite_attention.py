@@ -83,15 +83,17 @@ def rewrite_attention(
             a["value"] = _reduce(graph, reduce, merge, a["value"], kv_keep, kv_assign, meta)
         if isinstance(a["attn_mask"], fx.Node) and call.spec.reduces_mask:
             a["attn_mask"] = _call(graph, ops.reduce_mask, (a["attn_mask"], q_keep, kv_keep), meta)
+        for arg, tensor in call.spec.lengths.items():  # a kernel's own token counts follow the reduced tensors
+            a[arg] = _call(graph, torch.ops.aten.sym_size.int, (a[tensor], 1 if bshd else 2), meta)
     call.spec.write(node, a)  # the form rebuilds its call on the reduced tensors
     if q_assign is None:
         return
     if call.spec.outputs is None:
         _restore(graph, node, restore_tokens, q_assign, meta)
         return
+    restores = {"tokens": restore_tokens, "lse": ops.restore_lse, "lse_bsh": ops.restore_lse_bsh}
     for user in list(node.users):  # a tuple output: each used part (classify_attention checked them) restored
-        kind = call.spec.outputs[user.args[1]]
-        _restore(graph, user, restore_tokens if kind == "tokens" else ops.restore_lse, q_assign, user.meta)
+        _restore(graph, user, restores[call.spec.outputs[user.args[1]]], q_assign, user.meta)
 
 
 def _restore(graph: fx.Graph, out: fx.Node, restore: Any, assign: fx.Node, meta: dict) -> None:

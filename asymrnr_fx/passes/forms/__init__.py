@@ -9,14 +9,14 @@ from typing import Any
 from .base import ARGUMENTS, AttentionForm
 from .sdpa import SDPA
 from .flex import FLEX_ATTENTION
-from .kernels import FLASH_ATTN_2, KERNELS
+from .kernels import FLASH_ATTN_2, KERNELS, LEFT_INTACT, left_intact_reason
 from .sdpa_lse import SDPA_LSE_CPU, SDPA_LSE_FLASH
 
 #: Every form the passes rewrite, in the order they are tried.
 FORMS: tuple[AttentionForm, ...] = (SDPA, SDPA_LSE_CPU, SDPA_LSE_FLASH, FLEX_ATTENTION, *KERNELS)
 
-__all__ = ["ARGUMENTS", "FLASH_ATTN_2", "FLEX_ATTENTION", "FORMS", "KERNELS", "SDPA", "SDPA_LSE_CPU", "SDPA_LSE_FLASH", "AttentionForm",
-           "form_of", "supported"]
+__all__ = ["ARGUMENTS", "FLASH_ATTN_2", "FLEX_ATTENTION", "FORMS", "KERNELS", "LEFT_INTACT", "SDPA", "SDPA_LSE_CPU",
+           "SDPA_LSE_FLASH", "AttentionForm", "form_of", "left_intact_reason", "supported"]
 
 
 def form_of(target: Any) -> tuple[AttentionForm, str] | None:

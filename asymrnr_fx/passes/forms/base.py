@@ -58,8 +58,8 @@ class AttentionForm:
             the others are defaults for the passes only and are never written back.
         outputs: None for an op returning the attention output; for an op returning a tuple,
             the index of each output the reduction restores: ``"tokens"`` (``[B, H, L, D]``) or
-            ``"lse"`` (the log-sum-exp, ``[B, H, L]``). A call that uses any other output is
-            left intact.
+            ``"lse"`` (the log-sum-exp, ``[B, H, L]``) or ``"lse_bsh"`` (``[B, L, H]``, diffusers' FA3
+            wrapper). A call that uses any other output is left intact.
         op_names: qualified op names (``"flash_attn::_flash_attn_forward"``) -> variant, for ops
             a library registers at import (matched by name: the library need not be installed
             for the table to exist).
@@ -69,6 +69,8 @@ class AttentionForm:
             -> ``scale``).
         write_positional: write every argument back positionally, in ``arg_names`` order (ops
             whose keyword names differ from the canonical ones, or that take no keywords).
+        lengths: integer arguments that state a token count (``max_seqlen_q`` -> ``"query"``): the
+            rewrite sets them to the reduced tensor's length, so the call never claims the full one.
     """
 
     name: str
@@ -84,6 +86,7 @@ class AttentionForm:
     layout: str = "bhsd"
     aliases: Mapping[str, str] = field(default_factory=dict)
     write_positional: bool = False
+    lengths: Mapping[str, str] = field(default_factory=dict)
 
     def variant(self, target: Any) -> str | None:
         """The reported variant of ``target`` if this form owns it (by identity, or by op name), else None.

@@ -148,11 +148,32 @@ class AsymRnRModule(nn.Module):
             # a new input shape at which nothing can be reduced (e.g. a grid of one token per tile)
             runtime.counts["warned"] += 1
             warn_nothing_rewritten(_video_sites(new)[-1], new_shape=True)
-        if runtime.counts["graph_call"] == graphs and not eager:
+        if not runtime.reports:
+            self._check_no_graph()  # Dynamo handed no graph of this model to the pass: nothing can be reduced
+        elif runtime.counts["graph_call"] == graphs and not eager:
             self._check_fallback()  # no compiled graph ran: Dynamo ran the model itself
         elif _dynamo_gave_up() > gave_up:
             self._check_fallback(partial=True)  # some frames of this call now run eagerly
         return out
+
+    def _check_no_graph(self) -> None:
+        """A call after which the pass has still seen no graph of the model: it ran eagerly, unreduced. Say so, once.
+
+        Why it happens: Dynamo skips a frame with a graph break inside a loop, and runs a code object
+        eagerly once it has been compiled past its recompile limit (8) in this process, e.g. a block's
+        ``forward`` compiled for other models, shapes or transforms before. No graph means no site
+        and no report, so none of the other checks would notice."""
+        if self.__dict__.get("_warned_no_graph"):
+            return
+        self.__dict__["_warned_no_graph"] = True
+        warnings.warn(
+            "asymrnr_fx: this call ran the model eagerly: Dynamo captured no graph of it, so nothing was reduced "
+            "(a graph break inside a loop skips the whole frame, and code compiled past Dynamo's recompile limit in "
+            "this process runs eagerly; see TORCH_LOGS=graph_breaks,recompiles). Use compile='regional' (blocks "
+            "compiled on their own, below any hooks), or call torch._dynamo.reset() before transform() when this "
+            "process compiled the same model class many times.",
+            AsymRnRWarning, stacklevel=3,
+        )
 
     def _check_fallback(self, partial: bool = False) -> None:
         """A call that reached no rewritten site (or in which Dynamo gave up on part of the model),

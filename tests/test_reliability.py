@@ -364,3 +364,20 @@ def test_loaded_program_gives_every_block_its_own_row():
     rt = asymrnr_fx.runtime_of(loaded)
     assert rt.site_order == {p: i for i, p in enumerate(paths)}
     assert {e.site for e in rt.events if e.kind == "match"} == {paths[1]}
+
+
+def test_a_model_dynamo_never_captures_is_said_to_run_unreduced():
+    """A model whose frames Dynamo skips (here ``compiler.disable``; in practice a graph break in a loop,
+    or a block ``forward`` compiled past the recompile limit for other models in this process) hands no
+    graph to the pass: no site, no report. Before, nothing said so and every call ran unreduced."""
+    torch.manual_seed(0)
+    dit = TinyVideoDiT(channels=4, dim=32, depth=2, heads=2, frames=2, height=8, width=8).eval()
+    dit.forward = torch.compiler.disable(dit.forward)
+    fast = asymrnr_fx.transform(dit, Plan.uniform(q=0.5, kv=0.3))
+    with torch.no_grad(), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for t in (900.0, 800.0):
+            fast(hidden_states=torch.randn(1, 4, 2, 8, 8), timestep=torch.tensor([t]))
+    said = [str(w.message) for w in seen if issubclass(w.category, AsymRnRWarning)]
+    assert len(said) == 1 and "captured no graph" in said[0] and "compile='regional'" in said[0]  # once, with the fix
+    assert fast.runtime.counts["match"] == 0 and not fast.runtime.reports

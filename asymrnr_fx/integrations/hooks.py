@@ -129,9 +129,13 @@ ACCELERATE_HOOKS: tuple[tuple[Callable[[Any], bool], Verdict], ...] = (
 
 #: diffusers attention backends that call ``torch.nn.functional.scaled_dot_product_attention`` (rewritable).
 SDPA_BACKENDS = frozenset({"native", "_native_flash", "_native_math", "_native_efficient", "_native_cudnn"})
-#: diffusers attention backends whose calls reach a form the passes rewrite: SDPA's, and ``flex``
-#: (``flex_attention`` without a score_mod or block_mask; see :mod:`asymrnr_fx.passes.forms.flex`).
-REWRITTEN_BACKENDS = SDPA_BACKENDS | {"flex"}
+#: diffusers attention backends whose calls reach a form the passes rewrite: SDPA's, ``flex``
+#: (``flex_attention`` without a score_mod or block_mask; see :mod:`asymrnr_fx.passes.forms.flex`), and the
+#: kernel-table ops (:mod:`asymrnr_fx.passes.forms.kernels`): ``flash`` (flash-attn 2), ``_flash_3`` (diffusers'
+#: flash-attn 3 op) and ``xformers`` (its flash / flash3 ops; with a mask xformers runs a kernel left intact, which
+#: that site's report names). Tested on CPU stand-ins of those ops; a call that does not reach the graph as the op
+#: leaves the site unrewritten, and the call's fallback warning says so.
+REWRITTEN_BACKENDS = SDPA_BACKENDS | {"flex", "flash", "_flash_3", "xformers"}
 
 
 def verdicts(model: nn.Module) -> dict[str, tuple[Verdict, list[str]]]:
@@ -221,13 +225,11 @@ def warn_backends(model: nn.Module) -> list[tuple[str, str]]:
     key = frozenset(sites)
     if sites and _WARNED.get(model) != key:
         _WARNED[model] = key
-        lines = "; ".join(f"{path}: left intact: attention backend '{name}' is not SDPA or flex" for path, name in sites[:8])
+        lines = "; ".join(f"{path}: left intact: attention backend '{name}' is not one AsymRnR rewrites" for path, name in sites[:8])
         more = f"; ... ({len(sites)} sites)" if len(sites) > 8 else ""
         warnings.warn(
             f"asymrnr_fx: {len(sites)} attention sites are not reduced ({lines}{more}). AsymRnR rewrites the "
-            "backends that call scaled_dot_product_attention or flex_attention; use "
-            "model.set_attention_backend('native') (or 'flex', '_native_flash', '_native_math', '_native_efficient', "
-            "'_native_cudnn')",
+            f"backends {', '.join(sorted(REWRITTEN_BACKENDS))}; use model.set_attention_backend('native') (or another of them)",
             AsymRnRWarning, stacklevel=3,
         )
     elif not sites:

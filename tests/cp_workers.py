@@ -72,9 +72,49 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
                 "sites": sorted({s.path for s in fast.report.sites if s.rewrite}),
                 "rows": dict(fast.runtime.site_order),
             }
+    out.update(_regional_and_first_block_cache(model, inputs, p, single, shard_local, world))
     out["pipeline"] = _pipeline_orders(world)
     out["hunyuanvideo"] = _hunyuanvideo_ring(world)
     return out
+
+
+def _regional_and_first_block_cache(model: torch.nn.Module, inputs: dict, p: Plan, single: list, shard_local: list,
+                                    world: int) -> dict[str, Any]:
+    """``compile="regional"`` under Ulysses and ring, and FirstBlockCache (applied before
+    ``enable_parallelism``, as diffusers requires) with a threshold that skips block 1 after step 0,
+    against the same cache on one process."""
+    from diffusers import ContextParallelConfig
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    out: dict[str, Any] = {}
+    for mode, config, reference, one_plan in (("ulysses", {"ulysses_degree": world}, single, p),
+                                              ("ring", {"ring_degree": world}, shard_local, dataclasses.replace(p, shards=world))):
+        torch._dynamo.reset()  # each variant as in a fresh process: no graphs of the shared block code from the others
+        fast = asymrnr_fx.transform(_parallel(model, **config), p, compile="regional")
+        out[mode, "regional"] = {"vs_reference": _rel(_steps(fast, inputs), reference), "matches": _matches(fast.runtime)}
+        cached = copy.deepcopy(model)
+        apply_first_block_cache(cached, FirstBlockCacheConfig(threshold=1e3))
+        one = asymrnr_fx.transform(cached, one_plan)
+        with one.cache_context("cond"):
+            expected = _steps(one, inputs)
+        torch._dynamo.reset()
+        cached = copy.deepcopy(model)
+        apply_first_block_cache(cached, FirstBlockCacheConfig(threshold=1e3))
+        cached.enable_parallelism(config=ContextParallelConfig(**config))
+        fast = asymrnr_fx.transform(cached, p)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with fast.cache_context("cond"):
+                got = _steps(fast, inputs)
+        out[mode, "fbc"] = {"vs_one_process": _rel(got, expected), "matches": _matches(fast.runtime),
+                            "one_process_matches": _matches(one.runtime), "by_block": _blocks_matched(fast.runtime),
+                            "warnings": [str(w.message)[:200] for w in seen if issubclass(w.category, asymrnr_fx.AsymRnRWarning)]}
+    return out
+
+
+def _blocks_matched(runtime: Any) -> list[list[str]]:
+    """Per step, the sites that matched or reused a matching (this rank)."""
+    return [sorted({e.site for e in runtime.events if e.kind in ("match", "reuse") and e.step == s}) for s in range(len(STEPS))]
 
 
 def _pipeline_orders(world: int) -> dict[str, Any]:

@@ -113,8 +113,9 @@ class Matching:
     order: torch.Tensor  # [B, H, n_src] slot into src, most similar first
 
 
-#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (8 MiB).
-MATCH_TILE_ELEMENTS = 1 << 21
+#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (32 MiB: one tile for 4 heads x
+#: 3,584 x 512; real-scale token counts are cut into tiles of this size, which bounds the memory).
+MATCH_TILE_ELEMENTS = 1 << 23
 
 
 def best_match(
@@ -122,19 +123,20 @@ def best_match(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score and nearest dst slot for the tokens ``rows`` of ``x`` ``[B, H, N, d]`` (all if None).
 
-    This is the hot part of a matching step, so it is a few large ops: one GEMM and one fused
+    This is the hot part of a matching step, so it is a few large ops: one GEMM and one
     ``max`` per tile of rows. For the squared euclidean distance ``|a|^2`` is constant per row,
     so the argmax needs only ``2 a.b - |b|^2``; the rows carry a column of ones and the dst
     side the ``-|b|^2`` column, so the GEMM produces the biased scores itself (no pass over
     the score matrix to subtract it); ``|a|^2`` is added back to the best score afterwards.
 
     Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
-    parallel region whose barrier waits for all threads. On a quiet CPU small tiles win
-    (they are reduced while in cache), but when another process shares the cores a
-    descheduled thread stalls each barrier, and a loop of 28 small tiles per site slowed
-    5-10x where one large GEMM slowed 1.3x. Tiles of about 8 MiB keep a handful of regions
-    per site (one for 4 heads x 3,584 x 512) and bound the memory at any token count.
-    ``chunk`` forces a row count (benchmarks). On an accelerator: one GEMM over all rows.
+    parallel region whose barrier waits for all threads. On a quiet CPU the tile size hardly
+    matters (4 heads x 3,584 x 512 on 2 threads: 6.9 ms in 128-row tiles, 7.0 ms in one), but
+    when another process shares the cores a descheduled thread stalls every barrier: with one
+    busy process beside it, 128-row tiles took 188 ms, 512-row tiles 104 ms and one tile 72 ms
+    (SDPA slowed from 71 to 125 ms; ``benchmarks/match_kernel.py --load 1``). Large tiles keep
+    the ops few at any token count and the budget bounds the memory. ``chunk`` forces a row
+    count (benchmarks). On an accelerator: one GEMM over all rows.
     """
     bsz, heads, n, d = x.shape
     flat = x.float().reshape(bsz * heads, n, d).contiguous()  # strided activations make every pass slow

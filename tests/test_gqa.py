@@ -72,6 +72,18 @@ def _run(m: nn.Module, x: torch.Tensor, text: torch.Tensor) -> list[torch.Tensor
         return [m(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text) for t in STEPS]
 
 
+def _assert_reference(model: GqaDiT, plan: Plan, x: torch.Tensor, text: torch.Tensor, outputs: list[torch.Tensor],
+                      monkeypatch, tol: float = 2e-5) -> None:
+    """``outputs`` (one per step of ``STEPS``) equal the model whose attention is the independent slow reference."""
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID, TEXT, True)] * 2)
+    monkeypatch.setattr(GqaBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
+    with torch.no_grad():
+        for step, t in enumerate(STEPS):
+            ref.start_forward(step)
+            want = model(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text)
+            torch.testing.assert_close(outputs[step], want, atol=tol, rtol=tol, msg=f"step {step}")
+
+
 def test_gqa_video_queries_over_prompt_and_video_keys_match_reference(model, monkeypatch):
     plan = Plan.from_table(q=torch.tensor([[0.0, 0.5, 0.3], [0.0, 0.3, 0.6]]),
                            kv=torch.tensor([[0.0, 0.4, 0.2], [0.0, 0.5, 0.3]]), cache_window=1)
@@ -84,13 +96,7 @@ def test_gqa_video_queries_over_prompt_and_video_keys_match_reference(model, mon
     torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-6)  # ratio 0: the model itself
     assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))
 
-    ref = ReferenceAsymRnR(plan, [RefSite(GRID, TEXT, True)] * 2)
-    monkeypatch.setattr(GqaBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
-    with torch.no_grad():
-        for step, t in enumerate(STEPS):
-            ref.start_forward(step)
-            want = model(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text)
-            torch.testing.assert_close(eager[step], want, atol=2e-5, rtol=2e-5, msg=f"step {step}")
+    _assert_reference(model, plan, x, text, eager, monkeypatch)
     monkeypatch.undo()
 
     compiled = asymrnr_fx.transform(model, plan, grid=GRID, compile=True)
@@ -121,13 +127,7 @@ def test_flex_attention_gqa_matches_reference_eager(model, monkeypatch):
     fast = asymrnr_fx.transform(model, plan, grid=GRID)
     got = _run(fast, x, text)
     assert [(s.form, s.kind, s.rewrite) for s in fast.report.sites] == [("flex", "joint", True)] * 2
-    ref = ReferenceAsymRnR(plan, [RefSite(GRID, TEXT, True)] * 2)
-    monkeypatch.setattr(GqaBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
-    with torch.no_grad():
-        for step, t in enumerate(STEPS):
-            ref.start_forward(step)
-            want = model(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text)
-            torch.testing.assert_close(got[step], want, atol=5e-5, rtol=5e-5, msg=f"step {step}")
+    _assert_reference(model, plan, x, text, got, monkeypatch, tol=5e-5)
 
 
 def test_flash_attn_gqa_matches_reference_eager_and_compiled(model, monkeypatch):
@@ -150,12 +150,6 @@ def test_flash_attn_gqa_matches_reference_eager_and_compiled(model, monkeypatch)
     torch.testing.assert_close(eager[0], plain[0], rtol=0, atol=1e-6)  # ratio 0: the model itself
     assert all((e - p).abs().max() > 1e-3 for e, p in zip(eager[1:], plain[1:]))
     compiled = _run(asymrnr_fx.transform(model, plan, grid=GRID, compile=True), x, text)
-
-    ref = ReferenceAsymRnR(plan, [RefSite(GRID, TEXT, True)] * 2)
-    monkeypatch.setattr(GqaBlock, "attend", lambda self, q, k, v: ref(query=q, key=k, value=v))
-    with torch.no_grad():
-        for step, t in enumerate(STEPS):
-            ref.start_forward(step)
-            want = model(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text)
-            torch.testing.assert_close(eager[step], want, atol=2e-5, rtol=2e-5, msg=f"step {step}")
-            torch.testing.assert_close(compiled[step], eager[step], atol=1e-4, rtol=1e-4, msg=f"inductor, step {step}")
+    for step, (a, b) in enumerate(zip(compiled, eager)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"inductor, step {step}")
+    _assert_reference(model, plan, x, text, eager, monkeypatch)

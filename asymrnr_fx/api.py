@@ -67,7 +67,7 @@ def transform(
     opts = Options.of(options)
     if isinstance(model, AsymRnRModule):
         model = model.model  # a new transform beside it: the given one keeps reducing (untransform() drops it)
-    hooks.check(model, opts.compile)  # refuse hooks that would silently turn the reduction off
+    hooks.check(model)  # refuse hooks that would silently turn the reduction off
     hooks.warn_unknown(model)
     hooks.warn_backends(model)
     if plan is None and runtime is not None:

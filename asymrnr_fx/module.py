@@ -103,6 +103,7 @@ class AsymRnRModule(nn.Module):
         self._patch = _embedding_patch(model)  # for graphs that start after the embedding (regional blocks)
         self.compiled = options.compile
         self._warned_fallback = False
+        self._warned_no_graph = False
         compile, fullgraph = options.compile, options.fullgraph
         config = BackendConfig(plan, options.grid, bool(compile), dict(options.inductor or {}), weakref.ref(self.runtime))
         tracing = integrations.dynamo_config_for(model)
@@ -163,9 +164,9 @@ class AsymRnRModule(nn.Module):
         eagerly once it has been compiled past its recompile limit (8) in this process, e.g. a block's
         ``forward`` compiled for other models, shapes or transforms before. No graph means no site
         and no report, so none of the other checks would notice."""
-        if self.__dict__.get("_warned_no_graph"):
+        if self._warned_no_graph:
             return
-        self.__dict__["_warned_no_graph"] = True
+        self._warned_no_graph = True
         warnings.warn(
             "asymrnr_fx: this call ran the model eagerly: Dynamo captured no graph of it, so nothing was reduced "
             "(a graph break inside a loop skips the whole frame, and code compiled past Dynamo's recompile limit in "

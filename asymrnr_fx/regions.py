@@ -130,11 +130,16 @@ def _uninstall(module: nn.Module, runtime: Runtime) -> None:
         if dispatcher.regions:
             continue
         if holder is module:
-            del module.__dict__["forward"]
-            if dispatcher.previous is not None:
-                module.forward = dispatcher.previous
+            _restore_instance_forward(module, dispatcher)
         else:
             setattr(holder, attr, dispatcher.previous)
+
+
+def _restore_instance_forward(module: nn.Module, dispatcher: Any) -> None:
+    """Take an instance dispatcher off ``module``: the forward it replaced (if any) comes back."""
+    del module.__dict__["forward"]
+    if dispatcher.previous is not None:
+        module.forward = dispatcher.previous
 
 
 def has_regions(model: nn.Module) -> bool:
@@ -149,9 +154,7 @@ def plain_copy(model: nn.Module, memo: dict | None = None) -> nn.Module:
     for module in clone.modules():
         for holder, attr, dispatcher in list(_dispatchers(module)):
             if holder is module:
-                del module.__dict__["forward"]
-                if dispatcher.previous is not None:
-                    module.forward = dispatcher.previous
+                _restore_instance_forward(module, dispatcher)
             else:  # a copied closure still calls the original module: call the copy's own forward
                 setattr(holder, attr, types.MethodType(type(module).forward, module))
     return clone

@@ -111,9 +111,16 @@ class SiteTable:
         Why: a tool that swaps the model's block lists during its call (cache-dit) would
         otherwise have them named by its own wrapper paths when the index is built mid-call.
         """
+        if not self._param_names:
+            self._index_parameters()
+
+    def _index_parameters(self) -> bool:
+        """(Re)build the parameter-address index from the model; False if the model is gone."""
         model = self._model() if self._model is not None else None
-        if model is not None and not self._param_names:
-            self._param_names = {p.data_ptr(): n for n, p in model.named_parameters()}
+        if model is None:
+            return False
+        self._param_names = {p.data_ptr(): n for n, p in model.named_parameters()}
+        return True
 
     def _anchored_path(self, relative: str, ptr: int) -> str | None:
         """The full path of the attention module whose parameter lives at ``ptr``, or None.
@@ -123,9 +130,7 @@ class SiteTable:
         """
         name = self._param_names.get(ptr)
         if name is None and ptr not in self._unknown:
-            model = self._model() if self._model is not None else None
-            if model is not None:  # built lazily, rebuilt when weights moved (``.to()``, offloading)
-                self._param_names = {p.data_ptr(): n for n, p in model.named_parameters()}
+            if self._index_parameters():  # built lazily, rebuilt when weights moved (``.to()``, offloading)
                 name = self._param_names.get(ptr)
             if name is None:
                 self._unknown.add(ptr)

@@ -37,18 +37,33 @@ def run(order: str, threshold: float, compile: bool = False, family: str = "wan"
     return fast.runtime, outs
 
 
+def _assert_every_block_matched(rt, blocks: list[str]) -> None:
+    """One site per block under the model's names, each matched at every window start (steps advance)."""
+    assert list(rt.site_order) == blocks  # one site per block, not hook-relative names
+    assert {(e.site, e.step) for e in rt.events if e.kind == "match"} == {(b, s) for b in blocks for s in (0, 2, 4)}
+
+
+def _assert_only_the_first_block_runs(rt, blocks: list[str]) -> None:
+    """With a threshold that skips every block after the first from step 1 on: that block stays reduced, the hook skips."""
+    runs = {(e.site, e.step) for e in rt.events}
+    assert {(blocks[0], s) for s in range(5)} <= runs  # the computed block stays reduced
+    assert not any(site != blocks[0] and step > 0 for site, step in runs)  # the hook still skips
+
+
+def _assert_equal_to_eager(order: str, outs: list[torch.Tensor]) -> None:
+    _, eager = run(order, threshold=0.0)
+    for a, b in zip(outs, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("family", ["wan", "cogvideox"])
 @pytest.mark.parametrize("order", ["hook first", "asymrnr first"])
 def test_first_block_cache_composes_in_either_order(order, family):
     rt, _ = run(order, threshold=0.0, family=family)  # never skips: every block runs every step
     blocks = [BLOCK[family].format(i) for i in range(3)]
-    assert list(rt.site_order) == blocks  # one site per block, not hook-relative names
-    matches = {(e.site, e.step) for e in rt.events if e.kind == "match"}
-    assert matches == {(b, s) for b in blocks for s in (0, 2, 4)}  # steps advance, windows refresh
+    _assert_every_block_matched(rt, blocks)
     rt, _ = run(order, threshold=1e9, family=family)  # skips every block after the first from step 1 on
-    runs = {(e.site, e.step) for e in rt.events}
-    assert {(blocks[0], s) for s in range(5)} <= runs  # the computed block stays reduced
-    assert not any(site != blocks[0] and step > 0 for site, step in runs)  # the hook still skips
+    _assert_only_the_first_block_runs(rt, blocks)
 
 
 @pytest.mark.parametrize("order", ["hook first", "asymrnr first"])
@@ -63,11 +78,8 @@ def test_first_block_cache_composes_under_inductor(order):
         rt, outs = run(order, threshold=0.0, compile=True)
     assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] > 0, "not compiled by inductor"
     blocks = [f"blocks.{i}.attn1" for i in range(3)]
-    assert list(rt.site_order) == blocks
-    assert {(e.site, e.step) for e in rt.events if e.kind == "match"} == {(b, s) for b in blocks for s in (0, 2, 4)}
-    _, eager = run(order, threshold=0.0)
-    for a, b in zip(outs, eager):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _assert_every_block_matched(rt, blocks)
+    _assert_equal_to_eager(order, outs)
 
 
 # --------------------------------------------------------------- other diffusers hooks
@@ -288,15 +300,10 @@ def test_regional_compilation_compiles_hooked_blocks_below_the_hook(order):
     (the hook keeps skipping), one graph per block class and shape, every computed block reduced."""
     rt, outs = run(order, threshold=0.0, compile="regional")
     blocks = [f"blocks.{i}.attn1" for i in range(3)]
-    assert list(rt.site_order) == blocks
-    assert {(e.site, e.step) for e in rt.events if e.kind == "match"} == {(b, s) for b in blocks for s in (0, 2, 4)}
-    _, eager = run(order, threshold=0.0)
-    for a, b in zip(outs, eager):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _assert_every_block_matched(rt, blocks)
+    _assert_equal_to_eager(order, outs)
     rt, _ = run(order, threshold=1e9, compile="regional")  # skips every block after the first from step 1 on
-    runs = {(e.site, e.step) for e in rt.events}
-    assert {(blocks[0], s) for s in range(5)} <= runs
-    assert not any(site != blocks[0] and step > 0 for site, step in runs)
+    _assert_only_the_first_block_runs(rt, blocks)
 
 
 def test_partial_fallback_is_said_once(monkeypatch):

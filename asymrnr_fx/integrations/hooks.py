@@ -32,7 +32,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import AsymRnRWarning, IncompatibleHookError
-from .diffusers import accelerate_hooks, diffusers_hook_names, repeated_blocks
+from .diffusers import accelerate_hooks, diffusers_hook_names
 
 __all__ = ["ACCELERATE_HOOKS", "HOOKS", "HOOK_PREFIXES", "REWRITTEN_BACKENDS", "SDPA_BACKENDS", "IncompatibleHookError", "Verdict",
            "backend_sites", "below_hooked", "below_key", "check", "check_call", "verdict_of", "verdicts", "warn_backends",
@@ -168,11 +168,10 @@ def _group_offload_level(module: nn.Module, name: str) -> str:
     return str(getattr(kind, "value", kind or ""))
 
 
-def check(model: nn.Module, compile: Any = False) -> None:
+def check(model: nn.Module) -> None:
     """Refuse ``model`` if it carries a tool that would silently turn the reduction off (see :data:`HOOKS`).
 
-    ``compile`` is accepted for the callers' sake: every mode now composes with the same hooks
-    (a hooked block is compiled below its hook, :mod:`asymrnr_fx.regions`).
+    The same for every compile mode: a hooked block is compiled below its hook (:mod:`asymrnr_fx.regions`).
     """
     refused = [(v, paths) for v, paths in verdicts(model).values() if not v.composes]
     if refused:

@@ -103,7 +103,7 @@ class AsymRnRModule(nn.Module):
         self._patch = _embedding_patch(model)  # for graphs that start after the embedding (regional blocks)
         self.compiled = options.compile
         self._warned_fallback = False
-        self._warned_no_graph = False
+        self._warned_no_graph = self._warned_dispatch_mode = False
         compile, fullgraph = options.compile, options.fullgraph
         config = BackendConfig(plan, options.grid, bool(compile), dict(options.inductor or {}), weakref.ref(self.runtime))
         tracing = integrations.dynamo_config_for(model)
@@ -122,6 +122,9 @@ class AsymRnRModule(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         hooks.check_call(self.model)  # a hook or backend changed after transform(): refuse or report first
+        under_mode = _in_dispatch_mode()
+        if under_mode:
+            self._warn_dispatch_mode()
         hint = self.grid_fn(self.model, args, kwargs) if self.grid_fn is not None else None
         args, kwargs = named_call(self.model, args, kwargs)
         runtime = self.runtime
@@ -138,6 +141,8 @@ class AsymRnRModule(nn.Module):
             run = functools.partial(self.model, *args, **kwargs)
         else:
             run = functools.partial(self._shapes.get(shape_key((args, kwargs))), self.model, args, kwargs)
+        if under_mode:  # run it eagerly ourselves: Dynamo would mark the compiled frames to skip from now on
+            run = torch.compiler.set_stance("force_eager")(run)
         with _pass_errors(), integrations.cache_dit.swapped(self, self.model) if cached else contextlib.nullcontext():
             out = runtime.run(run, call_timestep(kwargs), capture)
         new = runtime.reports[captured:]
@@ -149,13 +154,30 @@ class AsymRnRModule(nn.Module):
             # a new input shape at which nothing can be reduced (e.g. a grid of one token per tile)
             runtime.counts["warned"] += 1
             warn_nothing_rewritten(_video_sites(new)[-1], new_shape=True)
-        if not runtime.reports:
+        if under_mode:
+            pass  # said above: nothing compiled runs under a dispatch mode
+        elif not runtime.reports:
             self._check_no_graph()  # Dynamo handed no graph of this model to the pass: nothing can be reduced
         elif runtime.counts["graph_call"] == graphs and not eager:
             self._check_fallback()  # no compiled graph ran: Dynamo ran the model itself
         elif _dynamo_gave_up() > gave_up:
             self._check_fallback(partial=True)  # some frames of this call now run eagerly
         return out
+
+    def _warn_dispatch_mode(self) -> None:
+        """A call under a ``TorchDispatchMode`` (``FlopCounterMode``, a tracer, a byte counter): Dynamo
+        runs no compiled code inside one (and would skip the frame for good), so the call runs
+        eagerly, unreduced. Say so, once."""
+        if self._warned_dispatch_mode:
+            return
+        self._warned_dispatch_mode = True
+        warnings.warn(
+            "asymrnr_fx: this call runs under a TorchDispatchMode (e.g. torch.utils.flop_counter.FlopCounterMode): "
+            "Dynamo runs no compiled graph inside one, so the model runs eagerly and nothing is reduced. To count "
+            "FLOPs or bytes of the reduced model, profile it instead: torch.profiler.profile(record_shapes=True, "
+            "with_flops=True).",
+            AsymRnRWarning, stacklevel=3,
+        )
 
     def _check_no_graph(self) -> None:
         """A call after which the pass has still seen no graph of the model: it ran eagerly, unreduced. Say so, once.
@@ -295,3 +317,13 @@ def _dynamo_gave_up() -> int:
     from torch._dynamo.utils import counters
 
     return sum(n for msg, n in counters["unimplemented"].items() if any(k in msg for k in _GAVE_UP))
+
+
+def _in_dispatch_mode() -> bool:
+    """Whether a user ``TorchDispatchMode`` is active, under which Dynamo runs nothing compiled (its own test)."""
+    if torch.compiler.is_compiling():
+        return False
+    from torch.utils import _python_dispatch
+
+    check = getattr(_python_dispatch, "is_in_any_mode_without_ignore_compile_internals", None)
+    return bool(check()) if check is not None else _python_dispatch._is_in_non_infra_torch_dispatch_mode()

@@ -215,18 +215,20 @@ def select(
     ratio: float,
     text_len: int = 0,
     text_first: bool = True,
+    n_keep: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices that reduce a (text + video) sequence at ``ratio`` and restore it afterwards.
 
     Returns ``keep`` ``[B, H, n_kept]``: full-sequence positions that stay, ascending; and
     ``assign`` ``[B, H, L]``: for every full-sequence position, the slot in the reduced
     sequence that represents it (its own slot if kept, its nearest dst's slot if removed).
-    Text tokens are always kept. Restoration is ``reduced.gather(assign)``.
+    Text tokens are always kept. Restoration is ``reduced.gather(assign)``. ``n_keep`` overrides
+    the video tokens kept (shard-local reduction keeps the same count in every shard).
     """
     bsz, heads, n_src = m.order.shape
     n_dst = m.dst.numel()
     device = m.order.device
-    n_src_keep = max(kept_count(num_video, ratio) - n_dst, 0)
+    n_src_keep = max((kept_count(num_video, ratio) if n_keep is None else n_keep) - n_dst, 0)
     n_remove = n_src - min(n_src_keep, n_src)
     removed = m.order[..., :n_remove]
     kept = torch.zeros(bsz, heads, num_video, dtype=torch.bool, device=device)
@@ -276,6 +278,17 @@ def join_shards(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int) -
         assigns.append(assign + kept)
         kept += keep.shape[-1]
     return torch.cat(keeps, -1), torch.cat(assigns, -1)
+
+
+def split_exchanged(
+    gathered: torch.Tensor, ranks: int, rank: int, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank ``rank``'s key and value in ring attention's all-gathered ``[key, value]`` buffers,
+    shaped as this rank's own reduced ones (every rank keeps the same count). A view and
+    ``narrow``: the counts are unbacked sizes, which ``chunk`` cannot split without a guard."""
+    n, m = key.numel(), value.numel()
+    piece = gathered.view(ranks, n + m)[rank]
+    return piece.narrow(0, 0, n).view(key.shape), piece.narrow(0, n, m).view(value.shape)
 
 
 def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -239,13 +239,16 @@ class Runtime:
         if not reduces:  # the matchings above serve the rest of the window
             self._log(spec, feature, "identity", state)
             return _identity(x)
+        # every shard keeps the same count (ring ranks exchange equal-sized keys/values): the plan's,
+        # or the most dst tokens any shard holds, whichever is larger
+        n_keep = max([n_keep, *entries[0].shard_dst])
         parts = []
         for entry in entries:
             if entry.matching is None:  # no dst in this shard: nothing to match it to
                 parts.append(_identity(video[:, :, :size]))
                 continue
             if (n_keep, 0) not in entry.selections:
-                entry.selections[n_keep, 0] = ops.select(entry.matching, size, ratio)
+                entry.selections[n_keep, 0] = ops.select(entry.matching, size, ratio, n_keep=n_keep)
             parts.append(entry.selections[n_keep, 0])
         keep, assign = ops.join_shards(parts, size)
         return ops.with_text(keep, assign, x.shape[2] - spec.num_video, spec.text_first)
@@ -279,11 +282,13 @@ class Runtime:
         if self.plan.dst == "fixed":
             choices = torch.zeros_like(choices)
         dst, src = ops.partition(spec.grid, stride, choices)
+        shard_dst: tuple[int, ...] = ()
         if shard is not None:
             size = video.shape[2]
+            shard_dst = tuple(torch.bincount(dst // size, minlength=spec.shards).tolist())
             dst, src = ops.shard_partition(dst, src, shard * size, (shard + 1) * size)
         matching = ops.match(video, dst, src, self.plan.similarity, grid=spec.grid, seed=seed) if dst.numel() else None
-        entry = state.cache[cache_key] = CacheEntry(window, shape, matching)
+        entry = state.cache[cache_key] = CacheEntry(window, shape, matching, shard_dst=shard_dst)
         self._log(spec, feature, "match", state)
         return entry
 

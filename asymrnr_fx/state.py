@@ -51,6 +51,7 @@ class CacheEntry:
     window: int
     shape: tuple[int, ...]
     matching: ops.Matching | None  # None: a shard without dst tokens (nothing to match to)
+    shard_dst: tuple[int, ...] = ()  # shard-local: the dst tokens of every shard of the whole grid's partition
     selections: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 

@@ -16,6 +16,7 @@ import torch
 
 import asymrnr_fx
 from asymrnr_fx import Plan
+from asymrnr_fx.testing.cpu_parallel import SentBytes
 
 STEPS = (900.0, 600.0, 300.0)
 
@@ -39,8 +40,13 @@ def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
 
 
 def _matches(runtime: Any) -> list[int]:
-    """Fresh matchings per step (this rank)."""
-    return [sum(e.kind == "match" and e.step == s for e in runtime.events) for s in range(len(STEPS))]
+    """Fresh matchings per step of the first generation (this rank)."""
+    return [sum(e.kind == "match" and e.step == s and e.generation == 0 for e in runtime.events) for s in range(len(STEPS))]
+
+
+def _gathers(sent: SentBytes) -> list[int]:
+    """Bytes this rank sent by each all-gather, in call order."""
+    return [n for name, n in sent.calls if "all_gather" in name]
 
 
 def _parallel(model: torch.nn.Module, **config: int) -> torch.nn.Module:
@@ -62,15 +68,23 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode, config in (("ulysses", {"ulysses_degree": world}), ("ring", {"ring_degree": world})):
         parallel = _parallel(model, **config)
-        base = _steps(parallel, inputs)
+        with SentBytes() as sent_base:
+            base = _steps(parallel, inputs)
         for variant, options in (("eager", {}), ("inductor", {"compile": True})):
             fast = asymrnr_fx.transform(parallel, p, **options)
             got = _steps(fast, inputs)
+            sent = None
+            if variant == "eager":  # a second generation, compiled: the profiler also sees the ops Dynamo traces
+                with SentBytes() as sent:
+                    again = _steps(fast, inputs)
+                assert all(torch.equal(a, b) for a, b in zip(again, got))
             out[mode, variant] = {
                 "vs_single": _rel(got, single), "vs_shard_local": _rel(got, shard_local), "vs_base": _rel(got, base),
                 "matches": _matches(fast.runtime), "graphs": len(fast.runtime.reports),
                 "sites": sorted({s.path for s in fast.report.sites if s.rewrite}),
                 "rows": dict(fast.runtime.site_order),
+                "exchange": [s.extra.get("ring exchange") for s in fast.report.sites if s.rewrite],
+                "gathers": [(_gathers(sent_base), _gathers(sent)) if sent is not None else None],
             }
     out.update(_regional_and_first_block_cache(model, inputs, p, single, shard_local, world))
     out["pipeline"] = _pipeline_orders(world)

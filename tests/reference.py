@@ -59,9 +59,10 @@ def ref_match_one(x, dst, src, similarity):
     return nearest, order
 
 
-def ref_slots(num_video, ratio, dst, src, nearest, order):
-    """Kept video positions (ascending) and the reduced slot of every video position."""
-    n_keep = int(num_video * (1 - ratio))
+def ref_slots(num_video, ratio, dst, src, nearest, order, n_keep=None):
+    """Kept video positions (ascending) and the reduced slot of every video position
+    (``n_keep`` kept, default ``floor(num_video (1 - ratio))``)."""
+    n_keep = int(num_video * (1 - ratio)) if n_keep is None else n_keep
     n_src_keep = max(n_keep - len(dst), 0)
     n_remove = len(src) - min(n_src_keep, len(src))
     removed = set(order[:n_remove])
@@ -163,9 +164,12 @@ def ref_keep_slots(match, n, ratio, b, h):
     if isinstance(match, RefMatching):
         return ref_slots(n, ratio, match.dst, match.src, match.nearest[b, h], match.order[b, h])
     size = n // len(match)
+    # every shard keeps one count: the plan's, or the largest number of dst any shard holds
+    n_keep = max([int(size * (1 - ratio))] + [len(m.dst) for m in match if m is not None])
     kept, slots = [], []
     for s, m in enumerate(match):
-        k, sl = ref_keep_slots(m, size, ratio, b, h) if m is not None else (list(range(size)), list(range(size)))
+        k, sl = (ref_slots(size, ratio, m.dst, m.src, m.nearest[b, h], m.order[b, h], n_keep) if m is not None
+                 else (list(range(size)), list(range(size))))
         slots += [x + len(kept) for x in sl]
         kept += [p + s * size for p in k]
     return kept, slots

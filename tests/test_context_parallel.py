@@ -22,6 +22,7 @@ from asymrnr_fx.testing.cpu_parallel import launch
 from reference import RefSite, ReferenceAsymRnR, patched_sdpa
 
 import cp_workers
+from asymrnr_fx.passes.ring_exchange import BEFORE, RECEIVED
 
 GRID = (2, 4, 4)
 STEPS = (900.0, 600.0, 300.0)
@@ -95,10 +96,18 @@ def test_ring_equals_one_process_with_shard_local_plan(two_ranks):
         for variant in ("eager", "inductor"):
             r = result["ring", variant]
             assert max(r["vs_shard_local"]) < 1e-5, (rank, variant, r)
-            # per block and step: the rank's queries once (its second ring call reuses them), K/V of both shards
-            assert r["matches"] == [0, 6, 6], (rank, variant, r)
+            # per block and step: the rank's queries once (its second ring call reuses them), its own K/V once:
+            # the other shard's keys/values arrive reduced
+            assert r["matches"] == [0, 4, 4], (rank, variant, r)
+            assert r["exchange"] == [BEFORE, RECEIVED] * 2, (rank, variant, r)
         eager = result["ring", "eager"]
         assert eager["vs_base"][0] == 0.0 and min(eager["vs_base"][1:]) > 1e-3  # ratio 0 exact, then reduced
+        # each block's keys/values are sent reduced: 32 video tokens per shard, floor(32 (1 - kv)) kept of them
+        (base, fast), = eager["gathers"]
+        kept = [int(32 * (1 - kv)) / 32 for step in zip(*cp_workers.plan().kv) for kv in step]
+        pairs = [(f / b) for b, f in zip(base, fast) if b != f]
+        assert len(base) == len(fast) and len(pairs) == 4, (base, fast)
+        assert pairs == pytest.approx([k for k in kept if k < 1]), (pairs, kept)
         assert eager["rows"] == {"blocks.0.attn1": 0, "blocks.1.attn1": 1}
         assert result["ring", "inductor"]["graphs"] == 1
 
@@ -135,14 +144,14 @@ def test_regional_compilation_under_context_parallelism(two_ranks):
     for rank, result in enumerate(two_ranks):
         ulysses, ring = result["ulysses", "regional"], result["ring", "regional"]
         assert max(ulysses["vs_reference"]) < 1e-6 and ulysses["matches"] == [0, 4, 4], (rank, ulysses)
-        assert max(ring["vs_reference"]) < 1e-5 and ring["matches"] == [0, 6, 6], (rank, ring)
+        assert max(ring["vs_reference"]) < 1e-5 and ring["matches"] == [0, 4, 4], (rank, ring)
 
 
 def test_first_block_cache_under_context_parallelism_equals_one_process(two_ranks):
     """FirstBlockCache (before enable_parallelism, as diffusers requires) with a threshold that skips block 1
     after step 0: every rank takes the one-process decision, and block 0 is reduced at every step."""
     for rank, result in enumerate(two_ranks):
-        for mode, per_step in (("ulysses", [0, 2, 2]), ("ring", [0, 3, 3])):  # ring: Q once, K/V of both shards
+        for mode, per_step in (("ulysses", [0, 2, 2]), ("ring", [0, 2, 2])):  # ring: Q once, the rank's own K/V once
             r = result[mode, "fbc"]
             assert max(r["vs_one_process"]) < 1e-5, (rank, mode, r)
             assert r["by_block"] == [[], ["blocks.0.attn1"], ["blocks.0.attn1"]], (rank, mode, r)  # block 1 skipped

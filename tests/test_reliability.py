@@ -269,6 +269,24 @@ def test_later_shape_with_nothing_to_reduce_warns(wan):
             fast(**one_token)
 
 
+def test_a_call_under_a_dispatch_mode_says_it_ran_unreduced(wan):
+    """FlopCounterMode (a TorchDispatchMode): Dynamo runs no compiled graph inside one, so the call is
+    the plain model's; said once, by name, and the next call outside it is reduced again."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, inputs = wan
+    fast = asymrnr_fx.transform(model, Plan.uniform(q=0.5, kv=0.3))
+    with torch.no_grad():
+        plain, reduced = model(**inputs)[0], fast(**inputs)[0]
+        with pytest.warns(AsymRnRWarning, match="TorchDispatchMode.*nothing is reduced.*torch.profiler") as seen:
+            with FlopCounterMode(display=False):
+                under = fast(**inputs)[0]
+        assert len([w for w in seen if issubclass(w.category, AsymRnRWarning)]) == 1
+        torch.testing.assert_close(under, plain, rtol=0, atol=0)
+        again = fast(**inputs)[0]
+    assert (reduced - plain).abs().max() > 1e-3 and (again - plain).abs().max() > 1e-3
+
+
 # --------------------------------------------------------------------------- crashes and messages
 
 

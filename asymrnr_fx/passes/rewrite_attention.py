@@ -21,6 +21,7 @@ instance is running.
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,6 +42,22 @@ def _call(graph: fx.Graph, fn: Any, args: tuple, meta: dict) -> fx.Node:
     return node
 
 
+@dataclass
+class KeyValueReduction:
+    """How a rewritten call's keys and values were reduced, for passes that move the reduction
+    (:mod:`.ring_exchange` moves it before ring attention's all-gather)."""
+
+    select: fx.Node  # asymrnr::select on the values
+    keep: fx.Node
+    assign: fx.Node
+    key: fx.Node  # the call's key and value before reduction
+    value: fx.Node
+    reduced_key: fx.Node  # and after (what the attention node now reads)
+    reduced_value: fx.Node
+    bshd: bool  # the form's layout is [B, S, H, D] (select saw the heads-first transpose)
+    masked: bool  # the call has a mask (reduced with these keys)
+
+
 def rewrite_attention(
     gm: fx.GraphModule,
     call: AttentionCall,
@@ -50,8 +67,9 @@ def rewrite_attention(
     mode: str,
     symmetric: bool = False,
     anchor: fx.Node | None = None,
-) -> None:
-    """Insert selection, reduction and restoration around ``call.node`` in place."""
+) -> KeyValueReduction | None:
+    """Insert selection, reduction and restoration around ``call.node`` in place; return how
+    the keys and values were reduced (None when they are not, or share the queries' matching)."""
     graph, node, a = gm.graph, call.node, dict(call.args)
     meta = node.meta
     bshd = call.spec.layout == "bshd"  # [B, S, H, D] kernels: select sees [B, H, S, D], tokens move along dim 1
@@ -75,19 +93,28 @@ def rewrite_attention(
                 a["key"] = _reduce(graph, reduce, merge, a["key"], q_keep, q_assign, meta)
                 a["value"] = _reduce(graph, reduce, merge, a["value"], q_keep, q_assign, meta)
             a["query"] = _reduce(graph, reduce, merge, a["query"], q_keep, q_assign, meta)
+        kv = None
         if "kv" in features:
             sel = _call(graph, select, (heads_first(a["value"]), anchor, site, "kv"), meta)
             kv_keep = _call(graph, operator.getitem, (sel, 0), meta)
             kv_assign = _call(graph, operator.getitem, (sel, 1), meta)
-            a["key"] = _reduce(graph, reduce, merge, a["key"], kv_keep, kv_assign, meta)
-            a["value"] = _reduce(graph, reduce, merge, a["value"], kv_keep, kv_assign, meta)
+            key, value = a["key"], a["value"]
+            a["key"] = _reduce(graph, reduce, merge, key, kv_keep, kv_assign, meta)
+            a["value"] = _reduce(graph, reduce, merge, value, kv_keep, kv_assign, meta)
+            kv = KeyValueReduction(sel, kv_keep, kv_assign, key, value, a["key"], a["value"], bshd,
+                                   isinstance(a["attn_mask"], fx.Node))
         if isinstance(a["attn_mask"], fx.Node) and call.spec.reduces_mask:
             a["attn_mask"] = _call(graph, ops.reduce_mask, (a["attn_mask"], q_keep, kv_keep), meta)
         for arg, tensor in call.spec.lengths.items():  # a kernel's own token counts follow the reduced tensors
             a[arg] = _call(graph, torch.ops.aten.sym_size.int, (a[tensor], 1 if bshd else 2), meta)
     call.spec.write(node, a)  # the form rebuilds its call on the reduced tensors
-    if q_assign is None:
-        return
+    if q_assign is not None:
+        _restore_outputs(graph, call, restore_tokens, q_assign, meta)
+    return kv
+
+
+def _restore_outputs(graph: fx.Graph, call: AttentionCall, restore_tokens: Any, q_assign: fx.Node, meta: dict) -> None:
+    node = call.node
     if call.spec.outputs is None:
         _restore(graph, node, restore_tokens, q_assign, meta)
         return
@@ -119,9 +146,11 @@ def rewrite_attention_pass(a: Analysis) -> None:
         stride = ops.site_stride(rep.grid, a.plan.stride)
         site = GraphSite(rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first", stride,
                          rep.shards, rep.shard_local)
-        rewrite_attention(
+        kv = rewrite_attention(
             a.gm, call, site=encode_site(site), features=rep.features, mode=a.plan.mode, symmetric=a.plan.symmetric,
             anchor=nearest_parameter(call.query),
         )
+        if kv is not None:
+            a.kv_reductions.append((rep, kv))
     a.gm.graph.lint()
     a.gm.recompile()

@@ -15,16 +15,18 @@ run: a rank that fails or hangs is an error in the caller, never a hang.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import socket
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["cpu_shims", "init_gloo", "launch"]
+__all__ = ["SentBytes", "cpu_shims", "init_gloo", "launch"]
 
 _SHIMMED = False
 
@@ -98,3 +100,46 @@ def launch(fn: Callable[..., Any], world: int, *args: Any, timeout_s: float = 30
                     p.kill()
                 raise TimeoutError(f"{world} ranks did not finish within {timeout_s:.0f} s; killed")
         return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(world)]
+
+
+class SentBytes:
+    """Bytes this rank sends through functional collectives inside the ``with`` block, in total
+    (``sent``, by op) and per call (``calls``): all-gather sends its input to every peer,
+    all-to-all all but its own share, all-reduce its input.
+
+    Why the profiler and not a ``TorchDispatchMode``: Dynamo runs no compiled code while a
+    dispatch mode is active, so a transformed model would run eagerly, unreduced, and be
+    counted as such. The profiler records each op's input shapes and dtypes as it runs,
+    compiled or not.
+    """
+
+    _BYTES = {"float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2, "long int": 8, "int": 4, "bool": 1}
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()
+        self.calls: list[tuple[str, int]] = []
+
+    def __enter__(self) -> "SentBytes":
+        self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
+        self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._prof.__exit__(*exc)
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        events = sorted(self._prof.profiler.kineto_results.events(), key=lambda e: e.start_ns())
+        for e in events:
+            name = e.name()
+            if not name.startswith("_c10d_functional::") or not e.shapes() or not e.shapes()[0]:
+                continue
+            nbytes = math.prod(e.shapes()[0]) * self._BYTES.get(e.dtypes()[0], 4)
+            if "all_gather" in name:
+                sent = nbytes * (e.concrete_inputs()[1] - 1)
+            elif "all_to_all" in name:
+                sent = nbytes * (world - 1) // world
+            elif "all_reduce" in name:
+                sent = nbytes
+            else:
+                continue
+            self.sent[name] += sent
+            self.calls.append((name, sent))

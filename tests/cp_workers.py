@@ -190,6 +190,23 @@ def _hunyuanvideo_ring(world: int) -> dict[str, Any]:
             "ulysses_vs_base": float((ulysses_out - base).norm() / base.norm())}
 
 
+def unified(rank: int, world: int) -> dict[str, Any]:
+    """Ring over 2 ranks x Ulysses over 2 (4 ranks): shard-local over the ring, against one process
+    with ``Plan(shards=2)``, eager and inductor."""
+    from asymrnr_fx.testing import tiny_transformer, transformer_inputs
+
+    model, inputs = tiny_transformer("wan", layers=2), transformer_inputs("wan")
+    p = plan()
+    shard_local = _steps(asymrnr_fx.transform(model, dataclasses.replace(p, shards=2)), inputs)
+    parallel = _parallel(model, ring_degree=2, ulysses_degree=world // 2)
+    out: dict[str, Any] = {}
+    for variant, options in (("eager", {}), ("inductor", {"compile": True})):
+        fast = asymrnr_fx.transform(parallel, p, **options)
+        out[variant] = {"vs_shard_local": _rel(_steps(fast, inputs), shard_local), "matches": _matches(fast.runtime),
+                        "exchange": [s.extra.get("ring exchange") for s in fast.report.sites if s.rewrite]}
+    return out
+
+
 def failing_rank(rank: int, world: int) -> None:
     """Rank 1 fails before a collective the others wait in."""
     if rank == 1:

@@ -66,6 +66,18 @@ def test_shard_local_plan_matches_the_slow_reference(dit, shards):
     assert len(compiled.runtime.reports) == 1  # one graph while the kept counts changed at every step
 
 
+def test_every_shard_keeps_the_same_count_at_a_ratio_below_its_dst(dit):
+    """At 0.85 a quarter shard (8 tokens) would keep 1, fewer than the 0-2 dst tokens a half-frame shard
+    holds: every shard with dst keeps the most any holds (ring ranks exchange equal-sized keys/values)."""
+    plan = Plan.uniform(q=0.85, kv=0.85, shards=4)
+    x = torch.randn(1, 4, 2, 8, 8)
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
+    with patched_sdpa(ref):
+        expected = _run(dit, x, ref)
+    for step, (a, b) in enumerate(zip(_run(asymrnr_fx.transform(dit, plan, grid=GRID), x), expected)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=f"step {step}")
+
+
 def test_shards_that_do_not_divide_the_video_leave_the_site_intact(dit):
     fast = asymrnr_fx.transform(dit, Plan.uniform(q=0.5, kv=0.3, shards=3), grid=GRID)
     with pytest.warns(asymrnr_fx.AsymRnRWarning, match="shards=3"):
@@ -110,6 +122,16 @@ def test_ring_equals_one_process_with_shard_local_plan(two_ranks):
         assert pairs == pytest.approx([k for k in kept if k < 1]), (pairs, kept)
         assert eager["rows"] == {"blocks.0.attn1": 0, "blocks.1.attn1": 1}
         assert result["ring", "inductor"]["graphs"] == 1
+
+
+def test_unified_ring_and_ulysses_on_four_ranks_equals_the_shard_local_plan():
+    """Ring over 2 x Ulysses over 2: each rank holds one ring shard of one head group; the result is
+    one process with Plan(shards=2), every rank sending its keys/values reduced."""
+    for rank, result in enumerate(launch(cp_workers.unified, 4, timeout_s=300)):
+        for variant, r in result.items():
+            assert max(r["vs_shard_local"]) < 1e-5, (rank, variant, r)
+            assert r["matches"] == [0, 4, 4], (rank, variant, r)  # per block: its queries, its own K/V
+            assert r["exchange"] == [BEFORE, RECEIVED] * 2, (rank, variant, r)
 
 
 def test_a_failing_rank_is_an_error_not_a_hang():

@@ -186,6 +186,7 @@ def _hunyuanvideo_ring(world: int) -> dict[str, Any]:
     return {"base": float((base_cp - base).norm() / base.norm()),
             "vs_shard_local": float((got - shard_local).norm() / shard_local.norm()),
             "sites": [(s.path, s.kind, s.rewrite) for s in fast.report.sites],
+            "exchange": [s.extra.get("ring exchange") for s in fast.report.sites if s.rewrite],
             "ulysses": [(s.rewrite, s.reason) for s in intact.report.sites],
             "ulysses_vs_base": float((ulysses_out - base).norm() / base.norm())}
 

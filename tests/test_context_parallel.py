@@ -155,6 +155,9 @@ def test_hunyuanvideo_with_the_library_cp_plan_reduces_under_ring(two_ranks):
         assert r["base"] < 1e-6  # the cp_plan is right: diffusers' own ring run equals one process
         assert r["vs_shard_local"] < 1e-5, r
         assert [kind for _, kind, rewrite in r["sites"] if rewrite] == ["joint"] * 4  # 2 blocks x 2 ring calls
+        # its prompt mask is split with the keys: each rank reduces what it receives, with the mask columns
+        assert r["exchange"] == ["after the all-gather: the call has a mask, which each shard's keys would need "
+                                 "reduced by another rank"] * 4, r["exchange"]
         # Ulysses interleaves the ranks' [video, prompt] pieces: left intact, saying why, and unchanged
         joint = [reason for rewrite, reason in r["ulysses"] if "Ulysses" in reason]
         assert len(joint) == 2 and not any(rewrite for rewrite, _ in r["ulysses"])

@@ -280,17 +280,6 @@ def join_shards(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int) -
     return torch.cat(keeps, -1), torch.cat(assigns, -1)
 
 
-def split_exchanged(
-    gathered: torch.Tensor, ranks: int, rank: int, key: torch.Tensor, value: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank ``rank``'s key and value in ring attention's all-gathered ``[key, value]`` buffers,
-    shaped as this rank's own reduced ones (every rank keeps the same count). A view and
-    ``narrow``: the counts are unbacked sizes, which ``chunk`` cannot split without a guard."""
-    n, m = key.numel(), value.numel()
-    piece = gathered.view(ranks, n + m)[rank]
-    return piece.narrow(0, 0, n).view(key.shape), piece.narrow(0, n, m).view(value.shape)
-
-
 def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table[index]`` for a 1-D table, through index_select (much cheaper than advanced indexing)."""
     return table.index_select(0, index.reshape(-1)).view(index.shape)
@@ -398,7 +387,7 @@ def _may_be_one(n: int | torch.SymInt) -> bool:
 
 # The functions the rewrite pass inserts into graphs as ``call_function`` nodes.
 GRAPH_FUNCTIONS = (gather_tokens, merge_tokens, restore_tokens, restore_lse, reduce_mask, gather_tokens_bshd,
-                   merge_tokens_bshd, restore_tokens_bshd)
+                   merge_tokens_bshd, restore_tokens_bshd, restore_lse_bsh)
 
 
 def graph_function_cache_keys() -> dict[str, str]:
@@ -410,7 +399,10 @@ def graph_function_cache_keys() -> dict[str, str]:
     brings the warm start back to a cache hit; the key is a hash of this module's and the
     custom op's source, so a changed implementation can never be served from a stale entry.
     """
-    return {f"{fn.__module__}.{fn.__name__}": _source_hash() for fn in GRAPH_FUNCTIONS}
+    from . import collective_ops
+
+    functions = GRAPH_FUNCTIONS + collective_ops.GRAPH_FUNCTIONS
+    return {f"{fn.__module__}.{fn.__name__}": _source_hash() for fn in functions}
 
 
 def _source_hash() -> str:
@@ -421,7 +413,7 @@ def _source_hash() -> str:
 
         here = Path(__file__).resolve().parent
         digest = hashlib.sha256()
-        for name in ("ops.py", "custom_ops.py"):
+        for name in ("ops.py", "custom_ops.py", "collective_ops.py"):
             digest.update((here / name).read_bytes())
         _SOURCE_HASH = digest.hexdigest()[:16]
     return _SOURCE_HASH

@@ -33,7 +33,7 @@ class Analysis:
     candidates: list[Any] = field(default_factory=list)  # infer_grid: GridCandidate, most trusted first
     reports: list[SiteReport] = field(default_factory=list)  # classify_attention, select_sites
     chosen: Any = None  # classify_attention: the GridCandidate kept
-    kv_reductions: list[Any] = field(default_factory=list)  # rewrite_attention: (SiteReport, KeyValueReduction)
+    rewrites: list[Any] = field(default_factory=list)  # rewrite_attention: (SiteReport, SiteRewrite) per rewritten site
 
 
 #: A pass: reads and fills the analysis; a transformation also edits ``analysis.gm``.

@@ -43,19 +43,27 @@ def _call(graph: fx.Graph, fn: Any, args: tuple, meta: dict) -> fx.Node:
 
 
 @dataclass
-class KeyValueReduction:
-    """How a rewritten call's keys and values were reduced, for passes that move the reduction
-    (:mod:`.ring_exchange` moves it before ring attention's all-gather)."""
+class Reduction:
+    """How one feature of a rewritten call was reduced, for passes that move the reduction
+    before an exchange (:mod:`.ring_exchange`, :mod:`.ulysses_exchange`)."""
 
-    select: fx.Node  # asymrnr::select on the values
+    select: fx.Node  # asymrnr::select (on the queries, or on the values for "kv")
     keep: fx.Node
     assign: fx.Node
-    key: fx.Node  # the call's key and value before reduction
-    value: fx.Node
-    reduced_key: fx.Node  # and after (what the attention node now reads)
-    reduced_value: fx.Node
+    inputs: tuple[fx.Node, ...]  # the call's query (or key, value) before reduction
+    outputs: tuple[fx.Node, ...]  # and after: what the attention node now reads
+
+
+@dataclass
+class SiteRewrite:
+    """What :func:`rewrite_attention` inserted around one attention node."""
+
+    node: fx.Node
+    q: Reduction | None
+    kv: Reduction | None  # None also when the keys share the queries' matching (symmetric)
+    restores: list[fx.Node]  # restore(output part, q assign) per restored output
     bshd: bool  # the form's layout is [B, S, H, D] (select saw the heads-first transpose)
-    masked: bool  # the call has a mask (reduced with these keys)
+    masked: bool  # the call has a mask (reduced with the kept tokens)
 
 
 def rewrite_attention(
@@ -67,9 +75,8 @@ def rewrite_attention(
     mode: str,
     symmetric: bool = False,
     anchor: fx.Node | None = None,
-) -> KeyValueReduction | None:
-    """Insert selection, reduction and restoration around ``call.node`` in place; return how
-    the keys and values were reduced (None when they are not, or share the queries' matching)."""
+) -> SiteRewrite:
+    """Insert selection, reduction and restoration around ``call.node`` in place; return what was inserted."""
     graph, node, a = gm.graph, call.node, dict(call.args)
     meta = node.meta
     bshd = call.spec.layout == "bshd"  # [B, S, H, D] kernels: select sees [B, H, S, D], tokens move along dim 1
@@ -81,7 +88,7 @@ def rewrite_attention(
         return _call(graph, torch.transpose, (x, 1, 2), meta) if bshd else x
 
     select = custom_ops.SELECT_OP
-    q_keep = q_assign = kv_keep = None
+    q_keep = q_assign = kv_keep = q = None
     with graph.inserting_before(node):
         if "q" in features:
             matched_on = a["key"] if symmetric else a["query"]
@@ -92,7 +99,9 @@ def rewrite_attention(
                 kv_keep = q_keep
                 a["key"] = _reduce(graph, reduce, merge, a["key"], q_keep, q_assign, meta)
                 a["value"] = _reduce(graph, reduce, merge, a["value"], q_keep, q_assign, meta)
-            a["query"] = _reduce(graph, reduce, merge, a["query"], q_keep, q_assign, meta)
+            query = a["query"]
+            a["query"] = _reduce(graph, reduce, merge, query, q_keep, q_assign, meta)
+            q = Reduction(sel, q_keep, q_assign, (query,), (a["query"],))
         kv = None
         if "kv" in features:
             sel = _call(graph, select, (heads_first(a["value"]), anchor, site, "kv"), meta)
@@ -101,35 +110,34 @@ def rewrite_attention(
             key, value = a["key"], a["value"]
             a["key"] = _reduce(graph, reduce, merge, key, kv_keep, kv_assign, meta)
             a["value"] = _reduce(graph, reduce, merge, value, kv_keep, kv_assign, meta)
-            kv = KeyValueReduction(sel, kv_keep, kv_assign, key, value, a["key"], a["value"], bshd,
-                                   isinstance(a["attn_mask"], fx.Node))
+            kv = Reduction(sel, kv_keep, kv_assign, (key, value), (a["key"], a["value"]))
+        masked = isinstance(a["attn_mask"], fx.Node)
         if isinstance(a["attn_mask"], fx.Node) and call.spec.reduces_mask:
             a["attn_mask"] = _call(graph, ops.reduce_mask, (a["attn_mask"], q_keep, kv_keep), meta)
         for arg, tensor in call.spec.lengths.items():  # a kernel's own token counts follow the reduced tensors
             a[arg] = _call(graph, torch.ops.aten.sym_size.int, (a[tensor], 1 if bshd else 2), meta)
     call.spec.write(node, a)  # the form rebuilds its call on the reduced tensors
-    if q_assign is not None:
-        _restore_outputs(graph, call, restore_tokens, q_assign, meta)
-    return kv
+    restores = _restore_outputs(graph, call, restore_tokens, q_assign, meta) if q_assign is not None else []
+    return SiteRewrite(node, q, kv, restores, bshd, masked)
 
 
-def _restore_outputs(graph: fx.Graph, call: AttentionCall, restore_tokens: Any, q_assign: fx.Node, meta: dict) -> None:
+def _restore_outputs(graph: fx.Graph, call: AttentionCall, restore_tokens: Any, q_assign: fx.Node, meta: dict) -> list[fx.Node]:
     node = call.node
     if call.spec.outputs is None:
-        _restore(graph, node, restore_tokens, q_assign, meta)
-        return
+        return [_restore(graph, node, restore_tokens, q_assign, meta)]
     restores = {"tokens": restore_tokens, "lse": ops.restore_lse, "lse_bsh": ops.restore_lse_bsh}
-    for user in list(node.users):  # a tuple output: each used part (classify_attention checked them) restored
-        _restore(graph, user, restores[call.spec.outputs[user.args[1]]], q_assign, user.meta)
+    # a tuple output: each used part (classify_attention checked them) restored
+    return [_restore(graph, user, restores[call.spec.outputs[user.args[1]]], q_assign, user.meta) for user in list(node.users)]
 
 
-def _restore(graph: fx.Graph, out: fx.Node, restore: Any, assign: fx.Node, meta: dict) -> None:
+def _restore(graph: fx.Graph, out: fx.Node, restore: Any, assign: fx.Node, meta: dict) -> fx.Node:
     """Replace every use of ``out`` (a reduced-length result) by ``restore(out, assign)``."""
     with graph.inserting_after(out):
         restored = _call(graph, restore, (out, assign), meta)
     if "example_value" in meta:  # restored = the original output's shape; AOTAutograd's cache
         restored.meta["example_value"] = meta["example_value"]  # checks method calls on it by this
     out.replace_all_uses_with(restored, delete_user_cb=lambda user: user is not restored)
+    return restored
 
 
 def _reduce(graph: fx.Graph, gather: Any, merge: Any, x: Any, keep: fx.Node, assign: fx.Node, meta: dict) -> fx.Node:
@@ -146,11 +154,9 @@ def rewrite_attention_pass(a: Analysis) -> None:
         stride = ops.site_stride(rep.grid, a.plan.stride)
         site = GraphSite(rep.path, rep.occurrence, rep.kind, rep.grid, rep.text_len, rep.text_position == "first", stride,
                          rep.shards, rep.shard_local)
-        kv = rewrite_attention(
+        a.rewrites.append((rep, rewrite_attention(
             a.gm, call, site=encode_site(site), features=rep.features, mode=a.plan.mode, symmetric=a.plan.symmetric,
             anchor=nearest_parameter(call.query),
-        )
-        if kv is not None:
-            a.kv_reductions.append((rep, kv))
+        )))
     a.gm.graph.lint()
     a.gm.recompile()

@@ -34,10 +34,10 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .. import ops
+from .. import collective_ops, ops
 from ..sites import shard_min_dst
 from .analysis import Analysis
-from .rewrite_attention import KeyValueReduction, _call
+from .rewrite_attention import Reduction, SiteRewrite, _call
 
 _ALL_GATHER = "_c10d_functional::all_gather_into_tensor"
 _WAIT = "_c10d_functional::wait_tensor"
@@ -114,10 +114,10 @@ def _heads_first(graph: fx.Graph, x: fx.Node, meta: dict) -> fx.Node:
     return _call(graph, torch.transpose, (x, 1, 2), meta)
 
 
-def _reason(records: list[tuple[Any, KeyValueReduction]], stride: tuple[int, int, int]) -> str:
+def _reason(records: list[tuple[Any, SiteRewrite]], stride: tuple[int, int, int]) -> str:
     """Why a ring site's keys/values cannot be reduced before the exchange ("" when they can)."""
     rep = records[0][0]
-    if any(kv.masked for _, kv in records):
+    if any(r.masked for _, r in records):
         return "the call has a mask, which each shard's keys would need reduced by another rank"
     if min(shard_min_dst(rep.grid, stride, rep.shards)) == 0:
         return "a shard may hold no dst token, so ranks could keep different counts"
@@ -128,10 +128,10 @@ def _reason(records: list[tuple[Any, KeyValueReduction]], stride: tuple[int, int
 
 def ring_exchange_pass(a: Analysis) -> None:
     """Move each ring site's key/value reduction before its all-gather (see the module doc)."""
-    sites: dict[str, list[tuple[Any, KeyValueReduction]]] = defaultdict(list)
-    for rep, kv in a.kv_reductions:
-        if rep.shard_local:
-            sites[rep.path].append((rep, kv))
+    sites: dict[str, list[tuple[Any, SiteRewrite]]] = defaultdict(list)
+    for rep, rewrite in a.rewrites:
+        if rep.shard_local and rewrite.kv is not None:
+            sites[rep.path].append((rep, rewrite))
     if not sites:
         return
     exchanges = [e for n in a.gm.graph.nodes if n.op == "call_function" and _op_name(n) == _ALL_GATHER
@@ -148,64 +148,68 @@ def ring_exchange_pass(a: Analysis) -> None:
         a.gm.recompile()
 
 
-def _move(a: Analysis, records: list[tuple[Any, KeyValueReduction]], exchanges: list) -> str:
+def _move(a: Analysis, records: list[tuple[Any, SiteRewrite]], exchanges: list) -> str:
     """Rewrite one ring site's calls; return why not ("") if the graph is not diffusers' ring shape."""
     own = records[0][1]
-    key0, value0 = _bshd(own.key, own.bshd), _bshd(own.value, own.bshd)
+    key0, value0 = (_bshd(x, own.bshd) for x in own.kv.inputs)
     found = next((e for e in exchanges if e.key is key0 and e.value is value0), None)
     if found is None:
         return "no all-gather of this call's keys and values found in the graph"
     cat, pieces = found.cat, found.pieces
     received = []
-    for _, kv in records[1:]:
-        k, v = _bshd(kv.key, kv.bshd), _bshd(kv.value, kv.bshd)
+    for _, rewrite in records[1:]:
+        k, v = (_bshd(x, rewrite.bshd) for x in rewrite.kv.inputs)
         if k not in pieces or v not in pieces or pieces[k] != pieces[v]:
             return "a ring call's keys/values do not come from the all-gather"
-        received.append((kv, pieces[k]))
-    graph, meta = a.gm.graph, own.select.meta
+        received.append((rewrite, pieces[k]))
+    graph, meta, select = a.gm.graph, own.kv.select.meta, own.kv.select
     reduce = ops.gather_tokens_bshd if a.plan.mode == "replace" else ops.merge_tokens_bshd
     with graph.inserting_before(cat):  # this rank's selection, now ahead of the exchange
-        select = _call(graph, own.select.target, (_heads_first(graph, value0, meta), *own.select.args[1:]), meta)
+        select = _call(graph, select.target, (_heads_first(graph, value0, meta), *select.args[1:]), meta)
         keep, assign = (_call(graph, operator.getitem, (select, i), meta) for i in (0, 1))
         args = (keep,) if reduce is ops.gather_tokens_bshd else (keep, assign)
         key_r, value_r = (_call(graph, reduce, (x, *args), meta) for x in (key0, value0))
         flat = [graph.call_method("flatten", (x,)) for x in (key_r, value_r)]
     old_flat = list(cat.args[0])
     cat.args = (flat, *cat.args[1:])
-    _replace(graph, own, key_r, value_r, meta)
-    for kv, j in received:
+    replace_reduction(graph, own.kv, (key_r, value_r), own.bshd, meta)
+    for rewrite, j in received:
         with graph.inserting_after(found.gathered):
-            parts = _call(graph, ops.split_exchanged, (found.gathered, found.ranks, j, key_r, value_r), meta)
+            parts = _call(graph, collective_ops.split_exchanged, (found.gathered, found.ranks, j, key_r, value_r), meta)
         with graph.inserting_after(parts):
             k, v = (_call(graph, operator.getitem, (parts, i), meta) for i in (0, 1))
-        _replace(graph, kv, k, v, meta)
-    _erase_dead(graph, old_flat + [kv.key for _, kv in records] + [kv.value for _, kv in records])
+        replace_reduction(graph, rewrite.kv, (k, v), rewrite.bshd, meta)
+    erase_dead(graph, old_flat + [x for _, r in records for x in r.kv.inputs])
     return ""
 
 
-def _replace(graph: fx.Graph, kv: KeyValueReduction, key: fx.Node, value: fx.Node, meta: dict) -> None:
-    """Make the call read ``key``/``value`` (already reduced, ``[B, S, H, D]``) and drop its own selection."""
-    for old, new in ((kv.reduced_key, key), (kv.reduced_value, value)):
+def replace_reduction(graph: fx.Graph, reduction: Reduction, reduced: tuple[fx.Node, ...], bshd: bool, meta: dict) -> None:
+    """Make the call read ``reduced`` (already reduced, ``[B, S, H, D]``) and drop its own selection."""
+    for old, new in zip(reduction.outputs, reduced):
         with graph.inserting_before(old):
-            new = new if kv.bshd else _heads_first(graph, new, meta)
+            new = new if bshd else _heads_first(graph, new, meta)
         old.replace_all_uses_with(new)
         graph.erase_node(old)
-    for node in (kv.keep, kv.assign):
+    for node in (reduction.keep, reduction.assign, reduction.select):
         if not node.users:
             graph.erase_node(node)
-    if not kv.select.users:
-        graph.erase_node(kv.select)
 
 
-def _erase_dead(graph: fx.Graph, nodes: list[fx.Node]) -> None:
-    """Erase the given view nodes, and the views feeding them, once nothing uses them."""
+#: What :func:`erase_dead` may remove: views, and the collectives of an exchange that moved.
+_ERASABLE = {"flatten", "permute", "transpose", "reshape", "reshape_as", "contiguous", "chunk", operator.getitem, torch.transpose}
+_ERASABLE_OPS = {"_c10d_functional::all_to_all_single", "_c10d_functional::wait_tensor"}
+
+
+def erase_dead(graph: fx.Graph, nodes: list[fx.Node]) -> None:
+    """Erase the given nodes, and what feeds them, once nothing uses them (views and the collectives
+    of a moved exchange only: an unused collective would still run, and cost its traffic)."""
     todo = list(nodes)
     while todo:
         node = todo.pop()
         if getattr(node, "_erased", False) or node.users or node.op not in ("call_method", "call_function"):
             continue
-        if node.target not in ("flatten", "permute", "transpose", "reshape_as", "chunk", operator.getitem, torch.transpose):
+        if node.target not in _ERASABLE and _op_name(node) not in _ERASABLE_OPS:
             continue
-        inputs = [x for x in node.all_input_nodes]
+        inputs = list(node.all_input_nodes)
         graph.erase_node(node)
         todo.extend(inputs)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SentBytes", "cpu_shims", "init_gloo", "launch"]
+__all__ = ["SentBytes", "cpu_shims", "init_gloo", "launch", "tensor_parallel_cpu_shim"]
 
 _SHIMMED = False
 
@@ -56,6 +56,25 @@ def cpu_shims() -> None:
         return out.permute(0, 2, 1, 3), lse.permute(0, 2, 1)
 
     dispatch._native_attention_forward_op = forward_op
+
+
+def tensor_parallel_cpu_shim() -> None:
+    """Let diffusers' tensor parallelism shard on a CPU (gloo) mesh: a test-side shim, for tests only.
+
+    diffusers 0.42's ``apply_tensor_parallel`` refuses any mesh whose device type is not in
+    ``hooks.tensor_parallel._SUPPORTED_TP_DEVICES`` (cuda, neuron, tpu, xpu); on a machine
+    without an accelerator the mesh ``enable_parallelism`` builds is a ``"cpu"`` one. The
+    sharding itself is torch's ``parallelize_module`` (``ColwiseParallel`` / ``RowwiseParallel``
+    on DTensors), which runs on CPU over gloo, so the shim only adds ``"cpu"`` to that tuple.
+    Idempotent; installs nothing where an accelerator is present. Use with :func:`cpu_shims`
+    (``enable_parallelism`` also needs its ``device_count`` shim on CPU).
+    """
+    if torch.accelerator.is_available():
+        return
+    import diffusers.hooks.tensor_parallel as tensor_parallel
+
+    if "cpu" not in tensor_parallel._SUPPORTED_TP_DEVICES:
+        tensor_parallel._SUPPORTED_TP_DEVICES = (*tensor_parallel._SUPPORTED_TP_DEVICES, "cpu")
 
 
 def init_gloo(rank: int, world: int, port: int, timeout_s: float = 60.0) -> None:

@@ -28,7 +28,7 @@ def two_ranks() -> list[dict]:
     return launch(tp_workers.flux_tp, WORLD, timeout_s=300)
 
 
-def test_the_model_is_really_sharded_and_diffusers_tp_equals_one_process(two_ranks):
+def test_the_model_is_sharded_and_diffusers_own_tp_run_equals_one_process(two_ranks):
     for rank, result in enumerate(two_ranks):
         assert result["sharded"] and result["world_group"], (rank, result)
         assert max(result["base_vs_one_process"]) < 1e-6, (rank, result["base_vs_one_process"])

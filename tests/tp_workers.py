@@ -48,7 +48,8 @@ def flux_inputs(seed: int = 1) -> dict[str, Any]:
     ids = torch.zeros(h, w, 3)
     ids[..., 1] = torch.arange(h)[:, None]
     ids[..., 2] = torch.arange(w)[None]
-    return {"hidden_states": torch.randn(1, h * w, 4, generator=g), "encoder_hidden_states": torch.randn(1, TEXT, 16, generator=g),
+    return {"hidden_states": torch.randn(1, h * w, 4, generator=g),
+            "encoder_hidden_states": torch.randn(1, TEXT, 16, generator=g),
             "pooled_projections": torch.randn(1, 16, generator=g), "timestep": torch.tensor([STEPS[0]]),
             "img_ids": ids.reshape(-1, 3), "txt_ids": torch.zeros(TEXT, 3), "return_dict": False}
 

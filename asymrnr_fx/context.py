@@ -40,7 +40,8 @@ class Capture:
     ``sharding``: ``(rank, ranks)`` when the call runs under ring context parallelism: every
     attention call of this process holds shard ``rank`` of ``ranks`` equal, contiguous pieces
     of the video tokens (the integration reads it from the model's parallel config), else None.
-    ``ulysses``: the Ulysses degree (1 without): only used to say why a site is left intact.
+    ``ulysses``: the Ulysses degree (1 without), and ``ulysses_rank`` this rank's place in it:
+    with ``Plan(shards=ulysses)`` each rank reduces its own shard before the all-to-all.
     """
 
     grid_hint: tuple[int, int, int] | None = None
@@ -49,6 +50,7 @@ class Capture:
     patch: tuple[int, int, int] | None = None
     sharding: tuple[int, int] | None = None
     ulysses: int = 1  # Ulysses degree: the attention's sequence is gathered across this many ranks
+    ulysses_rank: int = 0
 
 
 @dataclass(frozen=True)

@@ -125,9 +125,11 @@ class Runtime:
     def capture(
         self, grid_hint: tuple[int, int, int] | None = None, call_inputs: Iterable[tuple[str, tuple[int, ...]]] = (),
         patch: tuple[int, int, int] | None = None, sharding: tuple[int, int] | None = None, ulysses: int = 1,
+        ulysses_rank: int = 0,
     ) -> Capture:
         """The capture context of a call: what graphs captured during it may learn (rows: a live read-only view)."""
-        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order), patch, sharding, ulysses)
+        return Capture(grid_hint, tuple(call_inputs), types.MappingProxyType(self.site_order), patch, sharding, ulysses,
+                       ulysses_rank)
 
     def call(self, timestep: Any = None, prefix: str = "", capture: Capture | None = None) -> calling:
         """Context manager for one model call: reads the timestep once, then makes the call active."""
@@ -338,7 +340,14 @@ def select_active(
 
 
 def _sharding(call: Call) -> tuple[int, int] | None:
-    return call.capture.sharding if call.capture is not None else None
+    """The call's ``(rank, ranks)`` for sites holding one shard: its ring rank, else its Ulysses rank
+    (a site reduced before Ulysses' all-to-all holds the rank's own shard)."""
+    capture = call.capture
+    if capture is None:
+        return None
+    if capture.sharding is not None or capture.ulysses <= 1:
+        return capture.sharding
+    return capture.ulysses_rank, capture.ulysses
 
 
 def _select_kernel(

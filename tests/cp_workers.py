@@ -44,9 +44,13 @@ def _matches(runtime: Any) -> list[int]:
     return [sum(e.kind == "match" and e.step == s and e.generation == 0 for e in runtime.events) for s in range(len(STEPS))]
 
 
+def _sent(sent: SentBytes, op: str) -> list[int]:
+    """Bytes this rank sent by each call of a collective (``"all_gather"``, ``"all_to_all"``), in call order."""
+    return [n for name, n in sent.calls if op in name]
+
+
 def _gathers(sent: SentBytes) -> list[int]:
-    """Bytes this rank sent by each all-gather, in call order."""
-    return [n for name, n in sent.calls if "all_gather" in name]
+    return _sent(sent, "all_gather")
 
 
 def _parallel(model: torch.nn.Module, **config: int) -> torch.nn.Module:
@@ -66,12 +70,14 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
     single = _steps(asymrnr_fx.transform(model, p), inputs)
     shard_local = _steps(asymrnr_fx.transform(model, dataclasses.replace(p, shards=world)), inputs)
     out: dict[str, Any] = {}
-    for mode, config in (("ulysses", {"ulysses_degree": world}), ("ring", {"ring_degree": world})):
+    sharded = dataclasses.replace(p, shards=world)  # under Ulysses: reduce before the all-to-all
+    for mode, config, mode_plan in (("ulysses", {"ulysses_degree": world}, p), ("ring", {"ring_degree": world}, p),
+                                    ("ulysses shards", {"ulysses_degree": world}, sharded)):
         parallel = _parallel(model, **config)
         with SentBytes() as sent_base:
             base = _steps(parallel, inputs)
         for variant, options in (("eager", {}), ("inductor", {"compile": True})):
-            fast = asymrnr_fx.transform(parallel, p, **options)
+            fast = asymrnr_fx.transform(parallel, mode_plan, **options)
             got = _steps(fast, inputs)
             sent = None
             if variant == "eager":  # a second generation, compiled: the profiler also sees the ops Dynamo traces
@@ -83,8 +89,10 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
                 "matches": _matches(fast.runtime), "graphs": len(fast.runtime.reports),
                 "sites": sorted({s.path for s in fast.report.sites if s.rewrite}),
                 "rows": dict(fast.runtime.site_order),
-                "exchange": [s.extra.get("ring exchange") for s in fast.report.sites if s.rewrite],
+                "exchange": [s.extra.get("ring exchange", s.extra.get("ulysses exchange")) for s in fast.report.sites
+                             if s.rewrite],
                 "gathers": [(_gathers(sent_base), _gathers(sent)) if sent is not None else None],
+                "all_to_all": [(_sent(sent_base, "all_to_all"), _sent(sent, "all_to_all")) if sent is not None else None],
             }
     out.update(_regional_and_first_block_cache(model, inputs, p, single, shard_local, world))
     out["pipeline"] = _pipeline_orders(world)

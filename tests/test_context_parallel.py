@@ -23,6 +23,7 @@ from reference import RefSite, ReferenceAsymRnR, patched_sdpa
 
 import cp_workers
 from asymrnr_fx.passes.ring_exchange import BEFORE, RECEIVED
+from asymrnr_fx.passes.ulysses_exchange import BEFORE as ULYSSES_BEFORE
 
 GRID = (2, 4, 4)
 STEPS = (900.0, 600.0, 300.0)
@@ -101,6 +102,27 @@ def test_ulysses_equals_one_process(two_ranks):
             assert r["sites"] == ["blocks.0.attn1", "blocks.1.attn1"]  # the model's names, not the CP hooks' closures
             assert r["rows"] == {"blocks.0.attn1": 0, "blocks.1.attn1": 1}
         assert result["ulysses", "inductor"]["graphs"] == 1
+
+
+def test_ulysses_with_the_shard_plan_reduces_before_the_all_to_all(two_ranks):
+    """Ulysses with Plan(shards=2): each rank reduces its own shard of every head before the all-to-all,
+    which is one process with Plan(shards=2); the exchanges carry the kept tokens only."""
+    for rank, result in enumerate(two_ranks):
+        for variant in ("eager", "inductor"):
+            r = result["ulysses shards", variant]
+            assert max(r["vs_shard_local"]) < 1e-6, (rank, variant, r)
+            assert r["matches"] == [0, 4, 4] and r["exchange"] == [ULYSSES_BEFORE] * 2, (rank, variant, r)
+        assert result["ulysses shards", "inductor"]["graphs"] == 1
+        (base, fast), = result["ulysses shards", "eager"]["all_to_all"]
+        # per block: q, k, v out and back (4 exchanges); 32 video tokens per shard, floor(32 (1 - r)) kept
+        p = cp_workers.plan()
+        expected = []
+        for step in range(3):
+            for block in range(2):
+                q, kv = (int(32 * (1 - t[block][step])) / 32 for t in (p.q, p.kv))
+                expected += [q, kv, kv, q]
+        assert len(base) == len(fast) == 24
+        assert [f / b for b, f in zip(base, fast)] == pytest.approx(expected), (base, fast)
 
 
 def test_ring_equals_one_process_with_shard_local_plan(two_ranks):

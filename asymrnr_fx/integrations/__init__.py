@@ -50,11 +50,12 @@ def timestep_direction(model: nn.Module) -> int | None:
     return diffusers.timestep_direction(model)
 
 
-def parallel_layout(model: nn.Module) -> tuple[tuple[int, int] | None, int]:
-    """Per call: ``((rank, ranks) under ring attention else None, Ulysses degree)`` of ``model``'s
-    context parallelism; under any, step caches first agree across ranks."""
+def parallel_layout(model: nn.Module) -> tuple[tuple[int, int] | None, int, int]:
+    """Per call: ``((rank, ranks) under ring attention else None, Ulysses degree, Ulysses rank)`` of
+    ``model``'s context parallelism; under any, step caches first agree across ranks."""
     cp = context_parallel.cp_config(model)
     if cp is None:
-        return None, 1
+        return None, 1, 0
     context_parallel.agree_on_cache_decisions(model)
-    return context_parallel.ring_sharding(model), int(getattr(cp, "ulysses_degree", 1) or 1)
+    return (context_parallel.ring_sharding(model), int(getattr(cp, "ulysses_degree", 1) or 1),
+            int(getattr(cp, "_ulysses_local_rank", 0) or 0))

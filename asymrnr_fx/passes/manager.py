@@ -9,6 +9,7 @@ Order (each pass in its own file)::
     select_sites        analysis        which sites to rewrite, with which features
     rewrite_attention   transformation  select -> reduce -> attention -> restore, per site
     ring_exchange       transformation  ring attention: keys/values reduced before the all-gather
+    ulysses_exchange    transformation  Ulysses with Plan(shards=N): tokens reduced before the all-to-all
 
 Every pass reads and fills one :class:`~.analysis.Analysis` (as Torch-TensorRT's
 ``build_from_passlist`` runs one signature). The analysis passes never change the graph,
@@ -30,6 +31,7 @@ from .find_timestep import find_timestep_pass
 from .infer_grid import infer_grid_pass
 from .rewrite_attention import rewrite_attention_pass
 from .ring_exchange import ring_exchange_pass
+from .ulysses_exchange import ulysses_exchange_pass
 from .select_sites import select_sites_pass
 
 log = logging.getLogger("asymrnr_fx")
@@ -37,7 +39,7 @@ log = logging.getLogger("asymrnr_fx")
 ANALYSES: tuple[Pass, ...] = (
     find_attention_pass, find_timestep_pass, infer_grid_pass, classify_attention_pass, select_sites_pass,
 )
-TRANSFORMATIONS: tuple[Pass, ...] = (rewrite_attention_pass, ring_exchange_pass)
+TRANSFORMATIONS: tuple[Pass, ...] = (rewrite_attention_pass, ring_exchange_pass, ulysses_exchange_pass)
 #: Every pass, in the order :func:`rewrite_graph` runs them.
 PASSES: tuple[Pass, ...] = ANALYSES + TRANSFORMATIONS
 

@@ -6,7 +6,9 @@ interleaved in each process: on one process, then on 2 gloo ranks under Ulysses 
 ring attention. Bytes sent per rank and step are counted around the collectives (a dispatch
 mode over ``_c10d_functional`` ops, eager runs). Targets: AsymRnR's 2-rank / 1-rank step
 time no worse than the baseline's (the reduction keeps scaling), and, under ring, bytes sent
-dropping by the kept K/V fraction (today K/V are reduced after the exchange: see the notes).
+dropping by the kept K/V fraction (each rank reduces its keys/values before the all-gather).
+"ulysses shards" is Ulysses with ``Plan(shards=2)``: every rank reduces its own shard before
+the all-to-all (shard-local, as ring), so the exchanges shrink too.
 
     python benchmarks/context_parallel.py [--steps 6] [--layers 2] [--q 0.5] [--kv 0.3]
 """
@@ -24,6 +26,8 @@ import asymrnr_fx
 from asymrnr_fx.testing.cpu_parallel import SentBytes, launch
 
 GRID = (16, 16, 16)
+#: Layouts on 2 ranks: "ulysses shards" is Ulysses with Plan(shards=2), reduced before the all-to-all.
+MODES = ("ulysses", "ring", "ulysses shards")
 
 
 def wan_shaped(layers: int) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -78,10 +82,11 @@ def ranks(rank: int, world: int, layers: int, steps: int, q: float, kv: float) -
 
     model, inputs = wan_shaped(layers)
     out: dict[str, Any] = {}
-    for mode in ("ulysses", "ring"):
+    for mode in MODES:
         parallel = copy.deepcopy(model)
-        parallel.enable_parallelism(config=ContextParallelConfig(**{f"{mode}_degree": world}))
-        plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=2)
+        parallel.enable_parallelism(config=ContextParallelConfig(**{f"{mode.split()[0]}_degree": world}))
+        shards = world if mode.endswith("shards") else 1  # Ulysses with Plan(shards=N): reduced before the all-to-all
+        plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=2, shards=shards)
         fast = asymrnr_fx.transform(parallel, plan)
         out[mode] = _time_steps({"baseline": parallel, "asymrnr": fast}, inputs, steps)
         out[mode]["bytes_baseline"] = _bytes(parallel, inputs)
@@ -101,15 +106,15 @@ def main(argv: list[str] | None = None) -> dict:
     two = launch(ranks, 2, args.layers, args.steps, args.q, args.kv, timeout_s=1800)
     print(f"Wan-shaped, {GRID} = {GRID[0] * GRID[1] * GRID[2]} video tokens, {args.layers} blocks, q={args.q} kv={args.kv}, "
           f"{args.steps} steps, 1 thread per rank")
-    print(f"{'layout':<16}{'baseline ms':>13}{'asymrnr ms':>12}{'speedup':>9}{'2/1 base':>10}{'2/1 asym':>10}{'MB sent base':>14}{'MB sent asym':>14}")
-    print(f"{'1 process':<16}{single['baseline'] * 1e3:>13.0f}{single['asymrnr'] * 1e3:>12.0f}{single['baseline'] / single['asymrnr']:>8.2f}x")
+    print(f"{'layout':<22}{'baseline ms':>13}{'asymrnr ms':>12}{'speedup':>9}{'2/1 base':>10}{'2/1 asym':>10}{'MB sent base':>14}{'MB sent asym':>14}")
+    print(f"{'1 process':<22}{single['baseline'] * 1e3:>13.0f}{single['asymrnr'] * 1e3:>12.0f}{single['baseline'] / single['asymrnr']:>8.2f}x")
     result = {"one_process": single, "two_ranks": two}
-    for mode in ("ulysses", "ring"):
+    for mode in MODES:
         r = max((rank[mode] for rank in two), key=lambda d: d["asymrnr"])  # the slowest rank sets the step
         ab, aa = r["baseline"] / single["baseline"], r["asymrnr"] / single["asymrnr"]
         sent_a = r["bytes_asymrnr"]
         sent_a = f"{sent_a / 1e6:>14.2f}" if isinstance(sent_a, int) else f"{sent_a:>14}"
-        print(f"{'2 ranks ' + mode:<16}{r['baseline'] * 1e3:>13.0f}{r['asymrnr'] * 1e3:>12.0f}{r['baseline'] / r['asymrnr']:>8.2f}x"
+        print(f"{'2 ranks ' + mode:<22}{r['baseline'] * 1e3:>13.0f}{r['asymrnr'] * 1e3:>12.0f}{r['baseline'] / r['asymrnr']:>8.2f}x"
               f"{ab:>10.2f}{aa:>10.2f}{r['bytes_baseline'] / 1e6:>14.2f}{sent_a}")
         print(f"   target: AsymRnR 2/1 ({aa:.2f}) <= baseline 2/1 ({ab:.2f}): {'met' if aa <= ab else 'NOT met'}")
     return result

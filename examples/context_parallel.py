@@ -2,7 +2,7 @@
 
 Launch one process per GPU (or per CPU rank):
 
-    torchrun --nproc-per-node 2 examples/context_parallel.py [--mode ring|ulysses] [--steps 6] [--compile]
+    torchrun --nproc-per-node 2 examples/context_parallel.py [--mode ring|ulysses] [--shards] [--steps 6] [--compile]
 
 On GPUs each rank takes its own device and NCCL; on a CPU-only machine the ranks use gloo
 and two CPU shims (see ``asymrnr_fx.testing.cpu_parallel``: diffusers 0.42 divides by the
@@ -10,7 +10,9 @@ accelerator count, 0 there, and its native backend returns no log-sum-exp for ri
 shims are only installed when no accelerator is present and are not needed on GPUs.
 
 Rank 0 prints the result against one process running the same plan with ``shards`` set to
-the ring degree (ring) or unchanged (Ulysses): the two agree to float rounding.
+the ring degree (ring) or unchanged (Ulysses): the two agree to float rounding. ``--shards``
+under Ulysses uses ``Plan(shards=world)``: every rank reduces its own shard before the
+all-to-all (smaller exchanges), which one process with the same plan reproduces.
 
 Real weights, when they are on disk (nothing here downloads):
 
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=("ring", "ulysses"), default="ring")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--compile", action="store_true", help="compile the rewritten graph with inductor")
+    ap.add_argument("--shards", action="store_true", help="Ulysses: Plan(shards=world), reduced before the all-to-all")
     args = ap.parse_args()
 
     cuda = torch.cuda.is_available()
@@ -54,7 +57,7 @@ def main() -> None:
 
     from diffusers import ContextParallelConfig
 
-    plan = asymrnr_fx.Plan.uniform(q=0.5, kv=0.3, cache_window=3)
+    plan = asymrnr_fx.Plan.uniform(q=0.5, kv=0.3, cache_window=3, shards=world if args.shards else 1)
     config = ContextParallelConfig(**{f"{args.mode}_degree": world})
 
     def generate(parallel: bool) -> torch.Tensor:
@@ -65,6 +68,7 @@ def main() -> None:
             asymrnr_fx.apply(tp.pipe, plan, compile=args.compile)
         else:  # one process: ring computes shard-local AsymRnR over its ranks' shards
             asymrnr_fx.apply(tp.pipe, dataclasses.replace(plan, shards=world) if args.mode == "ring" else plan)
+            # (under Ulysses with --shards the plan already holds shards=world)
         with torch.no_grad():
             frames = tp(num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0)).frames
         if rank == 0 and parallel:

@@ -47,6 +47,10 @@ class SiteReport:
         return d
 
 
+#: ``SiteReport.extra`` entries ``inspect()`` shows for a rewritten site (how its reduction met an exchange).
+_NOTED = ("ring exchange", "ulysses exchange")
+
+
 @dataclass
 class GraphReport:
     """The sites of one captured graph."""
@@ -99,7 +103,8 @@ class Report:
             text = f"{s.text_len} {s.text_position or '?'}" if s.text_len else "-"
             rw = "+".join(s.features) if s.rewrite else "no"
             kind = f"{s.kind} ({s.factorized})" if s.factorized else s.kind
-            rows.append((str(i), s.path, s.module_type, kind, lens, text, rw, s.reason))
+            note = s.reason or "; ".join(f"{k}: {s.extra[k]}" for k in _NOTED if k in s.extra)
+            rows.append((str(i), s.path, s.module_type, kind, lens, text, rw, note))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
         grids = {(g.grid, g.grid_source) for g in self.graphs if g.grid}

@@ -93,6 +93,7 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
                              if s.rewrite],
                 "gathers": [(_gathers(sent_base), _gathers(sent)) if sent is not None else None],
                 "all_to_all": [(_sent(sent_base, "all_to_all"), _sent(sent, "all_to_all")) if sent is not None else None],
+                "inspect": str(fast.report),
             }
     out.update(_regional_and_first_block_cache(model, inputs, p, single, shard_local, world))
     out["pipeline"] = _pipeline_orders(world)

@@ -134,6 +134,7 @@ def test_ring_equals_one_process_with_shard_local_plan(two_ranks):
             # the other shard's keys/values arrive reduced
             assert r["matches"] == [0, 4, 4], (rank, variant, r)
             assert r["exchange"] == [BEFORE, RECEIVED] * 2, (rank, variant, r)
+            assert r["inspect"].count(f"ring exchange: {BEFORE}") == 2, r["inspect"]  # inspect() says so per site
         eager = result["ring", "eager"]
         assert eager["vs_base"][0] == 0.0 and min(eager["vs_base"][1:]) > 1e-3  # ratio 0 exact, then reduced
         # each block's keys/values are sent reduced: 32 video tokens per shard, floor(32 (1 - kv)) kept of them

@@ -35,27 +35,14 @@ import torch
 import torch.fx as fx
 
 from .. import collective_ops, ops
-from ..sites import shard_min_dst
 from .analysis import Analysis
-from .rewrite_attention import Reduction, SiteRewrite, _call
+from .exchange import WAIT, bshd_view_of, erase_dead, heads_first, is_method, op_name, replace_reduction, shard_reason
+from .rewrite_attention import SiteRewrite, _call
 
 _ALL_GATHER = "_c10d_functional::all_gather_into_tensor"
-_WAIT = "_c10d_functional::wait_tensor"
 _KEY = "ring exchange"
 BEFORE = "keys/values reduced before the all-gather (this rank's shard), sent reduced"
 RECEIVED = "keys/values arrive reduced by the rank that holds them"
-
-
-def _op_name(node: fx.Node) -> str:
-    target = node.target
-    if isinstance(target, torch._ops.OpOverloadPacket):
-        return target._qualified_op_name
-    schema = getattr(target, "_schema", None)
-    return schema.name if schema is not None else ""
-
-
-def _method(node: Any, name: str, nargs: int) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_method" and node.target == name and len(node.args) == nargs
 
 
 @dataclass
@@ -73,16 +60,16 @@ class _Exchange:
 def _exchanged(gather: fx.Node) -> _Exchange | None:
     """The :class:`_Exchange` of an all-gather node, or None if it is not ring attention's."""
     buf = gather.args[0]
-    cat = buf.args[0] if _method(buf, "contiguous", 1) else buf
+    cat = buf.args[0] if is_method(buf, "contiguous", 1) else buf
     if not (isinstance(cat, fx.Node) and cat.target is torch.cat and cat.kwargs.get("dim", 0) == 0
-            and len(cat.args) == 1 and len(cat.args[0]) == 2 and all(_method(f, "flatten", 1) for f in cat.args[0])):
+            and len(cat.args) == 1 and len(cat.args[0]) == 2 and all(is_method(f, "flatten", 1) for f in cat.args[0])):
         return None
     key, value = (f.args[0] for f in cat.args[0])
     waits = list(gather.users)
-    if len(waits) != 1 or _op_name(waits[0]) != _WAIT:
+    if len(waits) != 1 or op_name(waits[0]) != WAIT:
         return None
     chunks = list(waits[0].users)
-    if len(chunks) != 1 or not _method(chunks[0], "chunk", 2):
+    if len(chunks) != 1 or not is_method(chunks[0], "chunk", 2):
         return None
     pieces: dict[fx.Node, int] = {}
     for piece in chunks[0].users:
@@ -92,26 +79,11 @@ def _exchanged(gather: fx.Node) -> _Exchange | None:
             if part.target is not operator.getitem or not isinstance(part.args[1], slice):
                 return None
             for shaped in part.users:
-                if not (_method(shaped, "reshape_as", 2) and shaped.args[1] is (key if part.args[1].start is None else value)):
+                if not (is_method(shaped, "reshape_as", 2) and shaped.args[1] is (key if part.args[1].start is None else value)):
                     return None
                 pieces[shaped] = piece.args[1]
     ranks = chunks[0].args[1]
     return _Exchange(key, value, cat, waits[0], ranks, pieces) if isinstance(ranks, int) else None
-
-
-def _bshd(node: fx.Node, bshd: bool) -> fx.Node | None:
-    """The ``[B, S, H, D]`` tensor a site's key/value argument is a view of (itself, or its heads-first transpose)."""
-    if bshd:
-        return node
-    if _method(node, "permute", 5) and tuple(node.args[1:]) == (0, 2, 1, 3):
-        return node.args[0]
-    if _method(node, "transpose", 3) and tuple(node.args[1:]) == (1, 2):
-        return node.args[0]
-    return None
-
-
-def _heads_first(graph: fx.Graph, x: fx.Node, meta: dict) -> fx.Node:
-    return _call(graph, torch.transpose, (x, 1, 2), meta)
 
 
 def _reason(records: list[tuple[Any, SiteRewrite]], stride: tuple[int, int, int]) -> str:
@@ -119,8 +91,8 @@ def _reason(records: list[tuple[Any, SiteRewrite]], stride: tuple[int, int, int]
     rep = records[0][0]
     if any(r.masked for _, r in records):
         return "the call has a mask, which each shard's keys would need reduced by another rank"
-    if min(shard_min_dst(rep.grid, stride, rep.shards)) == 0:
-        return "a shard may hold no dst token, so ranks could keep different counts"
+    if shard_reason(rep, stride):
+        return shard_reason(rep, stride)
     if sorted(r.occurrence for r, _ in records) != list(range(rep.shards)):
         return f"{len(records)} ring calls for {rep.shards} shards"
     return ""
@@ -134,7 +106,7 @@ def ring_exchange_pass(a: Analysis) -> None:
             sites[rep.path].append((rep, rewrite))
     if not sites:
         return
-    exchanges = [e for n in a.gm.graph.nodes if n.op == "call_function" and _op_name(n) == _ALL_GATHER
+    exchanges = [e for n in a.gm.graph.nodes if n.op == "call_function" and op_name(n) == _ALL_GATHER
                  if (e := _exchanged(n)) is not None]
     moved = False
     for records in sites.values():
@@ -151,21 +123,21 @@ def ring_exchange_pass(a: Analysis) -> None:
 def _move(a: Analysis, records: list[tuple[Any, SiteRewrite]], exchanges: list) -> str:
     """Rewrite one ring site's calls; return why not ("") if the graph is not diffusers' ring shape."""
     own = records[0][1]
-    key0, value0 = (_bshd(x, own.bshd) for x in own.kv.inputs)
+    key0, value0 = (bshd_view_of(x, own.bshd) for x in own.kv.inputs)
     found = next((e for e in exchanges if e.key is key0 and e.value is value0), None)
     if found is None:
         return "no all-gather of this call's keys and values found in the graph"
     cat, pieces = found.cat, found.pieces
     received = []
     for _, rewrite in records[1:]:
-        k, v = (_bshd(x, rewrite.bshd) for x in rewrite.kv.inputs)
+        k, v = (bshd_view_of(x, rewrite.bshd) for x in rewrite.kv.inputs)
         if k not in pieces or v not in pieces or pieces[k] != pieces[v]:
             return "a ring call's keys/values do not come from the all-gather"
         received.append((rewrite, pieces[k]))
     graph, meta, select = a.gm.graph, own.kv.select.meta, own.kv.select
     reduce = ops.gather_tokens_bshd if a.plan.mode == "replace" else ops.merge_tokens_bshd
     with graph.inserting_before(cat):  # this rank's selection, now ahead of the exchange
-        select = _call(graph, select.target, (_heads_first(graph, value0, meta), *select.args[1:]), meta)
+        select = _call(graph, select.target, (heads_first(graph, value0, meta), *select.args[1:]), meta)
         keep, assign = (_call(graph, operator.getitem, (select, i), meta) for i in (0, 1))
         args = (keep,) if reduce is ops.gather_tokens_bshd else (keep, assign)
         key_r, value_r = (_call(graph, reduce, (x, *args), meta) for x in (key0, value0))
@@ -183,33 +155,3 @@ def _move(a: Analysis, records: list[tuple[Any, SiteRewrite]], exchanges: list) 
     return ""
 
 
-def replace_reduction(graph: fx.Graph, reduction: Reduction, reduced: tuple[fx.Node, ...], bshd: bool, meta: dict) -> None:
-    """Make the call read ``reduced`` (already reduced, ``[B, S, H, D]``) and drop its own selection."""
-    for old, new in zip(reduction.outputs, reduced):
-        with graph.inserting_before(old):
-            new = new if bshd else _heads_first(graph, new, meta)
-        old.replace_all_uses_with(new)
-        graph.erase_node(old)
-    for node in (reduction.keep, reduction.assign, reduction.select):
-        if not node.users:
-            graph.erase_node(node)
-
-
-#: What :func:`erase_dead` may remove: views, and the collectives of an exchange that moved.
-_ERASABLE = {"flatten", "permute", "transpose", "reshape", "reshape_as", "contiguous", "chunk", operator.getitem, torch.transpose}
-_ERASABLE_OPS = {"_c10d_functional::all_to_all_single", "_c10d_functional::wait_tensor"}
-
-
-def erase_dead(graph: fx.Graph, nodes: list[fx.Node]) -> None:
-    """Erase the given nodes, and what feeds them, once nothing uses them (views and the collectives
-    of a moved exchange only: an unused collective would still run, and cost its traffic)."""
-    todo = list(nodes)
-    while todo:
-        node = todo.pop()
-        if getattr(node, "_erased", False) or node.users or node.op not in ("call_method", "call_function"):
-            continue
-        if node.target not in _ERASABLE and _op_name(node) not in _ERASABLE_OPS:
-            continue
-        inputs = list(node.all_input_nodes)
-        graph.erase_node(node)
-        todo.extend(inputs)

@@ -27,80 +27,74 @@ import dataclasses
 import operator
 from typing import Any
 
-import torch
 import torch.fx as fx
 
 from .. import collective_ops, ops
-from ..sites import decode_site, encode_site, shard_min_dst
+from ..sites import decode_site, encode_site
 from .analysis import Analysis
+from .exchange import WAIT, bshd_view_of, erase_dead, heads_first, is_method, op_name, replace_reduction, shard_reason, single_user
 from .rewrite_attention import Reduction, SiteRewrite, _call
-from .ring_exchange import _bshd, _heads_first, _method, _op_name, erase_dead, replace_reduction
 
 _A2A = "_c10d_functional::all_to_all_single"
-_WAIT = "_c10d_functional::wait_tensor"
 _KEY = "ulysses exchange"
 BEFORE = "tokens reduced before the all-to-all (shard-local, this rank's shard)"
 
 
-def _single_user(node: fx.Node) -> fx.Node | None:
-    return next(iter(node.users)) if len(node.users) == 1 else None
-
-
 def _skip_contiguous(node: Any) -> Any:
-    return node.args[0] if _method(node, "contiguous", 1) else node
+    return node.args[0] if is_method(node, "contiguous", 1) else node
 
 
 def _scattered(node: fx.Node) -> tuple[fx.Node, str, int] | None:
     """``(x, group, ranks)`` when ``node`` is ``x`` ``[B, S, H, D]`` after Ulysses' first all-to-all."""
     n = _skip_contiguous(node)
-    if not (_method(n, "permute", 5) and tuple(n.args[1:]) == (1, 0, 2, 3)):
+    if not (is_method(n, "permute", 5) and tuple(n.args[1:]) == (1, 0, 2, 3)):
         return None
     n = n.args[0]
-    if not (_method(n, "flatten", 3) and tuple(n.args[1:]) == (0, 1)):
+    if not (is_method(n, "flatten", 3) and tuple(n.args[1:]) == (0, 1)):
         return None
     n = n.args[0]
-    if not (_method(n, "reshape", 2) and isinstance(n.args[0], fx.Node) and _op_name(n.args[0]) == _WAIT):
+    if not (is_method(n, "reshape", 2) and isinstance(n.args[0], fx.Node) and op_name(n.args[0]) == WAIT):
         return None
     a2a = n.args[0].args[0]
-    if not (isinstance(a2a, fx.Node) and _op_name(a2a) == _A2A):
+    if not (isinstance(a2a, fx.Node) and op_name(a2a) == _A2A):
         return None
     n = a2a.args[0]
-    if _method(n, "flatten", 1):
+    if is_method(n, "flatten", 1):
         n = n.args[0]
     n = _skip_contiguous(n)
-    if not (_method(n, "permute", 6) and tuple(n.args[1:]) == (2, 1, 0, 3, 4)):
+    if not (is_method(n, "permute", 6) and tuple(n.args[1:]) == (2, 1, 0, 3, 4)):
         return None
     n = n.args[0]
-    if not (_method(n, "reshape", 6) and isinstance(n.args[3], int)):
+    if not (is_method(n, "reshape", 6) and isinstance(n.args[3], int)):
         return None
     return n.args[0], a2a.args[3], n.args[3]
 
 
 def _gathered(node: fx.Node) -> fx.Node | None:
     """The ``[B, S, H, D]`` node after Ulysses' second all-to-all of ``node`` (``[B, N*S, H/N, D]``), or None."""
-    n = _single_user(node)
-    if not (_method(n, "reshape", 6) and _method(_single_user(n), "permute", 6)):
+    n = single_user(node)
+    if not (is_method(n, "reshape", 6) and is_method(single_user(n), "permute", 6)):
         return None
-    n = _single_user(_single_user(n))
+    n = single_user(single_user(n))
     steps = 0
-    while n is not None and steps < 4 and _op_name(n) != _A2A:  # contiguous, flatten
-        n, steps = _single_user(n), steps + 1
-    if n is None or _op_name(n) != _A2A:
+    while n is not None and steps < 4 and op_name(n) != _A2A:  # contiguous, flatten
+        n, steps = single_user(n), steps + 1
+    if n is None or op_name(n) != _A2A:
         return None
-    n = _single_user(n)
-    if n is None or _op_name(n) != _WAIT:
+    n = single_user(n)
+    if n is None or op_name(n) != WAIT:
         return None
-    n = _single_user(n)
-    if not _method(n, "reshape", 2):
+    n = single_user(n)
+    if not is_method(n, "reshape", 2):
         return None
-    n = _single_user(n)
-    if not (_method(n, "flatten", 3) and tuple(n.args[1:]) == (0, 1)):
+    n = single_user(n)
+    if not (is_method(n, "flatten", 3) and tuple(n.args[1:]) == (0, 1)):
         return None
-    n = _single_user(n)
-    if not (_method(n, "permute", 5) and tuple(n.args[1:]) == (1, 2, 0, 3)):
+    n = single_user(n)
+    if not (is_method(n, "permute", 5) and tuple(n.args[1:]) == (1, 2, 0, 3)):
         return None
-    after = _single_user(n)
-    return after if _method(after, "contiguous", 1) else n
+    after = single_user(n)
+    return after if is_method(after, "contiguous", 1) else n
 
 
 def _reason(rep: Any, rewrite: SiteRewrite, stride: tuple[int, int, int]) -> str:
@@ -108,8 +102,8 @@ def _reason(rep: Any, rewrite: SiteRewrite, stride: tuple[int, int, int]) -> str
         return "the call has a mask"
     if rewrite.q is not None and len(rewrite.restores) != 1:
         return "the call's log-sum-exp is used"
-    if min(shard_min_dst(rep.grid, stride, rep.shards)) == 0:
-        return "a shard may hold no dst token, so ranks could keep different counts"
+    if shard_reason(rep, stride):
+        return shard_reason(rep, stride)
     if rep.text_len:
         return "the call holds text tokens, which the all-to-all interleaves with each shard's video"
     return ""
@@ -144,7 +138,7 @@ def _move(a: Analysis, rewrite: SiteRewrite, ranks: int) -> str:
     for reduction in (rewrite.q, rewrite.kv):
         if reduction is None:
             continue
-        found = [_scattered(_bshd(x, bshd)) if _bshd(x, bshd) is not None else None for x in reduction.inputs]
+        found = [_scattered(bshd_view_of(x, bshd)) if bshd_view_of(x, bshd) is not None else None for x in reduction.inputs]
         if any(f is None or f[2] != ranks for f in found):
             return "no all-to-all of this call's tokens found in the graph"
         sources.append((reduction, found))
@@ -153,8 +147,8 @@ def _move(a: Analysis, rewrite: SiteRewrite, ranks: int) -> str:
         restore = rewrite.restores[0]
         out = restore
         if not bshd:
-            out = _single_user(restore)
-            if not (_method(out, "permute", 5) and tuple(out.args[1:]) == (0, 2, 1, 3)):
+            out = single_user(restore)
+            if not (is_method(out, "permute", 5) and tuple(out.args[1:]) == (0, 2, 1, 3)):
                 return "the attention output does not go back through the all-to-all"
         back = _gathered(out)
         if back is None:
@@ -169,7 +163,7 @@ def _move(a: Analysis, rewrite: SiteRewrite, ranks: int) -> str:
     for reduction, found in sources:
         with graph.inserting_before(first):
             sel = _call(graph, reduction.select.target,
-                        (_heads_first(graph, found[-1][0], meta), reduction.select.args[1], _local_site(reduction.select),
+                        (heads_first(graph, found[-1][0], meta), reduction.select.args[1], _local_site(reduction.select),
                          *reduction.select.args[3:]), meta)
             keep, assign = (_call(graph, operator.getitem, (sel, i), meta) for i in (0, 1))
             extra = (keep,) if reduce is ops.gather_tokens_bshd else (keep, assign)
@@ -182,7 +176,7 @@ def _move(a: Analysis, rewrite: SiteRewrite, ranks: int) -> str:
     if back is not None:
         restore = rewrite.restores[0]
         with graph.inserting_after(back):
-            out = restore.args[0] if bshd else _heads_first(graph, restore.args[0], meta)
+            out = restore.args[0] if bshd else heads_first(graph, restore.args[0], meta)
         with graph.inserting_after(out):
             gathered = _call(graph, collective_ops.ulysses_gather, (out, ranks, group), meta)
         with graph.inserting_after(gathered):

@@ -6,8 +6,8 @@ once per ratio in that window; both are re-exported by :mod:`asymrnr_fx.ops` (``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -42,6 +42,8 @@ def best_match(
     so the argmax needs only ``2 a.b - |b|^2``; the rows carry a column of ones and the dst
     side the ``-|b|^2`` column, so the GEMM produces the biased scores itself (no pass over
     the score matrix to subtract it); ``|a|^2`` is added back to the best score afterwards.
+    The rows are gathered straight from ``x`` (strided or not): one copy of the src and dst
+    tokens, not a copy of the whole video first.
 
     Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
     parallel region whose barrier waits for all threads. On a quiet CPU the tile size hardly
@@ -52,12 +54,11 @@ def best_match(
     the ops few at any token count and the budget bounds the memory. ``chunk`` forces a row
     count (benchmarks). On an accelerator: one GEMM over all rows.
     """
-    bsz, heads, n, d = x.shape
-    flat = x.float().reshape(bsz * heads, n, d).contiguous()  # strided activations make every pass slow
-    xd = flat.index_select(1, dst)
-    if rows is not None:
-        flat = flat.index_select(1, rows)
-        n = flat.shape[1]
+    bsz, heads, _, d = x.shape
+    x = x.float()
+    xd = x.index_select(2, dst).view(bsz * heads, -1, d)  # strided activations: index_select copies them compactly
+    flat = (x.index_select(2, rows) if rows is not None else x.contiguous()).view(bsz * heads, -1, d)
+    n = flat.shape[1]
     if similarity == "cosine":
         flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)

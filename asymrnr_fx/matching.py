@@ -38,12 +38,16 @@ def best_match(
     """Best score and nearest dst slot for the tokens ``rows`` of ``x`` ``[B, H, N, d]`` (all if None).
 
     This is the hot part of a matching step, so it is a few large ops: one GEMM and one
-    ``max`` per tile of rows. For the squared euclidean distance ``|a|^2`` is constant per row,
+    max per tile of rows. For the squared euclidean distance ``|a|^2`` is constant per row,
     so the argmax needs only ``2 a.b - |b|^2``; the rows carry a column of ones and the dst
     side the ``-|b|^2`` column, so the GEMM produces the biased scores itself (no pass over
     the score matrix to subtract it); ``|a|^2`` is added back to the best score afterwards.
     The rows are gathered straight from ``x`` (strided or not): one copy of the src and dst
     tokens, not a copy of the whole video first.
+
+    On CPU the scores are laid out dst-major (``[dst, src]``, the same products) and reduced by
+    :func:`column_max`; elsewhere (and in tiles under 16 rows or dst, or when a score is NaN)
+    ``[src, dst]`` and ``max(dim=-1)``.
 
     Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
     parallel region whose barrier waits for all threads. On a quiet CPU the tile size hardly
@@ -65,21 +69,49 @@ def best_match(
     euclidean = similarity == "euclidean"
     if euclidean:
         lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1)
-        rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1).transpose(1, 2).contiguous()
+        rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1)
     else:
-        lhs, rhs = flat, xd.transpose(1, 2).contiguous()
+        lhs, rhs = flat, xd
+    cpu = flat.device.type == "cpu"
     if chunk is None:
-        chunk = n if flat.device.type != "cpu" else max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1]))
-    if chunk >= n:
-        best, nearest = torch.bmm(lhs, rhs).max(dim=-1)
-    else:
-        best = flat.new_empty(bsz * heads, n)
-        nearest = torch.empty(bsz * heads, n, dtype=torch.long, device=flat.device)
-        for i in range(0, n, chunk):
-            torch.max(torch.bmm(lhs[:, i : i + chunk], rhs), dim=-1, out=(best[:, i : i + chunk], nearest[:, i : i + chunk]))
+        chunk = n if not cpu else max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1]))
+    best, nearest = _tiled_max(lhs, rhs, chunk, pool=cpu)
+    if cpu and best.isnan().any():  # a host read on CPU only; the max pool keeps the last NaN, max the first
+        best, nearest = _tiled_max(lhs, rhs, chunk, pool=False)
     if euclidean:
         best = best - flat.square().sum(-1)
     return best.view(bsz, heads, n), nearest.view(bsz, heads, n)
+
+
+def _tiled_max(lhs: torch.Tensor, rhs: torch.Tensor, chunk: int, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best score and dst slot of every row of ``lhs`` ``[R, n, k]`` against ``rhs`` ``[R, m, k]``, ``chunk`` rows at a time."""
+    tiles, rhs_t = [], None
+    for i in range(0, max(lhs.shape[1], 1), chunk):  # one (empty) tile when there are no rows
+        tile = lhs[:, i : i + chunk]
+        if pool and min(rhs.shape[1], tile.shape[1]) >= 16:
+            # [dst, src]: the GEMM reads the rows transposed in place. Same products, and on this project's
+            # CPU (MKL) the same bits as [src, dst] at every shape tried with 11+ rows and columns; with
+            # fewer some differ in the last bit, so such tiles (a short last one, few dst) stay [src, dst]
+            tiles.append(column_max(torch.bmm(rhs, tile.transpose(1, 2))))
+        else:
+            rhs_t = rhs.transpose(1, 2).contiguous() if rhs_t is None else rhs_t
+            tiles.append(torch.bmm(tile, rhs_t).max(dim=-1))
+    return tuple(torch.cat(t, -1) for t in zip(*tiles)) if len(tiles) > 1 else tuple(tiles[0])
+
+
+def column_max(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores.max(dim=1)`` of a ``[R, m, n]`` CPU tensor without NaN: the best of every column and its first row.
+
+    Why not ``max`` itself: with indices it is a scalar compare per element on CPU, as slow as
+    the GEMM before it at 4 heads x 3,584 x 512 (2.4 ms on 2 threads). Read as a channels-last
+    ``[R, n, 1, m]`` image, the columns are channels and a ``(1, m)`` max pool reduces them
+    with vector compares, indices included (0.7 ms), keeping the first maximum on ties as
+    ``max`` does. On NaN they differ (the pool keeps the last NaN, ``max`` the first): the
+    caller checks.
+    """
+    rows, m, n = scores.shape
+    best, nearest = torch.nn.functional.max_pool2d(scores.unsqueeze(1).permute(0, 3, 1, 2), (1, m), return_indices=True)
+    return best.view(rows, n), nearest.view(rows, n)
 
 
 def grid_coordinates(grid: Sequence[int], positions: torch.Tensor) -> torch.Tensor:

@@ -2,29 +2,49 @@
 
 The runtime calls :func:`match` once per site, feature and cache window, and :func:`select`
 once per ratio in that window; both are re-exported by :mod:`asymrnr_fx.ops` (``ops.match``,
-``ops.select``, ...), the names the rest of the package and its users know.
+``ops.select``, ...), the names the rest of the package and its users know. This is the only
+data-dependent work of a matching step, so it is written as few whole-tensor ops as it can be:
+one GEMM per site for the scores, a vectorised max over them (a max pool), and a selection that partitions
+the src tokens by rank (one ``topk`` per row) instead of sorting them.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 
-@dataclass
 class Matching:
     """What the matching cache keeps for one site and feature: indices, never activations.
 
     ``nearest[b, h, i]`` is the slot (in ``dst``) of the dst token closest to ``src[i]``;
     ``order[b, h]`` lists src slots from most to least similar to their nearest dst, so
     removing the first ``k`` removes the ``k`` most redundant src tokens.
+
+    :func:`match` stores ``rank`` instead of ``order``: one int64 per src whose ascending order
+    is that order (:func:`rank_key`), so a selection needs a ``topk``, not a sort; ``order``
+    is then derived on first use (tests, calibration). A matching built with an ``order`` (the
+    calibration recorder's) selects through it.
     """
 
-    dst: torch.Tensor  # [n_dst] video positions
-    src: torch.Tensor  # [n_src] video positions
-    nearest: torch.Tensor  # [B, H, n_src] slot into dst
-    order: torch.Tensor  # [B, H, n_src] slot into src, most similar first
+    __slots__ = ("dst", "src", "nearest", "rank", "_order")
+
+    def __init__(self, dst: torch.Tensor, src: torch.Tensor, nearest: torch.Tensor, order: torch.Tensor | None = None,
+                 *, rank: torch.Tensor | None = None) -> None:
+        if order is None and rank is None:
+            raise ValueError("a Matching needs its order or its rank")
+        self.dst = dst  # [n_dst] video positions
+        self.src = src  # [n_src] video positions
+        self.nearest = nearest  # [B, H, n_src] slot into dst
+        self.rank = rank  # [B, H, n_src] int64, ascending = most similar first
+        self._order = order  # [B, H, n_src] slot into src, most similar first
+
+    @property
+    def order(self) -> torch.Tensor:
+        if self._order is None:
+            bits = _slot_bits(self.rank.shape[-1])
+            self._order = self.rank.sort(dim=-1).values & ((1 << bits) - 1)
+        return self._order
 
 
 #: Score-tile budget of :func:`best_match` on CPU, in float32 elements (32 MiB: one tile for 4 heads x
@@ -152,8 +172,28 @@ def match(
         best, nearest = (noise - torch.cdist(a, b).square()).to(device).max(dim=-1)
     else:
         best, nearest = best_match(video, dst, similarity, rows=src)
-    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
-    return Matching(dst=dst, src=src, nearest=nearest, order=order)
+    return Matching(dst, src, nearest, rank=rank_key(best))
+
+
+def rank_key(best: torch.Tensor) -> torch.Tensor:
+    """Distinct int64 keys whose ascending order is ``torch.sort(best, -1, descending=True, stable=True)``'s.
+
+    The high bits order the scores (the float32 bit pattern made monotone; -0.0 is 0.0 and every
+    NaN ranks first, as in ``torch.sort``), the low bits are the src slot, which breaks ties
+    the way a stable sort does. Distinct keys let :func:`select` cut the ranking with one
+    ``topk`` per row where a full sort cost 5-10x as much.
+    """
+    n = best.shape[-1]
+    value = best.float() + 0.0  # -0.0 + 0.0 == +0.0: equal scores, equal keys
+    value = torch.where(value.isnan(), torch.full_like(value, float("nan")), value)  # one NaN pattern
+    bits = value.view(torch.int32).long()
+    ascending = torch.where(bits >= 0, bits + (1 << 31), -1 - bits)  # in [0, 2^32), monotone in the score
+    slots = torch.arange(n, device=best.device)
+    return (((1 << 32) - 1 - ascending) << _slot_bits(n)) | slots
+
+
+def _slot_bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
 
 
 def kept_count(num_tokens: int, ratio: float) -> int:
@@ -175,24 +215,39 @@ def select(
     sequence that represents it (its own slot if kept, its nearest dst's slot if removed).
     Text tokens are always kept. Restoration is ``reduced.gather(assign)``.
     """
-    bsz, heads, n_src = m.order.shape
+    bsz, heads, n_src = m.nearest.shape
     n_dst = m.dst.numel()
-    device = m.order.device
+    device = m.nearest.device
     n_src_keep = max(kept_count(num_video, ratio) - n_dst, 0)
     n_remove = n_src - min(n_src_keep, n_src)
-    removed = m.order[..., :n_remove]
-    kept = torch.zeros(bsz, heads, num_video, dtype=torch.bool, device=device)
-    kept.index_fill_(-1, m.dst, True)
-    kept.scatter_(-1, _lookup(m.src, m.order[..., n_remove:]), True)
+    removed = _removed(m, n_remove)
+    kept = torch.ones(bsz, heads, num_video, dtype=torch.bool, device=device)
+    kept.index_copy_(-1, m.src, ~removed)  # dst tokens are always kept
     n_kept = n_dst + n_src - n_remove
-    # the kept positions, ascending per row: a sort with a known output size needs no host sync
-    # (``nonzero`` would read its size back from the device)
-    positions = torch.arange(num_video, device=device).expand(bsz, heads, num_video)
-    keep_video = torch.where(kept, positions, num_video).sort(dim=-1).values[..., :n_kept]
-    slot_of = kept.long().cumsum(-1) - 1  # the slot of every kept position
-    removed_dst_pos = _lookup(m.dst, m.nearest.gather(-1, removed))
-    slot_of.scatter_(-1, _lookup(m.src, removed), slot_of.gather(-1, removed_dst_pos))
+    counts = kept.cumsum(-1)  # kept tokens up to and including every position
+    # the kept positions, ascending per row: the j-th is the first position with j + 1 kept up to it
+    # (a search with a known output size needs no host sync; ``nonzero`` would read its size back)
+    wanted = torch.arange(1, n_kept + 1, device=device).expand(bsz, heads, n_kept).contiguous()
+    keep_video = torch.searchsorted(counts, wanted)
+    slot_of = counts.sub_(1)  # the slot of every kept position
+    nearest_slot = slot_of.gather(-1, _lookup(m.dst, m.nearest))
+    src_slot = slot_of.gather(-1, m.src.expand(bsz, heads, n_src))  # (index_select along the last dim is 10x slower)
+    slot_of.index_copy_(-1, m.src, torch.where(removed, nearest_slot, src_slot))
     return with_text(keep_video, slot_of, text_len, text_first)
+
+
+def _removed(m: Matching, n_remove: int) -> torch.Tensor:
+    """``[B, H, n_src]`` bool: the ``n_remove`` src tokens ranked most similar to their dst."""
+    shape, device = m.nearest.shape, m.nearest.device
+    if n_remove == 0 or n_remove == shape[-1]:
+        return torch.full(shape, n_remove > 0, dtype=torch.bool, device=device)
+    if m.rank is None:
+        return torch.zeros(shape, dtype=torch.bool, device=device).scatter_(-1, m.order[..., :n_remove], True)
+    # the keys are distinct, so a threshold cuts exactly: the largest removed key or the smallest kept one,
+    # from whichever side is shorter (a top-k of 307 of 3,584 keys costs half a kthvalue)
+    if n_remove <= shape[-1] - n_remove:
+        return m.rank <= m.rank.topk(n_remove, dim=-1, largest=False, sorted=False).values.amax(-1, keepdim=True)
+    return m.rank < m.rank.topk(shape[-1] - n_remove, dim=-1, sorted=False).values.amin(-1, keepdim=True)
 
 
 def with_text(keep_video: torch.Tensor, slot_of: torch.Tensor, text_len: int, text_first: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ from typing import Literal, Sequence
 import torch
 
 from .matching import (  # noqa: F401  (the matching step lives in matching.py; these names are the package's)
-    MATCH_TILE_ELEMENTS, Matching, best_match, column_max, grid_coordinates, kept_count, match, select, with_text,
+    MATCH_TILE_ELEMENTS, Matching, best_match, column_max, grid_coordinates, kept_count, match, rank_key, select, with_text,
 )
 
 Similarity = Literal["euclidean", "cosine", "dot"]

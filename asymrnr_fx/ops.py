@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
+
+from .matching import (  # noqa: F401  (the matching step lives in matching.py; these names are the package's)
+    MATCH_TILE_ELEMENTS, Matching, best_match, column_max, grid_coordinates, kept_count, match, rank_key, select, with_text,
+)
 
 Similarity = Literal["euclidean", "cosine", "dot"]
 Grid = tuple[int, int, int]
@@ -69,11 +72,6 @@ def max_ratio(stride: Sequence[int]) -> float:
     return 1.0 - 1.0 / math.prod(stride)
 
 
-def kept_count(num_tokens: int, ratio: float) -> int:
-    """``floor(N * (1 - r))`` evaluated exactly as the reference does (in float64)."""
-    return int(num_tokens * (1 - ratio))
-
-
 def partition(grid: Sequence[int], stride: Sequence[int], choices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the raster-ordered video tokens of ``grid`` into (dst, src) positions.
 
@@ -98,165 +96,6 @@ def partition(grid: Sequence[int], stride: Sequence[int], choices: torch.Tensor)
     return dst, src
 
 
-@dataclass
-class Matching:
-    """What the matching cache keeps for one site and feature: indices, never activations.
-
-    ``nearest[b, h, i]`` is the slot (in ``dst``) of the dst token closest to ``src[i]``;
-    ``order[b, h]`` lists src slots from most to least similar to their nearest dst, so
-    removing the first ``k`` removes the ``k`` most redundant src tokens.
-    """
-
-    dst: torch.Tensor  # [n_dst] video positions
-    src: torch.Tensor  # [n_src] video positions
-    nearest: torch.Tensor  # [B, H, n_src] slot into dst
-    order: torch.Tensor  # [B, H, n_src] slot into src, most similar first
-
-
-#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (32 MiB: one tile for 4 heads x
-#: 3,584 x 512; real-scale token counts are cut into tiles of this size, which bounds the memory).
-MATCH_TILE_ELEMENTS = 1 << 23
-
-
-def best_match(
-    x: torch.Tensor, dst: torch.Tensor, similarity: str, chunk: int | None = None, rows: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best score and nearest dst slot for the tokens ``rows`` of ``x`` ``[B, H, N, d]`` (all if None).
-
-    This is the hot part of a matching step, so it is a few large ops: one GEMM and one
-    ``max`` per tile of rows. For the squared euclidean distance ``|a|^2`` is constant per row,
-    so the argmax needs only ``2 a.b - |b|^2``; the rows carry a column of ones and the dst
-    side the ``-|b|^2`` column, so the GEMM produces the biased scores itself (no pass over
-    the score matrix to subtract it); ``|a|^2`` is added back to the best score afterwards.
-
-    Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
-    parallel region whose barrier waits for all threads. On a quiet CPU the tile size hardly
-    matters (4 heads x 3,584 x 512 on 2 threads: 6.9 ms in 128-row tiles, 7.0 ms in one), but
-    when another process shares the cores a descheduled thread stalls every barrier: with one
-    busy process beside it, 128-row tiles took 188 ms, 512-row tiles 104 ms and one tile 72 ms
-    (SDPA slowed from 71 to 125 ms; ``benchmarks/match_kernel.py --load 1``). Large tiles keep
-    the ops few at any token count and the budget bounds the memory. ``chunk`` forces a row
-    count (benchmarks). On an accelerator: one GEMM over all rows.
-    """
-    bsz, heads, n, d = x.shape
-    flat = x.float().reshape(bsz * heads, n, d).contiguous()  # strided activations make every pass slow
-    xd = flat.index_select(1, dst)
-    if rows is not None:
-        flat = flat.index_select(1, rows)
-        n = flat.shape[1]
-    if similarity == "cosine":
-        flat = torch.nn.functional.normalize(flat, dim=-1)
-        xd = torch.nn.functional.normalize(xd, dim=-1)
-    euclidean = similarity == "euclidean"
-    if euclidean:
-        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1)
-        rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1).transpose(1, 2).contiguous()
-    else:
-        lhs, rhs = flat, xd.transpose(1, 2).contiguous()
-    if chunk is None:
-        chunk = n if flat.device.type != "cpu" else max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1]))
-    if chunk >= n:
-        best, nearest = torch.bmm(lhs, rhs).max(dim=-1)
-    else:
-        best = flat.new_empty(bsz * heads, n)
-        nearest = torch.empty(bsz * heads, n, dtype=torch.long, device=flat.device)
-        for i in range(0, n, chunk):
-            torch.max(torch.bmm(lhs[:, i : i + chunk], rhs), dim=-1, out=(best[:, i : i + chunk], nearest[:, i : i + chunk]))
-    if euclidean:
-        best = best - flat.square().sum(-1)
-    return best.view(bsz, heads, n), nearest.view(bsz, heads, n)
-
-
-def grid_coordinates(grid: Sequence[int], positions: torch.Tensor) -> torch.Tensor:
-    """(frame, row, column) of raster positions, as float rows for distance computations."""
-    _, h, w = grid
-    return torch.stack([positions // (h * w), (positions // w) % h, positions % w], dim=-1).float()
-
-
-def match(
-    video: torch.Tensor,
-    dst: torch.Tensor,
-    src: torch.Tensor,
-    similarity: str = "euclidean",
-    *,
-    grid: Sequence[int] | None = None,
-    seed: int = 0,
-) -> Matching:
-    """Match every src token to its most similar dst, per batch element and head.
-
-    Scores are computed in float32 whatever the activation dtype: bfloat16 distances are
-    too coarse to rank tokens and would turn most comparisons into ties. ``grid`` is needed
-    by the "spatial" baseline, ``seed`` by the "random" one.
-    """
-    device = video.device
-    dst, src = dst.to(device), src.to(device)
-    bsz, heads = video.shape[0], video.shape[1]
-    if similarity == "random":
-        gen = torch.Generator().manual_seed(seed)
-        best, nearest = torch.rand(bsz, heads, src.numel(), dst.numel(), generator=gen).to(device).max(dim=-1)
-    elif similarity == "spatial":
-        if grid is None:
-            raise ValueError("the 'spatial' matching needs the token grid")
-        a, b = grid_coordinates(grid, src.cpu()), grid_coordinates(grid, dst.cpu())
-        # squared grid distances are integers: noise below 1 only breaks ties among equally
-        # near src tokens at random, so a partial reduction is spread over the frame
-        gen = torch.Generator().manual_seed(seed)
-        noise = 0.5 * torch.rand(bsz, heads, src.numel(), 1, generator=gen)
-        best, nearest = (noise - torch.cdist(a, b).square()).to(device).max(dim=-1)
-    else:
-        best, nearest = best_match(video, dst, similarity, rows=src)
-    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
-    return Matching(dst=dst, src=src, nearest=nearest, order=order)
-
-
-def select(
-    m: Matching,
-    num_video: int,
-    ratio: float,
-    text_len: int = 0,
-    text_first: bool = True,
-    n_keep: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices that reduce a (text + video) sequence at ``ratio`` and restore it afterwards.
-
-    Returns ``keep`` ``[B, H, n_kept]``: full-sequence positions that stay, ascending; and
-    ``assign`` ``[B, H, L]``: for every full-sequence position, the slot in the reduced
-    sequence that represents it (its own slot if kept, its nearest dst's slot if removed).
-    Text tokens are always kept. Restoration is ``reduced.gather(assign)``. ``n_keep`` overrides
-    the video tokens kept (shard-local reduction keeps the same count in every shard).
-    """
-    bsz, heads, n_src = m.order.shape
-    n_dst = m.dst.numel()
-    device = m.order.device
-    n_src_keep = max((kept_count(num_video, ratio) if n_keep is None else n_keep) - n_dst, 0)
-    n_remove = n_src - min(n_src_keep, n_src)
-    removed = m.order[..., :n_remove]
-    kept = torch.zeros(bsz, heads, num_video, dtype=torch.bool, device=device)
-    kept.index_fill_(-1, m.dst, True)
-    kept.scatter_(-1, _lookup(m.src, m.order[..., n_remove:]), True)
-    n_kept = n_dst + n_src - n_remove
-    # the kept positions, ascending per row: a sort with a known output size needs no host sync
-    # (``nonzero`` would read its size back from the device)
-    positions = torch.arange(num_video, device=device).expand(bsz, heads, num_video)
-    keep_video = torch.where(kept, positions, num_video).sort(dim=-1).values[..., :n_kept]
-    slot_of = kept.long().cumsum(-1) - 1  # the slot of every kept position
-    removed_dst_pos = _lookup(m.dst, m.nearest.gather(-1, removed))
-    slot_of.scatter_(-1, _lookup(m.src, removed), slot_of.gather(-1, removed_dst_pos))
-    return with_text(keep_video, slot_of, text_len, text_first)
-
-
-def with_text(keep_video: torch.Tensor, slot_of: torch.Tensor, text_len: int, text_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Video selection indices extended to a (text + video) sequence whose text tokens are all kept."""
-    if text_len == 0:
-        return keep_video, slot_of
-    bsz, heads, n_kept = keep_video.shape
-    num_video = slot_of.shape[-1]
-    text = torch.arange(text_len, device=keep_video.device).expand(bsz, heads, text_len)
-    if text_first:
-        return torch.cat([text, keep_video + text_len], -1), torch.cat([text, slot_of + text_len], -1)
-    return torch.cat([keep_video, text + num_video], -1), torch.cat([slot_of, text + n_kept], -1)
-
-
 def shard_partition(dst: torch.Tensor, src: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The (dst, src) of the whole grid's partition that lie in raster positions ``[lo, hi)``, relative to ``lo``.
 
@@ -278,11 +117,6 @@ def join_shards(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int) -
         assigns.append(assign + kept)
         kept += keep.shape[-1]
     return torch.cat(keeps, -1), torch.cat(assigns, -1)
-
-
-def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``table[index]`` for a 1-D table, through index_select (much cheaper than advanced indexing)."""
-    return table.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def _expand_index(index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -172,3 +172,66 @@ def test_random_matching_is_seeded_and_keeps_counts():
     c = ops.match(x, dst, src, "random", seed=5)
     assert torch.equal(a.order, b.order) and not torch.equal(a.order, c.order)
     assert ops.select(a, 32, 0.5)[0].shape[-1] == ops.kept_count(32, 0.5)
+
+
+# The CPU kernel's fast paths (matching.py): [dst, src] scores reduced by a max pool from 16 dst and 16 rows up,
+# a rank key cut by topk instead of a sorted order. The tests above use grids with fewer dst; these reach them.
+@pytest.mark.parametrize("similarity", ["euclidean", "dot"])
+@pytest.mark.parametrize("integer", [False, True])
+def test_matching_with_many_dst_matches_reference(similarity, integer):
+    grid, stride = (2, 8, 10), (2, 2, 2)  # 20 dst, 140 src
+    n = math.prod(grid)
+    g = torch.Generator().manual_seed(21)
+    x = torch.randint(0, 3, (1, 2, n, 4), generator=g).float() if integer else torch.randn(1, 2, n, 8, generator=g)
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 2))
+    for chunk in (None, 40):  # one tile; tiles of 40 rows with a short last one (20 rows)
+        best, nearest = ops.best_match(x, dst, similarity, chunk=chunk, rows=src)
+        m = ops.match(x, dst, src, similarity)
+        for h in range(2):
+            ref_nearest, ref_order = ref_match_one(x[0, h], dst.tolist(), src.tolist(), similarity)
+            assert nearest[0, h].tolist() == ref_nearest
+            assert m.nearest[0, h].tolist() == ref_nearest and m.order[0, h].tolist() == ref_order
+
+
+def test_column_max_is_max_with_first_index():
+    g = torch.Generator().manual_seed(0)
+    for m in (1, 16, 33, 512):
+        s = torch.randint(-2, 3, (3, m, 40), generator=g).float()  # ties everywhere
+        s[s == 0] = -0.0
+        s[1, :, 5] = float("-inf")
+        best, idx = ops.column_max(s)
+        ref = s.max(dim=1)
+        assert torch.equal(idx, ref.indices) and torch.equal(best, ref.values) and torch.equal(best.signbit(), ref.values.signbit())
+
+
+def test_best_match_with_nan_takes_the_first_nan_like_max():
+    grid, stride = (2, 8, 8), (2, 2, 2)  # 16 dst: the max-pool path
+    x = torch.randn(1, 1, 128, 8, generator=torch.Generator().manual_seed(3))
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 0))
+    x[0, 0, dst[3]] = x[0, 0, dst[9]] = float("nan")  # two NaN dst: every score against them is NaN
+    x[0, 0, src[5], 2] = float("nan")  # a NaN src: all its scores are NaN
+    best, nearest = ops.best_match(x, dst, "euclidean", rows=src)
+    expected = torch.full_like(nearest, 3)  # max's rule: the first NaN (the pool alone would keep the last)
+    expected[..., 5] = 0
+    assert best.isnan().all() and torch.equal(nearest, expected)
+
+
+def test_rank_key_orders_like_a_stable_descending_sort():
+    values = [0.5, -0.0, float("nan"), 0.0, float("inf"), 0.5, -1e-30, float("-inf"), -float("nan"), 1e-30, -2.0, 0.5]
+    best = torch.tensor([values, values[::-1]])
+    key = ops.rank_key(best)
+    assert all(row.unique().numel() == row.numel() for row in key)  # distinct within a row
+    assert torch.equal(key.argsort(-1), torch.sort(best, dim=-1, descending=True, stable=True).indices)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.8, 0.875])
+def test_selection_by_rank_equals_selection_by_order(ratio):
+    grid, stride = (4, 8, 8), (2, 2, 2)
+    n = math.prod(grid)
+    x = torch.randint(0, 2, (2, 2, n, 3), generator=torch.Generator().manual_seed(4)).float()  # many tied scores
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 6))
+    m = ops.match(x, dst, src, "euclidean")
+    by_order = ops.Matching(m.dst, m.src, m.nearest, m.order)
+    for text_len, text_first in ((0, True), (7, False)):
+        a, b = ops.select(m, n, ratio, text_len, text_first), ops.select(by_order, n, ratio, text_len, text_first)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[0].is_contiguous()

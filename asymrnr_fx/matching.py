@@ -1,0 +1,269 @@
+"""Matching and selection: which dst each src token resembles most, and which tokens a ratio keeps.
+
+The runtime calls :func:`match` once per site, feature and cache window, and :func:`select`
+once per ratio in that window; both are re-exported by :mod:`asymrnr_fx.ops` (``ops.match``,
+``ops.select``, ...), the names the rest of the package and its users know. This is the only
+data-dependent work of a matching step, so it is written as few whole-tensor ops as it can be:
+one GEMM per site for the scores, a vectorised max over them (a max pool), and a selection that partitions
+the src tokens by rank (one ``topk`` per row) instead of sorting them.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class Matching:
+    """What the matching cache keeps for one site and feature: indices, never activations.
+
+    ``nearest[b, h, i]`` is the slot (in ``dst``) of the dst token closest to ``src[i]``;
+    ``order[b, h]`` lists src slots from most to least similar to their nearest dst, so
+    removing the first ``k`` removes the ``k`` most redundant src tokens.
+
+    :func:`match` stores ``rank`` instead of ``order``: one int64 per src whose ascending order
+    is that order (:func:`rank_key`), so a selection needs a ``topk``, not a sort; ``order``
+    is then derived on first use (tests, calibration). A matching built with an ``order`` (the
+    calibration recorder's) selects through it.
+    """
+
+    __slots__ = ("dst", "src", "nearest", "rank", "_order")
+
+    def __init__(self, dst: torch.Tensor, src: torch.Tensor, nearest: torch.Tensor, order: torch.Tensor | None = None,
+                 *, rank: torch.Tensor | None = None) -> None:
+        if order is None and rank is None:
+            raise ValueError("a Matching needs its order or its rank")
+        self.dst = dst  # [n_dst] video positions
+        self.src = src  # [n_src] video positions
+        self.nearest = nearest  # [B, H, n_src] slot into dst
+        self.rank = rank  # [B, H, n_src] int64, ascending = most similar first
+        self._order = order  # [B, H, n_src] slot into src, most similar first
+
+    @property
+    def order(self) -> torch.Tensor:
+        if self._order is None:
+            bits = _slot_bits(self.rank.shape[-1])
+            self._order = self.rank.sort(dim=-1).values & ((1 << bits) - 1)
+        return self._order
+
+
+#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (32 MiB: one tile for 4 heads x
+#: 3,584 x 512; real-scale token counts are cut into tiles of this size, which bounds the memory).
+MATCH_TILE_ELEMENTS = 1 << 23
+
+
+def best_match(
+    x: torch.Tensor, dst: torch.Tensor, similarity: str, chunk: int | None = None, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best score and nearest dst slot for the tokens ``rows`` of ``x`` ``[B, H, N, d]`` (all if None).
+
+    This is the hot part of a matching step, so it is a few large ops: one GEMM and one
+    max per tile of rows. For the squared euclidean distance ``|a|^2`` is constant per row,
+    so the argmax needs only ``2 a.b - |b|^2``; the rows carry a column of ones and the dst
+    side the ``-|b|^2`` column, so the GEMM produces the biased scores itself (no pass over
+    the score matrix to subtract it); ``|a|^2`` is added back to the best score afterwards.
+    The rows are gathered straight from ``x`` (strided or not): one copy of the src and dst
+    tokens, not a copy of the whole video first.
+
+    On CPU the scores are laid out dst-major (``[dst, src]``, the same products) and reduced by
+    :func:`column_max`; elsewhere (and in tiles under 16 rows or dst, or when a score is NaN)
+    ``[src, dst]`` and ``max(dim=-1)``.
+
+    Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
+    parallel region whose barrier waits for all threads. On a quiet CPU the tile size hardly
+    matters (4 heads x 3,584 x 512 on 2 threads: 6.9 ms in 128-row tiles, 7.0 ms in one), but
+    when another process shares the cores a descheduled thread stalls every barrier: with one
+    busy process beside it, 128-row tiles took 188 ms, 512-row tiles 104 ms and one tile 72 ms
+    (SDPA slowed from 71 to 125 ms; ``benchmarks/match_kernel.py --load 1``). Large tiles keep
+    the ops few at any token count and the budget bounds the memory. ``chunk`` forces a row
+    count (benchmarks). On an accelerator: one GEMM over all rows.
+    """
+    bsz, heads, _, d = x.shape
+    x = x.float()
+    xd = x.index_select(2, dst).view(bsz * heads, -1, d)  # strided activations: index_select copies them compactly
+    flat = (x.index_select(2, rows) if rows is not None else x.contiguous()).view(bsz * heads, -1, d)
+    n = flat.shape[1]
+    if similarity == "cosine":
+        flat = torch.nn.functional.normalize(flat, dim=-1)
+        xd = torch.nn.functional.normalize(xd, dim=-1)
+    euclidean = similarity == "euclidean"
+    if euclidean:
+        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1)
+        rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1)
+    else:
+        lhs, rhs = flat, xd
+    cpu = flat.device.type == "cpu"
+    if chunk is None:
+        chunk = n if not cpu else max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1]))
+    best, nearest = _tiled_max(lhs, rhs, chunk, pool=cpu)
+    if cpu and best.isnan().any():  # a host read on CPU only; the max pool keeps the last NaN, max the first
+        best, nearest = _tiled_max(lhs, rhs, chunk, pool=False)
+    if euclidean:
+        best = best - flat.square().sum(-1)
+    return best.view(bsz, heads, n), nearest.view(bsz, heads, n)
+
+
+def _tiled_max(lhs: torch.Tensor, rhs: torch.Tensor, chunk: int, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best score and dst slot of every row of ``lhs`` ``[R, n, k]`` against ``rhs`` ``[R, m, k]``, ``chunk`` rows at a time."""
+    tiles, rhs_t = [], None
+    for i in range(0, max(lhs.shape[1], 1), chunk):  # one (empty) tile when there are no rows
+        tile = lhs[:, i : i + chunk]
+        if pool and min(rhs.shape[1], tile.shape[1]) >= 16:
+            # [dst, src]: the GEMM reads the rows transposed in place. Same products, and on this project's
+            # CPU (MKL) the same bits as [src, dst] at every shape tried with 11+ rows and columns; with
+            # fewer some differ in the last bit, so such tiles (a short last one, few dst) stay [src, dst]
+            tiles.append(column_max(torch.bmm(rhs, tile.transpose(1, 2))))
+        else:
+            rhs_t = rhs.transpose(1, 2).contiguous() if rhs_t is None else rhs_t
+            tiles.append(torch.bmm(tile, rhs_t).max(dim=-1))
+    return tuple(torch.cat(t, -1) for t in zip(*tiles)) if len(tiles) > 1 else tuple(tiles[0])
+
+
+def column_max(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores.max(dim=1)`` of a ``[R, m, n]`` CPU tensor without NaN: the best of every column and its first row.
+
+    Why not ``max`` itself: with indices it is a scalar compare per element on CPU, as slow as
+    the GEMM before it at 4 heads x 3,584 x 512 (2.4 ms on 2 threads). Read as a channels-last
+    ``[R, n, 1, m]`` image, the columns are channels and a ``(1, m)`` max pool reduces them
+    with vector compares, indices included (0.7 ms), keeping the first maximum on ties as
+    ``max`` does. On NaN they differ (the pool keeps the last NaN, ``max`` the first): the
+    caller checks.
+    """
+    rows, m, n = scores.shape
+    best, nearest = torch.nn.functional.max_pool2d(scores.unsqueeze(1).permute(0, 3, 1, 2), (1, m), return_indices=True)
+    return best.view(rows, n), nearest.view(rows, n)
+
+
+def grid_coordinates(grid: Sequence[int], positions: torch.Tensor) -> torch.Tensor:
+    """(frame, row, column) of raster positions, as float rows for distance computations."""
+    _, h, w = grid
+    return torch.stack([positions // (h * w), (positions // w) % h, positions % w], dim=-1).float()
+
+
+def match(
+    video: torch.Tensor,
+    dst: torch.Tensor,
+    src: torch.Tensor,
+    similarity: str = "euclidean",
+    *,
+    grid: Sequence[int] | None = None,
+    seed: int = 0,
+) -> Matching:
+    """Match every src token to its most similar dst, per batch element and head.
+
+    Scores are computed in float32 whatever the activation dtype: bfloat16 distances are
+    too coarse to rank tokens and would turn most comparisons into ties. ``grid`` is needed
+    by the "spatial" baseline, ``seed`` by the "random" one.
+    """
+    device = video.device
+    dst, src = dst.to(device), src.to(device)
+    bsz, heads = video.shape[0], video.shape[1]
+    if similarity == "random":
+        gen = torch.Generator().manual_seed(seed)
+        best, nearest = torch.rand(bsz, heads, src.numel(), dst.numel(), generator=gen).to(device).max(dim=-1)
+    elif similarity == "spatial":
+        if grid is None:
+            raise ValueError("the 'spatial' matching needs the token grid")
+        a, b = grid_coordinates(grid, src.cpu()), grid_coordinates(grid, dst.cpu())
+        # squared grid distances are integers: noise below 1 only breaks ties among equally
+        # near src tokens at random, so a partial reduction is spread over the frame
+        gen = torch.Generator().manual_seed(seed)
+        noise = 0.5 * torch.rand(bsz, heads, src.numel(), 1, generator=gen)
+        best, nearest = (noise - torch.cdist(a, b).square()).to(device).max(dim=-1)
+    else:
+        best, nearest = best_match(video, dst, similarity, rows=src)
+    return Matching(dst, src, nearest, rank=rank_key(best))
+
+
+def rank_key(best: torch.Tensor) -> torch.Tensor:
+    """Distinct int64 keys whose ascending order is ``torch.sort(best, -1, descending=True, stable=True)``'s.
+
+    The high bits order the scores (the float32 bit pattern made monotone; -0.0 is 0.0 and every
+    NaN ranks first, as in ``torch.sort``), the low bits are the src slot, which breaks ties
+    the way a stable sort does. Distinct keys let :func:`select` cut the ranking with one
+    ``topk`` per row where a full sort cost 5-10x as much.
+    """
+    n = best.shape[-1]
+    value = best.float() + 0.0  # -0.0 + 0.0 == +0.0: equal scores, equal keys
+    value = torch.where(value.isnan(), torch.full_like(value, float("nan")), value)  # one NaN pattern
+    bits = value.view(torch.int32).long()
+    ascending = torch.where(bits >= 0, bits + (1 << 31), -1 - bits)  # in [0, 2^32), monotone in the score
+    slots = torch.arange(n, device=best.device)
+    return (((1 << 32) - 1 - ascending) << _slot_bits(n)) | slots
+
+
+def _slot_bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+def kept_count(num_tokens: int, ratio: float) -> int:
+    """``floor(N * (1 - r))`` evaluated exactly as the reference does (in float64)."""
+    return int(num_tokens * (1 - ratio))
+
+
+def select(
+    m: Matching,
+    num_video: int,
+    ratio: float,
+    text_len: int = 0,
+    text_first: bool = True,
+    n_keep: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices that reduce a (text + video) sequence at ``ratio`` and restore it afterwards.
+
+    Returns ``keep`` ``[B, H, n_kept]``: full-sequence positions that stay, ascending; and
+    ``assign`` ``[B, H, L]``: for every full-sequence position, the slot in the reduced
+    sequence that represents it (its own slot if kept, its nearest dst's slot if removed).
+    Text tokens are always kept. Restoration is ``reduced.gather(assign)``. ``n_keep`` overrides
+    the video tokens kept (shard-local reduction keeps the same count in every shard).
+    """
+    bsz, heads, n_src = m.nearest.shape
+    n_dst = m.dst.numel()
+    device = m.nearest.device
+    n_src_keep = max((kept_count(num_video, ratio) if n_keep is None else n_keep) - n_dst, 0)
+    n_remove = n_src - min(n_src_keep, n_src)
+    removed = _removed(m, n_remove)
+    kept = torch.ones(bsz, heads, num_video, dtype=torch.bool, device=device)
+    kept.index_copy_(-1, m.src, ~removed)  # dst tokens are always kept
+    n_kept = n_dst + n_src - n_remove
+    counts = kept.cumsum(-1)  # kept tokens up to and including every position
+    # the kept positions, ascending per row: the j-th is the first position with j + 1 kept up to it
+    # (a search with a known output size needs no host sync; ``nonzero`` would read its size back)
+    wanted = torch.arange(1, n_kept + 1, device=device).expand(bsz, heads, n_kept).contiguous()
+    keep_video = torch.searchsorted(counts, wanted)
+    slot_of = counts.sub_(1)  # the slot of every kept position
+    nearest_slot = slot_of.gather(-1, _lookup(m.dst, m.nearest))
+    src_slot = slot_of.gather(-1, m.src.expand(bsz, heads, n_src))  # (index_select along the last dim is 10x slower)
+    slot_of.index_copy_(-1, m.src, torch.where(removed, nearest_slot, src_slot))
+    return with_text(keep_video, slot_of, text_len, text_first)
+
+
+def _removed(m: Matching, n_remove: int) -> torch.Tensor:
+    """``[B, H, n_src]`` bool: the ``n_remove`` src tokens ranked most similar to their dst."""
+    shape, device = m.nearest.shape, m.nearest.device
+    if n_remove == 0 or n_remove == shape[-1]:
+        return torch.full(shape, n_remove > 0, dtype=torch.bool, device=device)
+    if m.rank is None:
+        return torch.zeros(shape, dtype=torch.bool, device=device).scatter_(-1, m.order[..., :n_remove], True)
+    # the keys are distinct, so a threshold cuts exactly: the largest removed key or the smallest kept one,
+    # from whichever side is shorter (a top-k of 307 of 3,584 keys costs half a kthvalue)
+    if n_remove <= shape[-1] - n_remove:
+        return m.rank <= m.rank.topk(n_remove, dim=-1, largest=False, sorted=False).values.amax(-1, keepdim=True)
+    return m.rank < m.rank.topk(shape[-1] - n_remove, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+
+
+def with_text(keep_video: torch.Tensor, slot_of: torch.Tensor, text_len: int, text_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Video selection indices extended to a (text + video) sequence whose text tokens are all kept."""
+    if text_len == 0:
+        return keep_video, slot_of
+    bsz, heads, n_kept = keep_video.shape
+    num_video = slot_of.shape[-1]
+    text = torch.arange(text_len, device=keep_video.device).expand(bsz, heads, text_len)
+    if text_first:
+        return torch.cat([text, keep_video + text_len], -1), torch.cat([text, slot_of + text_len], -1)
+    return torch.cat([keep_video, text + num_video], -1), torch.cat([slot_of, text + n_kept], -1)
+
+
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 1-D table, through index_select (much cheaper than advanced indexing)."""
+    return table.index_select(0, index.reshape(-1)).view(index.shape)

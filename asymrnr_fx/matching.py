@@ -47,9 +47,9 @@ class Matching:
         return self._order
 
 
-#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (32 MiB: one tile for 4 heads x
-#: 3,584 x 512; real-scale token counts are cut into tiles of this size, which bounds the memory).
-MATCH_TILE_ELEMENTS = 1 << 23
+#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (2 MiB: the L2 cache of a core here;
+#: 4 heads x 3,584 x 512 is cut into 14 tiles of 256 rows). At least 64 rows a tile whatever the budget.
+MATCH_TILE_ELEMENTS = 1 << 19
 
 
 def best_match(
@@ -69,14 +69,18 @@ def best_match(
     :func:`column_max`; elsewhere (and in tiles under 16 rows or dst, or when a score is NaN)
     ``[src, dst]`` and ``max(dim=-1)``.
 
-    Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
-    parallel region whose barrier waits for all threads. On a quiet CPU the tile size hardly
-    matters (4 heads x 3,584 x 512 on 2 threads: 6.9 ms in 128-row tiles, 7.0 ms in one), but
-    when another process shares the cores a descheduled thread stalls every barrier: with one
-    busy process beside it, 128-row tiles took 188 ms, 512-row tiles 104 ms and one tile 72 ms
-    (SDPA slowed from 71 to 125 ms; ``benchmarks/match_kernel.py --load 1``). Large tiles keep
-    the ops few at any token count and the budget bounds the memory. ``chunk`` forces a row
-    count (benchmarks). On an accelerator: one GEMM over all rows.
+    Why tiles of ``MATCH_TILE_ELEMENTS`` scores: the GEMM writes the scores and the max reads
+    them back, and inside a model (whose own work has just filled the caches) a 29 MiB score
+    matrix makes that round trip through memory; a tile that fits a core's cache does not.
+    CogVideoX-shaped model (4 heads x 3,584 x 512 per site, 8 matchings a step), host time of a
+    matching step inside ``asymrnr::select``, tiles against one tile, interleaved: quiet on 2
+    threads 62 vs 82 ms; 1 thread beside a busy process 104 vs 150 ms; 2 threads with
+    ``OMP_WAIT_POLICY=PASSIVE`` beside a busy process 114 vs 151 ms. The price is more ops,
+    each one parallel region whose barrier waits for every thread: with 2 threads on 2 cores
+    beside a busy process at the default wait policy (threads oversubscribed, which
+    ``docs/serving.md`` advises against) a descheduled thread stalls every barrier, and the
+    tiles took 1,050 ms against 525 ms for one. ``chunk`` forces a row count (benchmarks).
+    On an accelerator: one GEMM over all rows.
     """
     bsz, heads, _, d = x.shape
     x = x.float()
@@ -93,8 +97,11 @@ def best_match(
     else:
         lhs, rhs = flat, xd
     cpu = flat.device.type == "cpu"
-    if chunk is None:
-        chunk = n if not cpu else max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1]))
+    if chunk is None and cpu:
+        tiles = -(-max(n, 1) // max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1])))
+        chunk = -(-max(n, 1) // tiles)  # tiles of equal size (no short last tile)
+    elif chunk is None:
+        chunk = max(n, 1)
     best, nearest = _tiled_max(lhs, rhs, chunk, pool=cpu)
     if cpu and best.isnan().any():  # a host read on CPU only; the max pool keeps the last NaN, max the first
         best, nearest = _tiled_max(lhs, rhs, chunk, pool=False)

@@ -84,19 +84,26 @@ def best_match(
     """
     bsz, heads, _, d = x.shape
     x = x.float()
+    cpu = x.device.type == "cpu"
+    euclidean = similarity == "euclidean"
     xd = x.index_select(2, dst).view(bsz * heads, -1, d)  # strided activations: index_select copies them compactly
-    flat = (x.index_select(2, rows) if rows is not None else x.contiguous()).view(bsz * heads, -1, d)
+    if euclidean and cpu and rows is not None:  # the rows copied straight into the GEMM operand, beside its ones
+        lhs = x.new_empty(bsz, heads, rows.numel(), d + 1)
+        lhs[..., d] = 1
+        torch.index_select(x, 2, rows, out=lhs[..., :d])
+        lhs = lhs.view(bsz * heads, -1, d + 1)
+        flat = lhs[..., :d]
+    else:
+        lhs, flat = None, (x.index_select(2, rows) if rows is not None else x.contiguous()).view(bsz * heads, -1, d)
     n = flat.shape[1]
     if similarity == "cosine":
         flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)
-    euclidean = similarity == "euclidean"
     if euclidean:
-        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1)
+        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1) if lhs is None else lhs
         rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1)
     else:
         lhs, rhs = flat, xd
-    cpu = flat.device.type == "cpu"
     if chunk is None and cpu:
         tiles = -(-max(n, 1) // max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1])))
         chunk = -(-max(n, 1) // tiles)  # tiles of equal size (no short last tile)

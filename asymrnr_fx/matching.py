@@ -119,14 +119,18 @@ def best_match(
 
 def _tiled_max(lhs: torch.Tensor, rhs: torch.Tensor, chunk: int, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score and dst slot of every row of ``lhs`` ``[R, n, k]`` against ``rhs`` ``[R, m, k]``, ``chunk`` rows at a time."""
-    tiles, rhs_t = [], None
+    tiles, rhs_t, scores = [], None, None
+    rows, m = rhs.shape[0], rhs.shape[1]
     for i in range(0, max(lhs.shape[1], 1), chunk):  # one (empty) tile when there are no rows
         tile = lhs[:, i : i + chunk]
-        if pool and min(rhs.shape[1], tile.shape[1]) >= 16:
+        if pool and min(m, tile.shape[1]) >= 16:
             # [dst, src]: the GEMM reads the rows transposed in place. Same products, and on this project's
             # CPU (MKL) the same bits as [src, dst] at every shape tried with 11+ rows and columns; with
-            # fewer some differ in the last bit, so such tiles (a short last one, few dst) stay [src, dst]
-            tiles.append(column_max(torch.bmm(rhs, tile.transpose(1, 2))))
+            # fewer some differ in the last bit, so such tiles (a short last one, few dst) stay [src, dst].
+            # Every tile's scores go to one buffer, which stays in cache from one tile to the next.
+            scores = lhs.new_empty(rows * m * chunk) if scores is None else scores
+            out = scores[: rows * m * tile.shape[1]].view(rows, m, tile.shape[1])
+            tiles.append(column_max(torch.bmm(rhs, tile.transpose(1, 2), out=out)))
         else:
             rhs_t = rhs.transpose(1, 2).contiguous() if rhs_t is None else rhs_t
             tiles.append(torch.bmm(tile, rhs_t).max(dim=-1))

@@ -4,8 +4,8 @@ The runtime calls :func:`match` once per site, feature and cache window, and :fu
 once per ratio in that window; both are re-exported by :mod:`asymrnr_fx.ops` (``ops.match``,
 ``ops.select``, ...), the names the rest of the package and its users know. This is the only
 data-dependent work of a matching step, so it is written as few whole-tensor ops as it can be:
-one GEMM per site for the scores, a vectorised max over them (a max pool), and a selection that partitions
-the src tokens by rank (one ``topk`` per row) instead of sorting them.
+a GEMM and a vectorised max (a max pool) per cache-sized tile of scores, and a selection that
+partitions the src tokens by rank (one ``topk`` per row) instead of sorting them.
 """
 from __future__ import annotations
 

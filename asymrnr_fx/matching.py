@@ -4,8 +4,8 @@ The runtime calls :func:`match` once per site, feature and cache window, and :fu
 once per ratio in that window; both are re-exported by :mod:`asymrnr_fx.ops` (``ops.match``,
 ``ops.select``, ...), the names the rest of the package and its users know. This is the only
 data-dependent work of a matching step, so it is written as few whole-tensor ops as it can be:
-one GEMM per site for the scores, a vectorised max over them (a max pool), and a selection that partitions
-the src tokens by rank (one ``topk`` per row) instead of sorting them.
+a GEMM and a vectorised max (a max pool) per cache-sized tile of scores, and a selection that
+partitions the src tokens by rank (one ``topk`` per row) instead of sorting them.
 """
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ class Matching:
         return self._order
 
 
-#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (32 MiB: one tile for 4 heads x
-#: 3,584 x 512; real-scale token counts are cut into tiles of this size, which bounds the memory).
-MATCH_TILE_ELEMENTS = 1 << 23
+#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (2 MiB: the L2 cache of a core here;
+#: 4 heads x 3,584 x 512 is cut into 14 tiles of 256 rows). At least 64 rows a tile whatever the budget.
+MATCH_TILE_ELEMENTS = 1 << 19
 
 
 def best_match(
@@ -69,32 +69,46 @@ def best_match(
     :func:`column_max`; elsewhere (and in tiles under 16 rows or dst, or when a score is NaN)
     ``[src, dst]`` and ``max(dim=-1)``.
 
-    Why tiles of ``MATCH_TILE_ELEMENTS`` scores rather than a fixed row count: every op is one
-    parallel region whose barrier waits for all threads. On a quiet CPU the tile size hardly
-    matters (4 heads x 3,584 x 512 on 2 threads: 6.9 ms in 128-row tiles, 7.0 ms in one), but
-    when another process shares the cores a descheduled thread stalls every barrier: with one
-    busy process beside it, 128-row tiles took 188 ms, 512-row tiles 104 ms and one tile 72 ms
-    (SDPA slowed from 71 to 125 ms; ``benchmarks/match_kernel.py --load 1``). Large tiles keep
-    the ops few at any token count and the budget bounds the memory. ``chunk`` forces a row
-    count (benchmarks). On an accelerator: one GEMM over all rows.
+    Why tiles of ``MATCH_TILE_ELEMENTS`` scores: the GEMM writes the scores and the max reads
+    them back, and inside a model (whose own work has just filled the caches) a 29 MiB score
+    matrix makes that round trip through memory; a tile that fits a core's cache does not.
+    CogVideoX-shaped model (4 heads x 3,584 x 512 per site, 8 matchings a step), host time of a
+    matching step inside ``asymrnr::select``, tiles against one tile, interleaved: quiet on 2
+    threads 62 vs 82 ms; 1 thread beside a busy process 104 vs 150 ms; 2 threads with
+    ``OMP_WAIT_POLICY=PASSIVE`` beside a busy process 114 vs 151 ms. The price is more ops,
+    each one parallel region whose barrier waits for every thread: with 2 threads on 2 cores
+    beside a busy process at the default wait policy (threads oversubscribed, which
+    ``docs/serving.md`` advises against) a descheduled thread stalls every barrier, and the
+    tiles took 1,050 ms against 525 ms for one. ``chunk`` forces a row count (benchmarks).
+    On an accelerator: one GEMM over all rows.
     """
     bsz, heads, _, d = x.shape
     x = x.float()
+    cpu = x.device.type == "cpu"
+    euclidean = similarity == "euclidean"
     xd = x.index_select(2, dst).view(bsz * heads, -1, d)  # strided activations: index_select copies them compactly
-    flat = (x.index_select(2, rows) if rows is not None else x.contiguous()).view(bsz * heads, -1, d)
+    if euclidean and cpu and rows is not None:  # the rows copied straight into the GEMM operand, beside its ones
+        lhs = x.new_empty(bsz, heads, rows.numel(), d + 1)
+        lhs[..., d] = 1
+        torch.index_select(x, 2, rows, out=lhs[..., :d])
+        lhs = lhs.view(bsz * heads, -1, d + 1)
+        flat = lhs[..., :d]
+    else:
+        lhs, flat = None, (x.index_select(2, rows) if rows is not None else x.contiguous()).view(bsz * heads, -1, d)
     n = flat.shape[1]
     if similarity == "cosine":
         flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)
-    euclidean = similarity == "euclidean"
     if euclidean:
-        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1)
+        lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1) if lhs is None else lhs
         rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1)
     else:
         lhs, rhs = flat, xd
-    cpu = flat.device.type == "cpu"
-    if chunk is None:
-        chunk = n if not cpu else max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1]))
+    if chunk is None and cpu:
+        tiles = -(-max(n, 1) // max(64, MATCH_TILE_ELEMENTS // max(1, bsz * heads * xd.shape[1])))
+        chunk = -(-max(n, 1) // tiles)  # tiles of equal size (no short last tile)
+    elif chunk is None:
+        chunk = max(n, 1)
     best, nearest = _tiled_max(lhs, rhs, chunk, pool=cpu)
     if cpu and best.isnan().any():  # a host read on CPU only; the max pool keeps the last NaN, max the first
         best, nearest = _tiled_max(lhs, rhs, chunk, pool=False)
@@ -105,14 +119,18 @@ def best_match(
 
 def _tiled_max(lhs: torch.Tensor, rhs: torch.Tensor, chunk: int, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score and dst slot of every row of ``lhs`` ``[R, n, k]`` against ``rhs`` ``[R, m, k]``, ``chunk`` rows at a time."""
-    tiles, rhs_t = [], None
+    tiles, rhs_t, scores = [], None, None
+    rows, m = rhs.shape[0], rhs.shape[1]
     for i in range(0, max(lhs.shape[1], 1), chunk):  # one (empty) tile when there are no rows
         tile = lhs[:, i : i + chunk]
-        if pool and min(rhs.shape[1], tile.shape[1]) >= 16:
+        if pool and min(m, tile.shape[1]) >= 16:
             # [dst, src]: the GEMM reads the rows transposed in place. Same products, and on this project's
             # CPU (MKL) the same bits as [src, dst] at every shape tried with 11+ rows and columns; with
-            # fewer some differ in the last bit, so such tiles (a short last one, few dst) stay [src, dst]
-            tiles.append(column_max(torch.bmm(rhs, tile.transpose(1, 2))))
+            # fewer some differ in the last bit, so such tiles (a short last one, few dst) stay [src, dst].
+            # Every tile's scores go to one buffer, which stays in cache from one tile to the next.
+            scores = lhs.new_empty(rows * m * chunk) if scores is None else scores
+            out = scores[: rows * m * tile.shape[1]].view(rows, m, tile.shape[1])
+            tiles.append(column_max(torch.bmm(rhs, tile.transpose(1, 2), out=out)))
         else:
             rhs_t = rhs.transpose(1, 2).contiguous() if rhs_t is None else rhs_t
             tiles.append(torch.bmm(tile, rhs_t).max(dim=-1))

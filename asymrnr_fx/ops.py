@@ -12,6 +12,7 @@ The method, step by step and mapped to these functions, is described in ``docs/m
 """
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from typing import Literal, Sequence
@@ -80,20 +81,22 @@ def partition(grid: Sequence[int], stride: Sequence[int], choices: torch.Tensor)
     Both outputs are sorted ascending.
     """
     f, h, w = grid
-    sf, sh, sw = stride
-    tf, th, tw = choices.shape
-    off_f = choices // (sh * sw)
-    off_h = (choices // sw) % sh
-    off_w = choices % sw
-    base_f = torch.arange(tf).view(-1, 1, 1) * sf
-    base_h = torch.arange(th).view(1, -1, 1) * sh
-    base_w = torch.arange(tw).view(1, 1, -1) * sw
-    pos = (base_f + off_f) * (h * w) + (base_h + off_h) * w + (base_w + off_w)
-    dst = pos.reshape(-1).sort().values
+    origins, offsets = _tile_layout(tuple(grid), tuple(stride), tuple(choices.shape))
     is_dst = torch.zeros(f * h * w, dtype=torch.bool)
-    is_dst[dst] = True
-    src = torch.nonzero(~is_dst).view(-1)
-    return dst, src
+    is_dst[origins + offsets.index_select(0, choices.reshape(-1))] = True
+    return torch.nonzero(is_dst).view(-1), torch.nonzero(~is_dst).view(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_layout(grid: tuple[int, ...], stride: tuple[int, ...], tiles: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raster position of every tile's first cell (tile order) and raster offset of every cell of a tile
+    (choice order): a partition is their sum. Cached per shape (read only); the draw is all that varies."""
+    _, h, w = grid
+    sf, sh, sw = stride
+    origin = (torch.arange(tiles[0]).view(-1, 1, 1) * sf * h * w + torch.arange(tiles[1]).view(1, -1, 1) * sh * w
+              + torch.arange(tiles[2]).view(1, 1, -1) * sw)
+    cell = torch.arange(sf * sh * sw)
+    return origin.reshape(-1), (cell // (sh * sw)) * h * w + (cell // sw) % sh * w + cell % sw
 
 
 def shard_partition(dst: torch.Tensor, src: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,9 +47,9 @@ class Matching:
         return self._order
 
 
-#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (2 MiB: the L2 cache of a core here;
-#: 4 heads x 3,584 x 512 is cut into 14 tiles of 256 rows). At least 64 rows a tile whatever the budget.
-MATCH_TILE_ELEMENTS = 1 << 19
+#: Score-tile budget of :func:`best_match` on CPU, in float32 elements (8 MiB: 4 heads x 3,584 x 512 is cut
+#: into 4 tiles of 896 rows). At least 64 rows a tile whatever the budget.
+MATCH_TILE_ELEMENTS = 1 << 21
 
 
 def best_match(
@@ -71,16 +71,16 @@ def best_match(
 
     Why tiles of ``MATCH_TILE_ELEMENTS`` scores: the GEMM writes the scores and the max reads
     them back, and inside a model (whose own work has just filled the caches) a 29 MiB score
-    matrix makes that round trip through memory; a tile that fits a core's cache does not.
-    CogVideoX-shaped model (4 heads x 3,584 x 512 per site, 8 matchings a step), host time of a
-    matching step inside ``asymrnr::select``, tiles against one tile, interleaved: quiet on 2
-    threads 62 vs 82 ms; 1 thread beside a busy process 104 vs 150 ms; 2 threads with
-    ``OMP_WAIT_POLICY=PASSIVE`` beside a busy process 114 vs 151 ms. The price is more ops,
-    each one parallel region whose barrier waits for every thread: with 2 threads on 2 cores
-    beside a busy process at the default wait policy (threads oversubscribed, which
-    ``docs/serving.md`` advises against) a descheduled thread stalls every barrier, and the
-    tiles took 1,050 ms against 525 ms for one. ``chunk`` forces a row count (benchmarks).
-    On an accelerator: one GEMM over all rows.
+    matrix makes that round trip through memory, while tiles written to one reused buffer stay
+    in cache. CogVideoX-shaped model (4 heads x 3,584 x 512 per site, 8 matchings a step), host
+    time of a matching step inside ``asymrnr::select``, 8 MiB tiles against one tile,
+    interleaved: quiet on 2 threads 66 vs 88 ms; 1 thread beside a busy process 110 vs 146 ms;
+    2 threads with ``OMP_WAIT_POLICY=PASSIVE`` beside a busy process 119 vs 162 ms. Smaller
+    tiles gain nothing more quiet (2 MiB: 64 ms) and cost more ops, each one parallel region
+    whose barrier waits for every thread: with 2 threads on 2 cores beside a busy process at
+    the default wait policy (oversubscribed, which ``docs/serving.md`` advises against) a
+    descheduled thread stalls every barrier: 2 MiB tiles 1,221 ms, 8 MiB 627 ms, one tile 462 ms.
+    ``chunk`` forces a row count (benchmarks). On an accelerator: one GEMM over all rows.
     """
     bsz, heads, _, d = x.shape
     x = x.float()

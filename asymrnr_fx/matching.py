@@ -89,8 +89,8 @@ def best_match(
     xd = x.index_select(2, dst).view(bsz * heads, -1, d)  # strided activations: index_select copies them compactly
     if euclidean and cpu and rows is not None:  # the rows copied straight into the GEMM operand, beside its ones
         lhs = x.new_empty(bsz, heads, rows.numel(), d + 1)
-        lhs[..., d] = 1
         torch.index_select(x, 2, rows, out=lhs[..., :d])
+        lhs[..., d] = 1  # after the rows: their cache lines are hot
         lhs = lhs.view(bsz * heads, -1, d + 1)
         flat = lhs[..., :d]
     else:

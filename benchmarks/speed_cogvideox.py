@@ -9,11 +9,13 @@ and prints both; ``--scale cogvideox-2b`` runs at CogVideoX-2B's token count (17
 226 text; use fewer layers and heads to fit a CPU).
 
     python benchmarks/speed_cogvideox.py [--repeats 3] [--steps 10] [--threads 1] [--load 1]
+    python benchmarks/speed_cogvideox.py --shards 2 4     # also matching within 2 / 4 pieces of the video
     python benchmarks/speed_cogvideox.py --scale cogvideox-2b --layers 1 --heads 2 --repeats 1
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--load", type=int, default=0,
                     help="also time everything again with this many busy processes beside it, and print both")
     ap.add_argument("--regional", action="store_true", help="also time regional compilation at the last point")
+    ap.add_argument("--shards", type=int, nargs="*", default=[],
+                    help="also time Plan(shards=N) at the last point, for each N: matching within N contiguous pieces")
     ap.add_argument("--no-kernel", action="store_true", help="skip the matching-kernel table")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
@@ -71,6 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
         plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=5)
         plans[f"q={q} kv={kv}"] = plan
         variants[f"q={q} kv={kv}"] = asymrnr_fx.transform(model, plan, compile=True)
+        for n in args.shards if (q, kv) == POINTS[-1] else ():
+            plans[f"q={q} kv={kv} shards={n}"] = shard_plan = dataclasses.replace(plan, shards=n)
+            variants[f"q={q} kv={kv} shards={n}"] = asymrnr_fx.transform(model, shard_plan, compile=True)
         if args.regional and (q, kv) == POINTS[-1]:
             plans[f"q={q} kv={kv} regional"] = plan
             variants[f"q={q} kv={kv} regional"] = asymrnr_fx.transform(model, plan, compile="regional")
@@ -92,10 +99,10 @@ def main(argv: list[str] | None = None) -> dict:
     conditions = [("quiet", 0)] + ([(f"{args.load} busy process(es) beside it", args.load)] if args.load else [])
     for label, load in conditions:
         with busy_processes(load):
-            times = _interleaved(variants, plans, inputs, args.steps, args.repeats, timed)
+            times, finals = _interleaved(variants, plans, inputs, args.steps, args.repeats, timed)
             attn_s = attention_seconds(model, base_inputs)
         print(f"== {label}")
-        results[label] = _report(args, times, attn_s, variants, plans, num_video, text)
+        results[label] = _report(args, times, attn_s, variants, plans, num_video, text, finals)
         if not args.no_kernel and args.device == "cpu":
             print("matching kernel vs the model's SDPA call, same sizes (benchmarks/match_kernel.py):")
             results[label]["kernel"] = kernel_table(grid, args.heads, 64, text, ["auto"], repeats=5, rounds=3, load=load)
@@ -110,8 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def _interleaved(variants: dict, plans: dict, inputs: dict, steps: int, repeats: int, timed) -> dict[str, StepTimes]:
-    times = {name: StepTimes() for name in variants}
+def _interleaved(variants: dict, plans: dict, inputs: dict, steps: int, repeats: int, timed) -> tuple[dict, dict]:
+    """Step times of every variant, and each variant's final latents (for its rel L2 to the baseline's)."""
+    times, finals = {name: StepTimes() for name in variants}, {}
     for name in plans:  # host time spent inside asymrnr::select, per step (the overhead breakdown)
         asymrnr_fx.runtime_of(variants[name]).timings = Counter()
     with torch.no_grad():
@@ -119,11 +127,12 @@ def _interleaved(variants: dict, plans: dict, inputs: dict, steps: int, repeats:
             for name, fn in variants.items():
                 if name in plans:
                     asymrnr_fx.reset(fn)
-                run_generation(timed(fn), inputs, steps, times[name])
-    return times
+                finals[name] = run_generation(timed(fn), inputs, steps, times[name])
+    return times, finals
 
 
-def _report(args, times: dict[str, StepTimes], attn_s: float, variants: dict, plans: dict, num_video: int, text: int) -> dict:
+def _report(args, times: dict[str, StepTimes], attn_s: float, variants: dict, plans: dict, num_video: int, text: int,
+            finals: dict) -> dict:
     base = times["baseline"].median()
     share = attn_s / base
     match_steps = list(range(0, args.steps, 5))
@@ -133,7 +142,8 @@ def _report(args, times: dict[str, StepTimes], attn_s: float, variants: dict, pl
           f"{args.dtype}, {num_video} video + {text} text tokens, {args.layers} layers x {args.heads} heads")
     print(f"baseline median step {base * 1000:.1f} ms; attention share of a step f = {share:.3f} "
           f"({attn_s * 1000:.1f} ms in its SDPA calls, each replayed alone)")
-    print(f"{'plan':<14} {'cost kept':>9} {'ideal':>7} {'reuse':>7} {'match':>7} {'run':>7} {'run/ideal':>9} {'match/reuse':>11}")
+    print(f"{'plan':<22} {'cost kept':>9} {'ideal':>7} {'reuse':>7} {'match':>7} {'run':>7} {'run/ideal':>9} {'match/reuse':>11} "
+          f"{'rel L2':>7}")
     for name in plans:
         q, kv = (float(p.split("=")[1]) for p in name.split()[:2])
         c = joint_attention_cost(num_video, text, q, kv)
@@ -144,11 +154,15 @@ def _report(args, times: dict[str, StepTimes], attn_s: float, variants: dict, pl
             map(statistics.mean, times[name].by_step.values()))
         frac = (reuse - 1) / (ideal - 1)
         ratio = times[name].median(match_steps) / times[name].median(reuse_steps)
+        ref = finals["baseline"].float()
+        rel = ((finals[name].float() - ref).norm() / ref.norm()).item()  # final latents of the whole run
         results["points"][name] = {"attention_cost_kept": c, "ideal_speedup": ideal, "reuse_speedup": reuse,
                                    "match_speedup": match, "run_speedup": whole, "gain_fraction_of_ideal": frac,
-                                   "run_fraction_of_ideal": whole / ideal, "match_over_reuse": ratio}
-        print(f"{name:<14} {c:9.3f} {ideal:6.2f}x {reuse:6.2f}x {match:6.2f}x {whole:6.2f}x {whole / ideal:9.1%} {ratio:10.2f}x")
-    print("targets (issue 25): whole run >= 95% of the ideal; a matching step <= 1.15x a reuse step")
+                                   "run_fraction_of_ideal": whole / ideal, "match_over_reuse": ratio,
+                                   "rel_l2": rel}
+        print(f"{name:<22} {c:9.3f} {ideal:6.2f}x {reuse:6.2f}x {match:6.2f}x {whole:6.2f}x {whole / ideal:9.1%} {ratio:10.2f}x {rel:7.4f}")
+    print("targets (issue 25): whole run >= 95% of the ideal; a matching step <= 1.15x a reuse step; "
+          "rel L2 = the final latents' distance to the baseline's, relative")
     print("overhead breakdown: host ms per step inside asymrnr::select (matching, selection, cache lookups)")
     gens = args.repeats
     for name in plans:

@@ -166,12 +166,16 @@ def match(
     *,
     grid: Sequence[int] | None = None,
     seed: int = 0,
+    window: Sequence[int] | None = None,
+    stride: Sequence[int] | None = None,
 ) -> Matching:
     """Match every src token to its most similar dst, per batch element and head.
 
     Scores are computed in float32 whatever the activation dtype: bfloat16 distances are
     too coarse to rank tokens and would turn most comparisons into ties. ``grid`` is needed
-    by the "spatial" baseline, ``seed`` by the "random" one.
+    by the "spatial" baseline and, with the partition's ``stride``, by ``window``
+    (``Plan.window``: only the dst of the tiles within that many tiles of a src's own, see
+    :mod:`asymrnr_fx.matching_window`); ``seed`` by the "random" baseline.
     """
     device = video.device
     dst, src = dst.to(device), src.to(device)
@@ -188,6 +192,12 @@ def match(
         gen = torch.Generator().manual_seed(seed)
         noise = 0.5 * torch.rand(bsz, heads, src.numel(), 1, generator=gen)
         best, nearest = (noise - torch.cdist(a, b).square()).to(device).max(dim=-1)
+    elif window is not None:
+        if grid is None or stride is None:
+            raise ValueError("a windowed matching needs the token grid and the partition's stride")
+        from .matching_window import window_match  # it builds on column_max here
+
+        best, nearest = window_match(video, dst, src, similarity, grid, stride, window)
     else:
         best, nearest = best_match(video, dst, similarity, rows=src)
     return Matching(dst, src, nearest, rank=rank_key(best))

@@ -62,6 +62,7 @@ from .plan_fields import (
     check_ratios,
     check_seed,
     check_shards,
+    check_window,
     check_stride,
     choice,
     describe,
@@ -147,6 +148,14 @@ class Plan:
           (default) matches over the whole video. Under ring context parallelism over R ranks
           every rank holds one piece, so the run computes ``shards=R`` whatever is set here
           (1 or R are accepted); set ``shards=R`` on one process to reproduce such a run.
+     - window [None or three ints >= 0, (frames, rows, columns) in tiles]: match each src
+          token only against the dst tokens of the tiles within this many tiles of its own
+          (a border token outside every full tile counts as in the nearest one). None
+          (default, the paper's) searches the whole video. A window scores a fraction of the
+          pairs, so a matching step costs less: the matching is a GEMM as large as a real
+          share of the attention it saves. ``(0, 2, 2)`` (own tile row of frames, 2 tiles
+          around) is a good start; check fidelity on your model (docs/benchmarks.md has the
+          toy's). Not combined with ``shards`` > 1 (or ring context parallelism).
      - name [str, at most 200 characters]: a label for reports, plots and files.
     """
 
@@ -163,6 +172,7 @@ class Plan:
     dst: str = option("random", choice(DSTS), "capture", calibrated=True)
     symmetric: bool = option(False, check_bool, "capture")
     shards: int = option(1, check_shards, "capture")
+    window: tuple[int, int, int] | None = option(None, check_window, "schedule", calibrated=True)
     name: str = option("", check_name, "label")
     _tables: dict[str, torch.Tensor] = field(init=False, repr=False, compare=False)
 
@@ -199,6 +209,11 @@ class Plan:
                     f"ratio {hi} is above {limit:.4g}, the largest useful ratio for stride {self.stride} "
                     "(one dst token per tile is always kept); lower the ratio or use a larger stride",
                 )
+        if self.window is not None:
+            if self.similarity in ("random", "spatial"):
+                raise PlanError("window", f"applies to the euclidean, cosine and dot matchings, not {self.similarity!r}")
+            if self.shards > 1:
+                raise PlanError("window", "is not combined with shards > 1 yet; use one or the other")
         if self.symmetric and bool((kv != 0).any()):
             raise PlanError("kv", "a symmetric plan reduces Q, K and V with the q ratio; set kv=0")
 
@@ -365,6 +380,8 @@ class Plan:
             f"Plan({name}{ratios}, stride={self.stride}, cache_window={self.cache_window}, "
             f"similarity={self.similarity!r}, mode={self.mode!r}, seed={self.seed}"
             + (f", grid={self.grid}" if self.grid else "")
+            + (f", window={self.window}" if self.window else "")
+            + (f", shards={self.shards}" if self.shards > 1 else "")
             + ")"
         )
 

@@ -121,6 +121,24 @@ def check_grid(name: str, value: Any) -> tuple[int, int, int] | None:
     return None if value is None else _triple(name, value, "(frames, height, width): the video size in tokens, or None")
 
 
+def check_window(name: str, value: Any) -> tuple[int, int, int] | None:
+    """A search radius in tiles per axis (0: the src token's own tile), or None (the whole video)."""
+    what = f"None or three integers in [0, {MAX_EXTENT}] (frames, rows, columns): how many tiles from a src token's own its dst may lie"
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise PlanTypeError(name, f"must be {what}, got {describe(value)}")
+    if len(value) != 3:
+        raise PlanError(name, f"must be {what}, got {len(value)} values")
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise PlanTypeError(name, f"must be {what}; element {i} is {describe(v)}")
+    out = tuple(int(v) for v in value)
+    if any(not 0 <= v <= MAX_EXTENT for v in out):
+        raise PlanError(name, f"must be {what}, got {describe(out)}")
+    return out  # type: ignore[return-value]
+
+
 def check_cache_window(name: str, value: Any) -> int:
     window = _integer(name, value, "a whole number of denoising steps >= 1")
     if not 1 <= window < MAX_INT64:

@@ -44,19 +44,41 @@ def ref_similarity(a, b, similarity):
     raise ValueError(similarity)
 
 
-def ref_match_one(x, dst, src, similarity):
-    """For one (batch, head): nearest dst of every src (first on ties) and src ranked most similar first."""
+def ref_match_one(x, dst, src, similarity, window=None, grid=None, stride=None):
+    """For one (batch, head): nearest dst of every src (first on ties) and src ranked most similar first.
+
+    With ``window`` (tiles per axis), a src only sees the dst of the full tiles within that many
+    tiles of its own (a border cell belongs to the nearest full tile); on ties the first such
+    dst in raster tile order wins."""
+    candidates = list(range(len(dst)))
+    if window is not None:
+        tile = ref_tile_of(grid, stride)
+        candidates.sort(key=lambda j: tile(dst[j]))  # raster tile order (tuples compare like raster ids)
     nearest, score = [], []
     for s in src:
         best_j, best = None, None
-        for j, d in enumerate(dst):
-            v = ref_similarity(x[s], x[d], similarity)
+        for j in candidates:
+            if window is not None and any(abs(a - b) > w for a, b, w in zip(tile(s), tile(dst[j]), window)):
+                continue
+            v = ref_similarity(x[s], x[dst[j]], similarity)
             if best is None or v > best:
                 best_j, best = j, v
         nearest.append(best_j)
         score.append(best)
     order = sorted(range(len(src)), key=lambda i: -score[i])  # Python's sort is stable
     return nearest, order
+
+
+def ref_tile_of(grid, stride):
+    """Raster position -> (frame, row, column) of its tile, a border cell clamped to the last full tile."""
+    f, h, w = grid
+    tiles = [max(g // s, 1) for g, s in zip(grid, stride)]
+
+    def tile(p):
+        cell = (p // (h * w), (p // w) % h, p % w)
+        return tuple(min(c // s, t - 1) for c, s, t in zip(cell, stride, tiles))
+
+    return tile
 
 
 def ref_slots(num_video, ratio, dst, src, nearest, order, n_keep=None):
@@ -124,13 +146,13 @@ class RefMatching:
     order: dict  # (b, h) -> list
 
 
-def ref_matching(x_video, grid, stride, seed, similarity):
+def ref_matching(x_video, grid, stride, seed, similarity, window=None):
     """Matching for a [B, H, N, d] video tensor from the seeded draw."""
     dst, src = ref_partition(grid, stride, draw_tile_choices(grid, stride, seed))
     nearest, order = {}, {}
     for b in range(x_video.shape[0]):
         for h in range(x_video.shape[1]):
-            nearest[b, h], order[b, h] = ref_match_one(x_video[b, h], dst, src, similarity)
+            nearest[b, h], order[b, h] = ref_match_one(x_video[b, h], dst, src, similarity, window, grid, stride)
     return RefMatching(dst, src, nearest, order)
 
 
@@ -269,7 +291,8 @@ class ReferenceAsymRnR:
                 shards = getattr(plan, "shards", 1)
                 # the tile never exceeds the grid: a one-frame grid is tiled (1, sh, sw)
                 stride = tuple(min(g, st) for g, st in zip(site.grid, plan.stride))
-                cached = (window, ref_matching(video, site.grid, stride, seed, plan.similarity) if shards == 1
+                cached = (window, ref_matching(video, site.grid, stride, seed, plan.similarity, getattr(plan, "window", None))
+                          if shards == 1
                           else ref_shard_matchings(video, site.grid, stride, seed, plan.similarity, shards))
                 self.cache[key_] = cached
                 self.matched_at.append((self.step, ordinal, feature))

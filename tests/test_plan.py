@@ -237,12 +237,13 @@ def test_options_are_declared_once_and_grouped():
     plan = Plan()
     assert tuple(plan.options()) == OPTIONS and "q" not in OPTIONS and "kv" not in OPTIONS
     assert set(CAPTURE_OPTIONS) == {"stride", "similarity", "mode", "dst", "text_position", "cross_attention", "symmetric", "grid", "shards"}
-    assert SCHEDULE_FIELDS == ("q", "kv", "cache_window", "seed")
+    assert SCHEDULE_FIELDS == ("q", "kv", "cache_window", "seed", "window")
     assert set(OPTIONS) == set(CAPTURE_OPTIONS) | set(SCHEDULE_FIELDS[2:]) | {"name"}
-    assert set(CALIBRATION_OPTIONS) == {"stride", "cache_window", "similarity", "seed", "grid", "text_position", "dst"}
+    assert set(CALIBRATION_OPTIONS) == {"stride", "cache_window", "similarity", "seed", "grid", "text_position", "dst",
+                                        "window"}
     assert tuple(plan.options("capture")) == CAPTURE_OPTIONS
     assert tuple(plan.options(calibrated=True)) == CALIBRATION_OPTIONS
-    assert tuple(plan.options("schedule")) == ("cache_window", "seed")
+    assert tuple(plan.options("schedule")) == ("cache_window", "seed", "window")
     other = dataclasses.replace(plan, seed=4, mode="mean")
     assert plan.differing_options(other) == {"mode": ("replace", "mean"), "seed": (0, 4)}
     assert plan.differing_options(other, "capture") == {"mode": ("replace", "mean")}

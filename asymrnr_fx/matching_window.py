@@ -25,8 +25,9 @@ import torch
 
 from .matching import column_max
 
-#: Tiles per block (frames, rows, columns), clamped to the tile grid: at stride (2, 2, 2) a block is
-#: 128 cells and, at window (0, 2, 2), 64 candidate tiles.
+#: A block of rows: one frame of (rows, columns) tiles, clamped to the tile grid (the first entry is
+#: unused: a block is always one frame, so a border frame adds blocks rather than padding). At stride
+#: (2, 2, 2) a block is 64 cells with 36 candidate tiles at window (0, 1, 1), 64 at (0, 2, 2).
 BLOCK = (1, 4, 4)
 #: Scores per batched GEMM (8 MiB of float32), as the global matching's tiles.
 TILE_ELEMENTS = 1 << 21
@@ -37,7 +38,7 @@ class _Layout:
     """What a windowed matching needs that depends only on (grid, stride, window)."""
 
     tile_of_cell: torch.Tensor  # [N] tile id of every raster cell (border cells: the nearest full tile)
-    cells: torch.Tensor  # [nb, n_cells] raster cells of each block, N = padding
+    cells: torch.Tensor  # [nb, n_cells] raster cells of each block (padding: cell 0, masked by ``bias``)
     cand: torch.Tensor  # [nb, n_cand] candidate tiles of each block, ascending, n_tiles = padding
     bias: torch.Tensor  # [nb, n_cand, n_cells] 0 within a cell's window, -inf elsewhere
     where: torch.Tensor  # [N] index of every raster cell in the flattened [nb * n_cells] layout
@@ -72,24 +73,31 @@ def window_match(
     slot_of_tile.index_copy_(0, layout.tile_of_cell.index_select(0, dst), torch.arange(dst.numel(), device=x.device))
     xd = x.index_select(2, dst.index_select(0, slot_of_tile))  # [B, H, n_tiles, d], tile order
     euclidean = similarity == "euclidean"
-    k = d + euclidean
-    rhs = x.new_zeros(bh, layout.n_tiles + 1, k)  # one padding row
-    lhs = x.new_zeros(bh, n + 1, k)
-    lhs[:, :n, :d] = x.reshape(bh, n, d)
-    if euclidean:  # 2 a.b - |b|^2 from one GEMM (see best_match)
-        rhs[:, :-1, :d] = 2 * xd.reshape(bh, -1, d)
-        rhs[:, :-1, d] = -xd.square().sum(-1).view(bh, -1)
-        lhs[:, :n, d] = 1
-    else:
-        rhs[:, :-1] = xd.reshape(bh, -1, d)
-    a = _rows(lhs.view(-1, k), layout.cells, n + 1, bh).view(bh, nb, n_cells, k)
-    b = _rows(rhs.view(-1, k), layout.cand, layout.n_tiles + 1, bh).view(bh, nb, n_cand, k)
+    rhs = torch.cat([xd.reshape(bh, -1, d), xd.new_zeros(bh, 1, d)], 1).view(-1, d)  # one padding row
+    half = None  # the euclidean score is 2 (a.b - |b|^2 / 2) - |a|^2: -|b|^2 / 2 starts the accumulator with the mask
+    if euclidean:
+        half = torch.cat([xd.reshape(bh, -1, d).square().sum(-1).mul_(-0.5), xd.new_zeros(bh, 1)], 1).view(-1)
+    flat = x.view(bh * n, d) if x.is_contiguous() else None  # strided activations: gathered in place, not copied first
     step = max(1, TILE_ELEMENTS // max(bh * n_cand * n_cells, 1))
     bests, rows = [], []
-    for i in range(0, nb, step):
-        scores = torch.matmul(b[:, i : i + step], a[:, i : i + step].transpose(-1, -2))  # [BH, blocks, cand, cells]
-        scores.add_(layout.bias[i : i + step])
-        best, row = column_max(scores.view(-1, n_cand, n_cells))
+    for i in range(0, nb, step):  # every tile of blocks gathered on its own, so its operands are contiguous
+        j = min(i + step, nb)
+        cells, cand = layout.cells[i:j], layout.cand[i:j]
+        if flat is not None:
+            a = flat.index_select(0, _flat_index(cells, n, bh)).view(-1, n_cells, d)
+        else:
+            a = x.index_select(2, cells.reshape(-1)).view(-1, n_cells, d)
+        index = _flat_index(cand, layout.n_tiles + 1, bh)
+        b = rhs.index_select(0, index).view(-1, n_cand, d)
+        mask = layout.bias[i:j]
+        if half is not None:
+            scores = torch.add(mask, half.index_select(0, index).view(bh, j - i, n_cand, 1))
+        else:
+            scores = mask.expand(bh, *mask.shape).clone()
+        scores = scores.view(-1, n_cand, n_cells).baddbmm_(b, a.transpose(1, 2))
+        best, row = column_max(scores)
+        if euclidean:
+            best = best.mul_(2).sub_(torch.einsum("...d,...d->...", a, a))
         bests.append(best.view(bh, -1))
         rows.append(row.view(bh, -1, n_cells))
     best = torch.cat(bests, 1) if len(bests) > 1 else bests[0]
@@ -98,34 +106,41 @@ def window_match(
     at = layout.where.index_select(0, src)  # src cells in the block layout
     best = best.index_select(1, at)
     nearest = slot_of_tile.index_select(0, tile.index_select(1, at).view(-1)).view(bh, -1)
-    if euclidean:
-        best = best - x.reshape(bh, n, d).index_select(1, src).square().sum(-1)
     return best.view(bsz, heads, -1), nearest.view(bsz, heads, -1)
 
 
 def _rows(table: torch.Tensor, index: torch.Tensor, per_head: int, heads: int) -> torch.Tensor:
     """``table.view(heads, per_head, k)[:, index]`` as one row gather of a 2-D table (2x faster on CPU)."""
+    return table.index_select(0, _flat_index(index, per_head, heads))
+
+
+def _flat_index(index: torch.Tensor, per_head: int, heads: int) -> torch.Tensor:
     offsets = torch.arange(heads, device=index.device).unsqueeze(1) * per_head
-    return table.index_select(0, (offsets + index.reshape(1, -1)).view(-1))
+    return (offsets + index.reshape(1, -1)).view(-1)
 
 
 @functools.lru_cache(maxsize=32)
 def _layout(grid: tuple[int, int, int], stride: tuple[int, int, int], window: tuple[int, int, int],
             device: str) -> _Layout:
     tiles = torch.tensor([max(g // s, 1) for g, s in zip(grid, stride)])
-    block = torch.minimum(torch.tensor(BLOCK), tiles)
-    blocks = (tiles + block - 1) // block
     n = grid[0] * grid[1] * grid[2]
     pos = torch.arange(n)
     cell = torch.stack([pos // (grid[1] * grid[2]), pos // grid[2] % grid[1], pos % grid[2]], -1)
     tile = torch.minimum(cell // torch.tensor(stride), tiles - 1)  # border cells: the nearest full tile
     tile_id = _flat(tile, tiles)
-    cells = _group(_flat(tile // block, blocks), int(blocks.prod()), pad=n)
+    # blocks: one frame (so a border frame adds blocks, not padding) by BLOCK[1:] tiles
+    span_rc = torch.minimum(torch.tensor(BLOCK[1:]), tiles[1:])
+    extent = torch.cat([torch.tensor([grid[0]]), (tiles[1:] + span_rc - 1) // span_rc])
+    cells = _group(_flat(torch.stack([cell[:, 0], tile[:, 1] // span_rc[0], tile[:, 2] // span_rc[1]], -1), extent),
+                   int(extent.prod()), pad=n)
     nb, n_cells = cells.shape
-    # candidate tiles of every block: its box, clipped to the tile grid, in ascending tile order
+    # candidate tiles of every block: its box (its frame's tile, its tiles, grown by the window), clipped,
+    # in ascending tile order
     win = torch.tensor(window)
-    corner = _unflat(torch.arange(nb), blocks) * block
-    span = block + 2 * win
+    where_b = _unflat(torch.arange(nb), extent)
+    corner = torch.stack([torch.clamp(where_b[:, 0] // stride[0], max=int(tiles[0]) - 1),
+                          where_b[:, 1] * span_rc[0], where_b[:, 2] * span_rc[1]], -1)
+    span = torch.cat([torch.tensor([1]), span_rc]) + 2 * win
     offsets = _unflat(torch.arange(int(span.prod())), span)  # raster order inside the box
     cand = corner.unsqueeze(1) - win + offsets.unsqueeze(0)  # [nb, box, 3]
     inside = ((cand >= 0) & (cand < tiles)).all(-1)
@@ -144,6 +159,7 @@ def _layout(grid: tuple[int, int, int], stride: tuple[int, int, int], window: tu
     where = torch.empty(n, dtype=torch.long)
     real = cells < n
     where[cells[real]] = torch.arange(nb * n_cells).view(nb, n_cells)[real]
+    cells = torch.where(real, cells, 0)
     return _Layout(*(t.to(device) for t in (tile_id, cells, cand_id, bias, where)), n_tiles=n_tiles)
 
 

@@ -5,10 +5,11 @@ the attention it saves (on a CPU it is most of a matching step). Most src tokens
 best dst nearby anyway, so a window of a few tiles keeps the fidelity and scores a fraction of
 the pairs.
 
-How: the tiles are grouped in blocks of ``BLOCK`` tiles. A block's rows are all its cells (the
-dst cells too: a regular layout is cheaper than skipping an eighth of the rows) and its columns
-the tiles of its box (the block grown by the window), so the whole matching is one batched GEMM
-of small dense blocks. Pairs inside a box but outside a cell's own window get ``-inf``. All of
+How: the cells are grouped in blocks, one frame of ``BLOCK[1:]`` tiles each. A block's rows are
+all its cells (the dst cells too: a regular layout is cheaper than skipping an eighth of the
+rows) and its columns the dst of the tiles of its box (its tiles grown by the window), so the
+whole matching is one batched GEMM of small dense blocks (a window as large as the grid is
+the global matching, computed more slowly). Pairs inside a box but outside a cell's own window get ``-inf``. All of
 that (which cells, which tiles, the mask) depends only on the grid, stride and window, so it
 is built once per shape; a call gathers rows, multiplies and reads the best of each column.
 Exact: a src gets the best dst among the tiles within ``window`` of its own (a border cell

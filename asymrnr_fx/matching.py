@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .matching_window import window_match
+from .scores import column_max
+
 
 class Matching:
     """What the matching cache keeps for one site and feature: indices, never activations.
@@ -137,21 +140,6 @@ def _tiled_max(lhs: torch.Tensor, rhs: torch.Tensor, chunk: int, pool: bool) -> 
     return tuple(torch.cat(t, -1) for t in zip(*tiles)) if len(tiles) > 1 else tuple(tiles[0])
 
 
-def column_max(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``scores.max(dim=1)`` of a ``[R, m, n]`` CPU tensor without NaN: the best of every column and its first row.
-
-    Why not ``max`` itself: with indices it is a scalar compare per element on CPU, as slow as
-    the GEMM before it at 4 heads x 3,584 x 512 (2.4 ms on 2 threads). Read as a channels-last
-    ``[R, n, 1, m]`` image, the columns are channels and a ``(1, m)`` max pool reduces them
-    with vector compares, indices included (0.7 ms), keeping the first maximum on ties as
-    ``max`` does. On NaN they differ (the pool keeps the last NaN, ``max`` the first): the
-    caller checks.
-    """
-    rows, m, n = scores.shape
-    best, nearest = torch.nn.functional.max_pool2d(scores.unsqueeze(1).permute(0, 3, 1, 2), (1, m), return_indices=True)
-    return best.view(rows, n), nearest.view(rows, n)
-
-
 def grid_coordinates(grid: Sequence[int], positions: torch.Tensor) -> torch.Tensor:
     """(frame, row, column) of raster positions, as float rows for distance computations."""
     _, h, w = grid
@@ -195,8 +183,6 @@ def match(
     elif window is not None:
         if grid is None or stride is None:
             raise ValueError("a windowed matching needs the token grid and the partition's stride")
-        from .matching_window import window_match  # it builds on column_max here
-
         best, nearest = window_match(video, dst, src, similarity, grid, stride, window)
     else:
         best, nearest = best_match(video, dst, similarity, rows=src)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .matching import column_max
+from .scores import column_max
 
 #: A block of rows: one frame of (rows, columns) tiles, clamped to the tile grid (the first entry is
 #: unused: a block is always one frame, so a border frame adds blocks rather than padding). At stride
@@ -66,7 +66,7 @@ def window_match(
     """Best score and nearest dst slot of every src token of ``x`` ``[B, H, N, d]`` within ``window`` tiles.
 
     ``dst`` holds one raster position per full tile of ``stride`` (a partition of ``grid``);
-    scores are those of :func:`asymrnr_fx.matching.best_match`.
+    scores are those of the global matching (``asymrnr_fx.matching.best_match``).
     """
     bsz, heads, n, d = x.shape
     bh = bsz * heads

@@ -80,12 +80,12 @@ def window_match(
     # the dst slot and position of every tile (each full tile holds exactly one dst)
     slot_of_tile = torch.empty(layout.n_tiles, dtype=torch.long, device=x.device)
     slot_of_tile.index_copy_(0, layout.tile_of_cell.index_select(0, dst), torch.arange(dst.numel(), device=x.device))
-    xd = x.index_select(2, dst.index_select(0, slot_of_tile))  # [B, H, n_tiles, d], tile order
+    xd = x.index_select(2, dst.index_select(0, slot_of_tile)).view(bh, -1, d)  # [BH, n_tiles, d], tile order
     euclidean = similarity == "euclidean"
-    rhs = torch.cat([xd.reshape(bh, -1, d), xd.new_zeros(bh, 1, d)], 1).view(-1, d)  # one padding row
+    rhs = torch.cat([xd, xd.new_zeros(bh, 1, d)], 1).view(-1, d)  # one padding row
     half = None  # the euclidean score is 2 (a.b - |b|^2 / 2) - |a|^2: -|b|^2 / 2 starts the accumulator with the mask
     if euclidean:
-        half = torch.cat([xd.reshape(bh, -1, d).square().sum(-1).mul_(-0.5), xd.new_zeros(bh, 1)], 1).view(-1)
+        half = torch.cat([xd.square().sum(-1).mul_(-0.5), xd.new_zeros(bh, 1)], 1).view(-1)
     flat = x.view(bh * n, d) if x.is_contiguous() else None  # strided activations: gathered in place, not copied first
     step = max(1, TILE_ELEMENTS // max(bh * n_cand * n_cells, 1))
     bests, rows = [], []
@@ -129,8 +129,7 @@ def _layout(grid: tuple[int, int, int], stride: tuple[int, int, int], window: tu
             device: str) -> _Layout:
     tiles = torch.tensor([max(g // s, 1) for g, s in zip(grid, stride)])
     n = grid[0] * grid[1] * grid[2]
-    pos = torch.arange(n)
-    cell = torch.stack([pos // (grid[1] * grid[2]), pos // grid[2] % grid[1], pos % grid[2]], -1)
+    cell = _unflat(torch.arange(n), torch.tensor(grid))  # (frame, row, column) of every raster cell
     tile = torch.minimum(cell // torch.tensor(stride), tiles - 1)  # border cells: the nearest full tile
     tile_id = _flat(tile, tiles)
     # blocks: one frame (so a border frame adds blocks, not padding) by BLOCK[1:] tiles

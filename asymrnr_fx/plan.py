@@ -153,9 +153,10 @@ class Plan:
           (a border token outside every full tile counts as in the nearest one). None
           (default, the paper's) searches the whole video. A window scores a fraction of the
           pairs, so a matching step costs less: the matching is a GEMM as large as a real
-          share of the attention it saves. ``(0, 2, 2)`` (own tile row of frames, 2 tiles
-          around) is a good start; check fidelity on your model (docs/benchmarks.md has the
-          toy's). Not combined with ``shards`` > 1 (or ring context parallelism).
+          share of the attention it saves. ``(0, 1, 1)`` (the tiles of the same frames, one
+          tile around) is a good start: cheapest, and the closest to the unreduced model on
+          the toy (docs/benchmarks.md); check fidelity on your model. Not combined with
+          ``shards`` > 1 (or ring context parallelism).
      - name [str, at most 200 characters]: a label for reports, plots and files.
     """
 

@@ -96,20 +96,21 @@ def choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     return check
 
 
-def _triple(name: str, value: Any, what: str) -> tuple[int, int, int]:
+def _triple(name: str, value: Any, what: str, low: int = 1) -> tuple[int, int, int]:
+    kind = "positive integers" if low == 1 else f"integers >= {low}"
     what = f"{what}, each at most {MAX_EXTENT}"
     if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, torch.Size)):
-        raise PlanTypeError(name, f"must be three positive integers {what}, got {describe(value)}")
+        raise PlanTypeError(name, f"must be three {kind} {what}, got {describe(value)}")
     if len(value) != 3:
-        raise PlanError(name, f"must be three positive integers {what}, got {len(value)} values {tuple(value)}")
+        raise PlanError(name, f"must be three {kind} {what}, got {len(value)} values {tuple(value)}")
     out = []
     for i, v in enumerate(value):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise PlanTypeError(name, f"must be three positive integers {what}; element {i} is {describe(v)}")
+            raise PlanTypeError(name, f"must be three {kind} {what}; element {i} is {describe(v)}")
         out.append(int(v))
     out = tuple(out)
-    if any(not 1 <= v <= MAX_EXTENT for v in out):  # a huge extent overflows the tile arithmetic
-        raise PlanError(name, f"must be three positive integers {what}, got {describe(out)}")
+    if any(not low <= v <= MAX_EXTENT for v in out):  # a huge extent overflows the tile arithmetic
+        raise PlanError(name, f"must be three {kind} {what}, got {describe(out)}")
     return out  # type: ignore[return-value]
 
 
@@ -123,20 +124,8 @@ def check_grid(name: str, value: Any) -> tuple[int, int, int] | None:
 
 def check_window(name: str, value: Any) -> tuple[int, int, int] | None:
     """A search radius in tiles per axis (0: the src token's own tile), or None (the whole video)."""
-    what = f"None or three integers in [0, {MAX_EXTENT}] (frames, rows, columns): how many tiles from a src token's own its dst may lie"
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
-        raise PlanTypeError(name, f"must be {what}, got {describe(value)}")
-    if len(value) != 3:
-        raise PlanError(name, f"must be {what}, got {len(value)} values")
-    for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise PlanTypeError(name, f"must be {what}; element {i} is {describe(v)}")
-    out = tuple(int(v) for v in value)
-    if any(not 0 <= v <= MAX_EXTENT for v in out):
-        raise PlanError(name, f"must be {what}, got {describe(out)}")
-    return out  # type: ignore[return-value]
+    what = "(frames, rows, columns): how many tiles from a src token's own its dst may lie, or None"
+    return None if value is None else _triple(name, value, what, low=0)
 
 
 def check_cache_window(name: str, value: Any) -> int:

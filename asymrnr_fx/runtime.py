@@ -294,9 +294,8 @@ class Runtime:
             size = video.shape[2]
             shard_dst = tuple(torch.bincount(dst // size, minlength=spec.shards).tolist())
             dst, src = ops.shard_partition(dst, src, shard * size, (shard + 1) * size)
-        reach = self.plan.window if shard is None else None  # a windowed plan has no shards (ring: _select_shards)
-        matching = ops.match(video, dst, src, self.plan.similarity, grid=spec.grid, seed=seed, window=reach,
-                             stride=stride) if dst.numel() else None
+        matching = ops.match(video, dst, src, self.plan.similarity, grid=spec.grid, seed=seed, window=self.plan.window,
+                             stride=stride) if dst.numel() else None  # (a windowed plan never gets here with a shard)
         entry = state.cache[cache_key] = CacheEntry(window, shape, matching, shard_dst=shard_dst)
         self._log(spec, feature, "match", state)
         return entry

@@ -78,13 +78,12 @@ def main(argv: list[str] | None = None) -> dict:
         plan = asymrnr_fx.Plan.uniform(q=q, kv=kv, cache_window=5)
         plans[f"q={q} kv={kv}"] = plan
         variants[f"q={q} kv={kv}"] = asymrnr_fx.transform(model, plan, compile=True)
-        for n in args.shards if (q, kv) == POINTS[-1] else ():
-            plans[f"q={q} kv={kv} shards={n}"] = shard_plan = dataclasses.replace(plan, shards=n)
-            variants[f"q={q} kv={kv} shards={n}"] = asymrnr_fx.transform(model, shard_plan, compile=True)
-        for w in args.window if (q, kv) == POINTS[-1] else ():
-            reach = tuple(int(v) for v in w.split(","))
-            plans[f"q={q} kv={kv} window={w}"] = window_plan = dataclasses.replace(plan, window=reach)
-            variants[f"q={q} kv={kv} window={w}"] = asymrnr_fx.transform(model, window_plan, compile=True)
+        last = (q, kv) == POINTS[-1]
+        options = [(f"shards={n}", {"shards": n}) for n in args.shards] + [
+            (f"window={w}", {"window": tuple(int(v) for v in w.split(","))}) for w in args.window]
+        for label, change in options if last else ():
+            plans[f"q={q} kv={kv} {label}"] = variant = dataclasses.replace(plan, **change)
+            variants[f"q={q} kv={kv} {label}"] = asymrnr_fx.transform(model, variant, compile=True)
         if args.regional and (q, kv) == POINTS[-1]:
             plans[f"q={q} kv={kv} regional"] = plan
             variants[f"q={q} kv={kv} regional"] = asymrnr_fx.transform(model, plan, compile="regional")

@@ -30,6 +30,11 @@ def is_method(node: Any, name: str, nargs: int) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_method" and node.target == name and len(node.args) == nargs
 
 
+def skip_contiguous(node: Any) -> Any:
+    """The input of a ``.contiguous()`` call, else ``node`` itself (exchange templates add one here and there)."""
+    return node.args[0] if is_method(node, "contiguous", 1) else node
+
+
 def single_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 

@@ -36,7 +36,9 @@ import torch.fx as fx
 
 from .. import collective_ops, ops
 from .analysis import Analysis
-from .exchange import WAIT, bshd_view_of, erase_dead, heads_first, is_method, op_name, replace_reduction, shard_reason
+from .exchange import (
+    WAIT, bshd_view_of, erase_dead, heads_first, is_method, op_name, replace_reduction, shard_reason, skip_contiguous,
+)
 from .rewrite_attention import SiteRewrite, _call
 
 _ALL_GATHER = "_c10d_functional::all_gather_into_tensor"
@@ -60,7 +62,7 @@ class _Exchange:
 def _exchanged(gather: fx.Node) -> _Exchange | None:
     """The :class:`_Exchange` of an all-gather node, or None if it is not ring attention's."""
     buf = gather.args[0]
-    cat = buf.args[0] if is_method(buf, "contiguous", 1) else buf
+    cat = skip_contiguous(buf)
     if not (isinstance(cat, fx.Node) and cat.target is torch.cat and cat.kwargs.get("dim", 0) == 0
             and len(cat.args) == 1 and len(cat.args[0]) == 2 and all(is_method(f, "flatten", 1) for f in cat.args[0])):
         return None

@@ -32,7 +32,9 @@ import torch.fx as fx
 from .. import collective_ops, ops
 from ..sites import decode_site, encode_site
 from .analysis import Analysis
-from .exchange import WAIT, bshd_view_of, erase_dead, heads_first, is_method, op_name, replace_reduction, shard_reason, single_user
+from .exchange import (
+    WAIT, bshd_view_of, erase_dead, heads_first, is_method, op_name, replace_reduction, shard_reason, single_user, skip_contiguous,
+)
 from .rewrite_attention import Reduction, SiteRewrite, _call
 
 _A2A = "_c10d_functional::all_to_all_single"
@@ -40,13 +42,9 @@ _KEY = "ulysses exchange"
 BEFORE = "tokens reduced before the all-to-all (shard-local, this rank's shard)"
 
 
-def _skip_contiguous(node: Any) -> Any:
-    return node.args[0] if is_method(node, "contiguous", 1) else node
-
-
 def _scattered(node: fx.Node) -> tuple[fx.Node, str, int] | None:
     """``(x, group, ranks)`` when ``node`` is ``x`` ``[B, S, H, D]`` after Ulysses' first all-to-all."""
-    n = _skip_contiguous(node)
+    n = skip_contiguous(node)
     if not (is_method(n, "permute", 5) and tuple(n.args[1:]) == (1, 0, 2, 3)):
         return None
     n = n.args[0]
@@ -61,7 +59,7 @@ def _scattered(node: fx.Node) -> tuple[fx.Node, str, int] | None:
     n = a2a.args[0]
     if is_method(n, "flatten", 1):
         n = n.args[0]
-    n = _skip_contiguous(n)
+    n = skip_contiguous(n)
     if not (is_method(n, "permute", 6) and tuple(n.args[1:]) == (2, 1, 0, 3, 4)):
         return None
     n = n.args[0]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from .matching_window import window_match
-from .scores import column_max
+from .scores import column_max, row_table, squared_norm, table_rows
 
 
 class Matching:
@@ -89,22 +89,29 @@ def best_match(
     x = x.float()
     cpu = x.device.type == "cpu"
     euclidean = similarity == "euclidean"
-    xd = x.index_select(2, dst).view(bsz * heads, -1, d)  # strided activations: index_select copies them compactly
-    if euclidean and cpu and rows is not None:  # the rows copied straight into the GEMM operand, beside its ones
-        lhs = x.new_empty(bsz, heads, rows.numel(), d + 1)
-        torch.index_select(x, 2, rows, out=lhs[..., :d])
-        lhs[..., d] = 1  # after the rows: their cache lines are hot
+    table = row_table(x)  # strided activations: rows gathered from a 2-D view of them, compactly
+    if table is None:
+        x = x.contiguous()
+        table = row_table(x)
+    table, base, step = table
+    xd = table.index_select(0, table_rows(base, dst, step)).view(bsz * heads, -1, d)
+    if rows is None:
+        rows = torch.arange(x.shape[2], device=x.device)
+    if euclidean and cpu:  # the rows copied straight into the GEMM operand, beside its ones
+        lhs = x.new_empty(bsz * heads * rows.numel(), d + 1)
+        torch.index_select(table, 0, table_rows(base, rows, step), out=lhs[:, :d])
+        lhs[:, d] = 1  # after the rows: their cache lines are hot
         lhs = lhs.view(bsz * heads, -1, d + 1)
         flat = lhs[..., :d]
     else:
-        lhs, flat = None, (x.index_select(2, rows) if rows is not None else x.contiguous()).view(bsz * heads, -1, d)
+        lhs, flat = None, table.index_select(0, table_rows(base, rows, step)).view(bsz * heads, -1, d)
     n = flat.shape[1]
     if similarity == "cosine":
         flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)
     if euclidean:
         lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1) if lhs is None else lhs
-        rhs = torch.cat([2 * xd, -xd.square().sum(-1, keepdim=True)], -1)
+        rhs = torch.cat([2 * xd, -squared_norm(xd).unsqueeze(-1)], -1)
     else:
         lhs, rhs = flat, xd
     if chunk is None and cpu:
@@ -116,7 +123,7 @@ def best_match(
     if cpu and best.isnan().any():  # a host read on CPU only; the max pool keeps the last NaN, max the first
         best, nearest = _tiled_max(lhs, rhs, chunk, pool=False)
     if euclidean:
-        best = best - flat.square().sum(-1)
+        best = best - squared_norm(flat)
     return best.view(bsz, heads, n), nearest.view(bsz, heads, n)
 
 
@@ -240,12 +247,13 @@ def select(
     kept = torch.ones(bsz, heads, num_video, dtype=torch.bool, device=device)
     kept.index_copy_(-1, m.src, ~removed)  # dst tokens are always kept
     n_kept = n_dst + n_src - n_remove
-    counts = kept.cumsum(-1)  # kept tokens up to and including every position
-    # the kept positions, ascending per row: the j-th is the first position with j + 1 kept up to it
-    # (a search with a known output size needs no host sync; ``nonzero`` would read its size back)
-    wanted = torch.arange(1, n_kept + 1, device=device).expand(bsz, heads, n_kept).contiguous()
-    keep_video = torch.searchsorted(counts, wanted)
-    slot_of = counts.sub_(1)  # the slot of every kept position
+    slot_of = kept.cumsum(-1).sub_(1)  # the slot of every kept position (kept tokens before it)
+    # the kept positions, ascending per row: every kept position written to its slot, the rest to a spare
+    # last slot (a scatter with a known output size needs no host sync, where ``nonzero`` reads its size back;
+    # it is 2-6x cheaper than searching the counts)
+    keep_video = torch.empty(bsz, heads, n_kept + 1, dtype=torch.long, device=device)
+    positions = torch.arange(num_video, device=device).expand(bsz, heads, num_video)
+    keep_video = keep_video.scatter_(-1, torch.where(kept, slot_of, n_kept), positions)[..., :n_kept]
     nearest_slot = slot_of.gather(-1, _lookup(m.dst, m.nearest))
     src_slot = slot_of.gather(-1, m.src.expand(bsz, heads, n_src))  # (index_select along the last dim is 10x slower)
     slot_of.index_copy_(-1, m.src, torch.where(removed, nearest_slot, src_slot))
@@ -269,7 +277,7 @@ def _removed(m: Matching, n_remove: int) -> torch.Tensor:
 def with_text(keep_video: torch.Tensor, slot_of: torch.Tensor, text_len: int, text_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Video selection indices extended to a (text + video) sequence whose text tokens are all kept."""
     if text_len == 0:
-        return keep_video, slot_of
+        return keep_video.contiguous(), slot_of
     bsz, heads, n_kept = keep_video.shape
     num_video = slot_of.shape[-1]
     text = torch.arange(text_len, device=keep_video.device).expand(bsz, heads, text_len)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .scores import column_max
+from .scores import column_max, row_table, squared_norm, table_rows
 
 #: A block of rows: one frame of (rows, columns) tiles, clamped to the tile grid (the first entry is
 #: unused: a block is always one frame, so a border frame adds blocks rather than padding). At stride
@@ -41,16 +41,20 @@ class _Layout:
     tile_of_cell: torch.Tensor  # [N] tile id of every raster cell (border cells: the nearest full tile)
     cells: torch.Tensor  # [nb, n_cells] raster cells of each block (padding: cell 0, masked by ``bias``)
     cand: torch.Tensor  # [nb, n_cand] candidate tiles of each block, ascending, n_tiles = padding
+    cand_row: torch.Tensor  # ``cand`` with tile 0 for padding: rows to read (a padding score is -inf by ``bias``)
     bias: torch.Tensor  # [nb, n_cand, n_cells] 0 within a cell's window, -inf elsewhere
     where: torch.Tensor  # [N] index of every raster cell in the flattened [nb * n_cells] layout
     n_tiles: int
-    flat: dict = field(default_factory=dict, compare=False)  # (rows or cand, blocks, heads) -> flat gather index
+    flat: dict = field(default_factory=dict, compare=False)  # (name, blocks, rows) -> row index into a 2-D table
 
-    def index(self, name: str, i: int, j: int, per_head: int, heads: int) -> torch.Tensor:
-        """:func:`_flat_index` of blocks ``i:j`` of ``cells`` or ``cand``, computed once per head count."""
-        key = (name, i, j, per_head, heads)
+    def index(self, name: str, i: int, j: int, base: tuple[int, ...], step: int) -> torch.Tensor:
+        """Rows of blocks ``i:j`` of ``cells`` or ``cand_row`` in a 2-D table whose (batch, head) ``k`` starts at
+        row ``base[k]``, a token every ``step`` rows; kept for the last few tables (they rarely change)."""
+        key = (name, i, j, base, step)
         if key not in self.flat:
-            self.flat[key] = _flat_index(getattr(self, name)[i:j], per_head, heads)
+            if len(self.flat) >= 16:
+                self.flat.clear()
+            self.flat[key] = table_rows(base, getattr(self, name)[i:j], step)
         return self.flat[key]
 
 
@@ -77,25 +81,26 @@ def window_match(
     x = x.float()
     if similarity == "cosine":
         x = torch.nn.functional.normalize(x, dim=-1)
+    rows = row_table(x)
+    if rows is None:
+        x = x.contiguous()
+        rows = row_table(x)
+    table, base, step = rows
     # the dst slot and position of every tile (each full tile holds exactly one dst)
     slot_of_tile = torch.empty(layout.n_tiles, dtype=torch.long, device=x.device)
     slot_of_tile.index_copy_(0, layout.tile_of_cell.index_select(0, dst), torch.arange(dst.numel(), device=x.device))
-    xd = x.index_select(2, dst.index_select(0, slot_of_tile)).view(bh, -1, d)  # [BH, n_tiles, d], tile order
+    # dst rows in tile order: [BH * n_tiles, d] (a padding candidate reads tile 0's row; its bias is -inf)
+    rhs = table.index_select(0, table_rows(base, dst.index_select(0, slot_of_tile), step))
     euclidean = similarity == "euclidean"
-    rhs = torch.cat([xd, xd.new_zeros(bh, 1, d)], 1).view(-1, d)  # one padding row
-    half = None  # the euclidean score is 2 (a.b - |b|^2 / 2) - |a|^2: -|b|^2 / 2 starts the accumulator with the mask
-    if euclidean:
-        half = torch.cat([xd.square().sum(-1).mul_(-0.5), xd.new_zeros(bh, 1)], 1).view(-1)
-    flat = x.view(bh * n, d) if x.is_contiguous() else None  # strided activations: gathered in place, not copied first
-    step = max(1, TILE_ELEMENTS // max(bh * n_cand * n_cells, 1))
-    bests, rows = [], []
-    for i in range(0, nb, step):  # every tile of blocks gathered on its own, so its operands are contiguous
-        j = min(i + step, nb)
-        if flat is not None:
-            a = flat.index_select(0, layout.index("cells", i, j, n, bh)).view(-1, n_cells, d)
-        else:
-            a = x.index_select(2, layout.cells[i:j].reshape(-1)).view(-1, n_cells, d)
-        index = layout.index("cand", i, j, layout.n_tiles + 1, bh)
+    # the euclidean score is 2 (a.b - |b|^2 / 2) - |a|^2: -|b|^2 / 2 starts the accumulator with the mask
+    half = squared_norm(rhs).mul_(-0.5) if euclidean else None
+    rhs_base = tuple(k * layout.n_tiles for k in range(bh))
+    chunk = max(1, TILE_ELEMENTS // max(bh * n_cand * n_cells, 1))
+    bests, rows_of = [], []
+    for i in range(0, nb, chunk):  # every chunk of blocks gathered on its own, so its operands are contiguous
+        j = min(i + chunk, nb)
+        a = table.index_select(0, layout.index("cells", i, j, base, step)).view(-1, n_cells, d)
+        index = layout.index("cand_row", i, j, rhs_base, 1)
         b = rhs.index_select(0, index).view(-1, n_cand, d)
         mask = layout.bias[i:j]
         if half is not None:
@@ -105,23 +110,16 @@ def window_match(
         scores = scores.view(-1, n_cand, n_cells).baddbmm_(b, a.transpose(1, 2))
         best, row = column_max(scores)
         if euclidean:
-            best = best.mul_(2).sub_(torch.einsum("...d,...d->...", a, a))
+            best = best.mul_(2).sub_(squared_norm(a))
         bests.append(best.view(bh, -1))
-        rows.append(row.view(bh, -1, n_cells))
+        rows_of.append(row.view(bh, -1, n_cells))
     best = torch.cat(bests, 1) if len(bests) > 1 else bests[0]
-    row = torch.cat(rows, 1) if len(rows) > 1 else rows[0]
+    row = torch.cat(rows_of, 1) if len(rows_of) > 1 else rows_of[0]
     tile = layout.cand.unsqueeze(0).expand(bh, nb, n_cand).gather(2, row).view(bh, -1)
     at = layout.where.index_select(0, src)  # src cells in the block layout
     best = best.index_select(1, at)
     nearest = slot_of_tile.index_select(0, tile.index_select(1, at).view(-1)).view(bh, -1)
     return best.view(bsz, heads, -1), nearest.view(bsz, heads, -1)
-
-
-def _flat_index(index: torch.Tensor, per_head: int, heads: int) -> torch.Tensor:
-    """Rows ``index`` of every head of a ``[heads * per_head, k]`` table: one row gather of a 2-D table
-    (2x faster on CPU than ``index_select`` along dim 1 of ``[heads, per_head, k]``)."""
-    offsets = torch.arange(heads, device=index.device).unsqueeze(1) * per_head
-    return (offsets + index.reshape(1, -1)).view(-1)
 
 
 @functools.lru_cache(maxsize=32)
@@ -164,7 +162,8 @@ def _layout(grid: tuple[int, int, int], stride: tuple[int, int, int], window: tu
     real = cells < n
     where[cells[real]] = torch.arange(nb * n_cells).view(nb, n_cells)[real]
     cells = torch.where(real, cells, 0)
-    return _Layout(*(t.to(device) for t in (tile_id, cells, cand_id, bias, where)), n_tiles=n_tiles)
+    return _Layout(*(t.to(device) for t in (tile_id, cells, cand_id, torch.where(cand_id < n_tiles, cand_id, 0), bias, where)),
+                   n_tiles=n_tiles)
 
 
 def _flat(coord: torch.Tensor, extent: torch.Tensor) -> torch.Tensor:

@@ -21,3 +21,37 @@ def column_max(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows, m, n = scores.shape
     best, nearest = torch.nn.functional.max_pool2d(scores.unsqueeze(1).permute(0, 3, 1, 2), (1, m), return_indices=True)
     return best.view(rows, n), nearest.view(rows, n)
+
+
+def row_table(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int] | None:
+    """``x`` ``[B, H, N, d]`` as rows of one 2-D ``[R, d]`` view of its storage: ``(table, base, step)`` with
+    ``x[b, h, t] == table[base[b * H + h] + t * step]`` (``base`` host ints: no device read); None when a stride is not a multiple of ``d``.
+
+    Why: the matchings gather token rows, and ``index_select`` along dim 0 of a 2-D table copies
+    whole rows, while along dim 2 of a strided 4-D view (the video part of a text + video
+    sequence, a head-interleaved projection) it is 2-6x slower (2 threads, sorted rows: 4 heads x
+    4,096 x 64, 0.15 vs 0.33 ms; 2 heads x 17,550 x 64, 0.34 vs 1.30 ms).
+    """
+    bsz, heads, n, d = x.shape
+    if x.numel() == 0:
+        return x.new_empty(0, d), (0,) * (bsz * heads), 0
+    if d > 1 and x.stride(3) != 1:
+        return None
+    strides = [s if size > 1 else 0 for s, size in zip(x.stride()[:3], x.shape[:3])]
+    if any(s % d for s in strides):
+        return None
+    sb, sh, st = (s // d for s in strides)
+    table = x.as_strided(((bsz - 1) * sb + (heads - 1) * sh + (n - 1) * st + 1, d), (d, 1))
+    return table, tuple(b * sb + h * sh for b in range(bsz) for h in range(heads)), st
+
+
+def table_rows(base: tuple[int, ...], tokens: torch.Tensor, step: int) -> torch.Tensor:
+    """The flat row index into a :func:`row_table` of ``tokens`` (a 1-D or ``[.., k]`` index) for every (batch, head)."""
+    return (torch.tensor(base, device=tokens.device).view(-1, 1) + tokens.reshape(1, -1) * step).view(-1)
+
+
+def squared_norm(x: torch.Tensor) -> torch.Tensor:
+    """``|x|^2`` over the last dim, as a batched dot product. Why not ``x.square().sum(-1)``: it writes the
+    squares out and reads them back, 1.6x the time (159,744 rows of 64 on 2 threads: 2.6 vs 1.6 ms);
+    ``vector_norm(x) ** 2`` is faster still but rounds through a square root, which breaks exact ties."""
+    return torch.einsum("...d,...d->...", x, x)

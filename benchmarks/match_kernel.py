@@ -35,9 +35,11 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def kernel_table(grid: tuple[int, int, int], heads: int, dim: int, text: int, chunks: list[int | None] | None = None,
-                 repeats: int = 9, rounds: int = 3, load: int = 0) -> dict:
+                 repeats: int = 9, rounds: int = 3, load: int = 0, windows: tuple[tuple[int, int, int], ...] = ((0, 1, 1),)) -> dict:
     """Median ms and GFLOP/s of SDPA over (video + text) tokens and of ``best_match`` on the
-    grid's (2, 2, 2) partition, interleaved, with ``load`` busy processes beside it."""
+    grid's (2, 2, 2) partition, interleaved, with ``load`` busy processes beside it; and ms of the
+    windowed matching at each of ``windows`` (its GFLOP/s counted on the global matching's pairs,
+    the work it replaces)."""
     n = grid[0] * grid[1] * grid[2]
     dst, src = ops.partition(grid, (2, 2, 2), ops.draw_tile_choices(grid, (2, 2, 2), seed=0))
     g = torch.Generator().manual_seed(0)
@@ -51,9 +53,12 @@ def kernel_table(grid: tuple[int, int, int], heads: int, dim: int, text: int, ch
         chunk = None if c == "auto" else (c or src.numel())
         variants[f"best_match chunk={label}"] = ((lambda chunk=chunk: ops.best_match(x, dst, "euclidean", chunk=chunk, rows=src)),
                                                  flops_match)
+    for w in windows:
+        variants[f"window_match {','.join(map(str, w))}"] = (
+            (lambda w=w: ops.match(x, dst, src, "euclidean", grid=grid, stride=(2, 2, 2), window=w)), flops_match)
     reference = ops.best_match(x, dst, "euclidean", chunk=128, rows=src)[1]
     for name, (fn, _) in variants.items():
-        if name != "sdpa":
+        if name.startswith("best_match"):
             assert torch.equal(fn()[1], reference), f"{name} changed the matching"
     times: dict[str, list[float]] = {name: [] for name in variants}
     with busy_processes(load):

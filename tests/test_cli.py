@@ -118,13 +118,14 @@ def test_demo_plan_choices(toy_bundle):
 
 def test_bench_small_writes_csv_and_plot(tmp_path):
     args = ["bench", "--target", "cogvideox-shaped", "--small", "--no-compile", "--costs", "0.5",
-            "--methods", "asymrnr", "todo", "--window", "0,1,1", "--out", str(tmp_path)]
+            "--methods", "asymrnr", "symrnr", "--window", "0,1,1", "--out", str(tmp_path)]
     assert cli.main(args) == 0
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
-    assert [r["method"] for r in rows] == ["baseline", "asymrnr", "todo", "asymrnr window=0,1,1"]
+    assert [r["method"] for r in rows] == ["baseline", "asymrnr", "symrnr", "asymrnr window=0,1,1", "symrnr window=0,1,1"]
     assert all(float(r["attention_cost"]) == pytest.approx(0.5) for r in rows[1:])
     assert float(rows[1]["psnr"]) < float("inf")  # it reduced something
     assert float(rows[3]["psnr"]) != float(rows[1]["psnr"])  # the window changed the matching
+    assert float(rows[4]["psnr"]) != float(rows[2]["psnr"])  # ... SymRnR's too (same kernel for both baselines)
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrated", action="store_true",
                    help="also run a calibrated plan per cost (calibrated on other prompts/seeds, with sensitivity)")
     p.add_argument("--window", default=None, metavar="T,H,W",
-                   help="also run uniform AsymRnR with Plan(window=(T, H, W)): matching within that many tiles (e.g. 0,1,1)")
+                   help="also run uniform AsymRnR (and SymRnR, when among --methods) with Plan(window=(T, H, W)): "
+                        "matching within that many tiles (e.g. 0,1,1)")
     p.add_argument("--no-compile", action="store_true", help="run the rewritten graphs eagerly (fast start, slower runs)")
     p.add_argument("--small", action="store_true", help="tiny settings, for CI")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (e.g. 1 when another job holds a core)")
@@ -36,9 +37,11 @@ def run(args: argparse.Namespace) -> int:
         target = _target(name, args.steps or (4 if args.small else None), args.small)
         cache_window = 2 if args.small else 5
         extra = {"calibrated": _calibrated_plans(name, target, cache_window)} if args.calibrated else {}
-        if args.window:
-            extra[f"asymrnr window={args.window}"] = _windowed(args.window, cache_window)
-        rows += compare(target, args.costs, args.methods or METHODS, compile=not args.no_compile,
+        methods = args.methods or METHODS
+        for method in ("asymrnr", "symrnr") if args.window else ():
+            if method == "asymrnr" or method in methods:  # the baseline on the same matching kernel
+                extra[f"{method} window={args.window}"] = _windowed(method, args.window, cache_window)
+        rows += compare(target, args.costs, methods, compile=not args.no_compile,
                         repeats=1 if args.small else args.repeats, cache_window=cache_window, extra_plans=extra or None)
     paths = write_outputs(rows, Path(args.out))
     print(markdown_table(rows))
@@ -46,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _windowed(text: str, cache_window: int):
-    """cost -> the uniform AsymRnR plan at that cost, matching within the window ``text`` ("T,H,W" tiles)."""
+def _windowed(method: str, text: str, cache_window: int):
+    """cost -> ``method``'s uniform plan at that cost, matching within the window ``text`` ("T,H,W" tiles)."""
     import dataclasses
 
     from asymrnr_fx.evaluation.compare import method_plan
@@ -56,7 +59,7 @@ def _windowed(text: str, cache_window: int):
         window = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise SystemExit(f"--window takes three integers T,H,W (tiles), got {text!r}") from None
-    return lambda cost: dataclasses.replace(method_plan("asymrnr", cost, cache_window=cache_window), window=window)
+    return lambda cost: dataclasses.replace(method_plan(method, cost, cache_window=cache_window), window=window)
 
 
 def _target(name: str, steps: int | None, small: bool, **options):

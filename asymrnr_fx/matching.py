@@ -65,8 +65,9 @@ def best_match(
     so the argmax needs only ``2 a.b - |b|^2``; the rows carry a column of ones and the dst
     side the ``-|b|^2`` column, so the GEMM produces the biased scores itself (no pass over
     the score matrix to subtract it); ``|a|^2`` is added back to the best score afterwards.
-    The rows are gathered straight from ``x`` (strided or not): one copy of the src and dst
-    tokens, not a copy of the whole video first.
+    The rows are gathered straight from ``x`` (strided or not, through a 2-D view of its rows,
+    :func:`~asymrnr_fx.scores.row_table`): one copy of the src and dst tokens, not a copy of the
+    whole video first.
 
     On CPU the scores are laid out dst-major (``[dst, src]``, the same products) and reduced by
     :func:`column_max`; elsewhere (and in tiles under 16 rows or dst, or when a score is NaN)

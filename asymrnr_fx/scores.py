@@ -1,4 +1,5 @@
-"""The reduction every matching kernel ends with: the best score of each column and its row.
+"""What every matching kernel shares: token rows read as a 2-D table, squared norms, and the
+reduction they end with (the best score of each column and its row).
 
 A leaf module so that the global (:mod:`asymrnr_fx.matching`) and the windowed
 (:mod:`asymrnr_fx.matching_window`) matchings share it without importing each other.
@@ -24,8 +25,9 @@ def column_max(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def row_table(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int] | None:
-    """``x`` ``[B, H, N, d]`` as rows of one 2-D ``[R, d]`` view of its storage: ``(table, base, step)`` with
-    ``x[b, h, t] == table[base[b * H + h] + t * step]`` (``base`` host ints: no device read); None when a stride is not a multiple of ``d``.
+    """``x`` ``[B, H, N, d]`` as rows of one 2-D ``[R, d]`` view of its storage: ``(table, base, step)``
+    with ``x[b, h, t] == table[base[b * H + h] + t * step]`` (``base`` in host ints: no device read);
+    None when a stride is not a multiple of ``d`` (the caller copies ``x`` first).
 
     Why: the matchings gather token rows, and ``index_select`` along dim 0 of a 2-D table copies
     whole rows, while along dim 2 of a strided 4-D view (the video part of a text + video

@@ -236,3 +236,42 @@ def test_selection_by_rank_equals_selection_by_order(ratio):
     for text_len, text_first in ((0, True), (7, False)):
         a, b = ops.select(m, n, ratio, text_len, text_first), ops.select(by_order, n, ratio, text_len, text_first)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[0].is_contiguous()
+
+
+def _layouts(grid, d=8, text=5, seed=7):
+    """The same [B, H, N, d] video features in the layouts a model hands the matchings."""
+    g = torch.Generator().manual_seed(seed)
+    n = math.prod(grid)
+    base = torch.randn(2, 3, n, d, generator=g)
+    joint = torch.cat([torch.randn(2, 3, text, d, generator=g), base], 2)
+    bshd = base.transpose(1, 2).contiguous().transpose(1, 2)  # a head-interleaved projection
+    wide = torch.randn(2, 3, n, 2 * d, generator=g)
+    wide[..., ::2] = base  # a stride of 2 in the channels: no 2-D row view, copied first
+    return base, {"text + video slice": joint[:, :, text:], "heads interleaved": bshd, "strided channels": wide[..., ::2],
+                  "expanded batch": base[:1].expand(2, -1, -1, -1), "one head of several": joint[:, 1:2, text:]}
+
+
+@pytest.mark.parametrize("window", [None, (0, 1, 1)])
+def test_matchings_are_the_same_on_every_activation_layout(window):
+    grid, stride = (2, 6, 8), (2, 2, 2)
+    base, layouts = _layouts(grid)
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 2))
+    for name, x in layouts.items():
+        ref = ops.match(x.contiguous(), dst, src, "euclidean", grid=grid, stride=stride, window=window)
+        got = ops.match(x, dst, src, "euclidean", grid=grid, stride=stride, window=window)
+        assert torch.equal(got.nearest, ref.nearest) and torch.equal(got.order, ref.order), name
+
+
+def test_row_table_reads_every_token_row():
+    from asymrnr_fx.scores import row_table, table_rows
+
+    _, layouts = _layouts((2, 4, 4))
+    for name, x in layouts.items():
+        table = row_table(x)
+        if name == "strided channels":
+            assert table is None  # the caller copies first
+            continue
+        table, base, step = table
+        tokens = torch.tensor([0, 5, 31, 7])
+        rows = table.index_select(0, table_rows(base, tokens, step)).view(x.shape[0], x.shape[1], -1, x.shape[3])
+        assert torch.equal(rows, x[:, :, tokens]), name

@@ -51,11 +51,13 @@ class _Layout:
         """Rows of blocks ``i:j`` of ``cells`` or ``cand_row`` in a 2-D table whose (batch, head) ``k`` starts at
         row ``base[k]``, a token every ``step`` rows; kept for the last few tables (they rarely change)."""
         key = (name, i, j, base, step)
-        if key not in self.flat:
+        index = self.flat.get(key)  # one lookup: another thread may clear the dict between two
+        if index is None:
+            index = table_rows(base, getattr(self, name)[i:j], step)
             if len(self.flat) >= 16:
                 self.flat.clear()
-            self.flat[key] = table_rows(base, getattr(self, name)[i:j], step)
-        return self.flat[key]
+            self.flat[key] = index
+        return index
 
 
 def window_match(
@@ -86,11 +88,12 @@ def window_match(
         x = x.contiguous()
         rows = row_table(x)
     table, base, step = rows
-    # the dst slot and position of every tile (each full tile holds exactly one dst)
-    slot_of_tile = torch.empty(layout.n_tiles, dtype=torch.long, device=x.device)
+    # the dst slot and position of every tile (each full tile holds exactly one dst); the padding tile's
+    # is slot 0: its scores are -inf, picked only where a NaN made every score NaN (as a NaN src gets in best_match)
+    slot_of_tile = torch.zeros(layout.n_tiles + 1, dtype=torch.long, device=x.device)
     slot_of_tile.index_copy_(0, layout.tile_of_cell.index_select(0, dst), torch.arange(dst.numel(), device=x.device))
     # dst rows in tile order: [BH * n_tiles, d] (a padding candidate reads tile 0's row; its bias is -inf)
-    rhs = table.index_select(0, table_rows(base, dst.index_select(0, slot_of_tile), step))
+    rhs = table.index_select(0, table_rows(base, dst.index_select(0, slot_of_tile[:-1]), step))
     euclidean = similarity == "euclidean"
     # the euclidean score is 2 (a.b - |b|^2 / 2) - |a|^2: -|b|^2 / 2 starts the accumulator with the mask
     half = squared_norm(rhs).mul_(-0.5) if euclidean else None

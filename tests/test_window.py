@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import asymrnr_fx
-from asymrnr_fx import ops
+from asymrnr_fx import matching_window as mw, ops
 from asymrnr_fx.errors import PlanError
 from asymrnr_fx.plan import Plan
 from reference import ref_match_one, ref_similarity
@@ -113,3 +113,19 @@ def test_transformed_model_with_a_window_matches_reference(compile):
     torch.testing.assert_close(out, ref_out, atol=5e-5, rtol=5e-5)
     global_out, _, _ = reference_run(model, changing_plan(window=3), latents)
     assert (ref_out - global_out).abs().max() > 1e-4  # the window changed which tokens merged
+
+
+def test_windowed_matching_with_nan_activations_stays_in_range():
+    # NaN activations make their scores NaN, padding candidates' included: every pick must still be a dst slot
+    grid, stride, window = (2, 20, 20), (2, 4, 4), (0, 1, 1)  # 5 x 5 tiles: blocks with padding candidates
+    x = torch.randn(1, 2, math.prod(grid), 8, generator=torch.Generator().manual_seed(5))
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 0))
+    layout = mw._layout(grid, stride, window, "cpu")
+    assert layout.cand.max() == dst.numel()  # padding exists
+    x[0, 0, dst[layout.tile_of_cell[dst] == 0]] = float("nan")  # tile 0's dst: the row padding candidates read
+    x[0, 1, src[3]] = float("nan")  # a NaN src: all its scores are NaN
+    m = ops.match(x, dst, src, "euclidean", grid=grid, stride=stride, window=window)
+    assert ((m.nearest >= 0) & (m.nearest < dst.numel())).all()
+    clean = ops.match(torch.nan_to_num(x, nan=0.5), dst, src, "euclidean", grid=grid, stride=stride, window=window)
+    others = torch.arange(src.numel()) != 3  # a src's NaN changes its own scores only
+    assert torch.equal(m.nearest[0, 1, others], clean.nearest[0, 1, others])

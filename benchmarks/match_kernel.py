@@ -7,8 +7,9 @@ kernel's efficiency, is what this script measures: interleaved in one process, t
 SDPA call and ``best_match`` at several row-chunk sizes (``none``: one GEMM over all rows),
 GFLOP/s of each; with ``--load N`` it runs the same again with N busy processes beside it
 (what a server's VAE or text encoder does to the transformer) and prints both. Every chunk
-size must give the same matching (checked). ``benchmarks/speed_cogvideox.py`` prints this
-table at its own sizes.
+size must give the same matching (checked). The windowed matching (``Plan(window=(0, 1, 1))``)
+is timed beside them; its GFLOP/s count the global matching's pairs, the work it replaces.
+``benchmarks/speed_cogvideox.py`` prints this table at its own sizes.
 
     python benchmarks/match_kernel.py [--tokens 4096] [--heads 4] [--dim 64] [--load 1] [--threads N]
 """

@@ -7,6 +7,7 @@ python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; pri
 python benchmarks/gpu_backends.py
 # host syncs per step (whole model and regional): 1 per reuse step expected (the timestep read)
 python benchmarks/gpu_sync.py
-# the issue's CogVideoX-shaped model, then a longer sequence where attention dominates
+# the issue's CogVideoX-shaped model, then a longer sequence where attention dominates (with the windowed
+# matching too: never run on CUDA so far, so it comes last)
 python benchmarks/speed_cogvideox.py --device cuda --dtype bfloat16 --repeats 5 --steps 10
-python benchmarks/speed_cogvideox.py --device cuda --dtype bfloat16 --repeats 5 --steps 10 --frames 13 --size 96 --layers 8
+python benchmarks/speed_cogvideox.py --device cuda --dtype bfloat16 --repeats 5 --steps 10 --frames 13 --size 96 --layers 8 --window 0,1,1

@@ -90,11 +90,7 @@ def best_match(
     x = x.float()
     cpu = x.device.type == "cpu"
     euclidean = similarity == "euclidean"
-    table = row_table(x)  # strided activations: rows gathered from a 2-D view of them, compactly
-    if table is None:
-        x = x.contiguous()
-        table = row_table(x)
-    table, base, step = table
+    table, base, step = row_table(x)  # strided activations: rows gathered from a 2-D view of them, compactly
     xd = table.index_select(0, table_rows(base, dst, step)).view(bsz * heads, -1, d)
     if rows is None:
         rows = torch.arange(x.shape[2], device=x.device)

@@ -83,11 +83,7 @@ def window_match(
     x = x.float()
     if similarity == "cosine":
         x = torch.nn.functional.normalize(x, dim=-1)
-    rows = row_table(x)
-    if rows is None:
-        x = x.contiguous()
-        rows = row_table(x)
-    table, base, step = rows
+    table, base, step = row_table(x)
     # the dst slot and position of every tile (each full tile holds exactly one dst); the padding tile's
     # is slot 0: its scores are -inf, picked only where a NaN made every score NaN (as a NaN src gets in best_match)
     slot_of_tile = torch.zeros(layout.n_tiles + 1, dtype=torch.long, device=x.device)

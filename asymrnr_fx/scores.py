@@ -24,10 +24,10 @@ def column_max(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return best.view(rows, n), nearest.view(rows, n)
 
 
-def row_table(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int] | None:
+def row_table(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int]:
     """``x`` ``[B, H, N, d]`` as rows of one 2-D ``[R, d]`` view of its storage: ``(table, base, step)``
-    with ``x[b, h, t] == table[base[b * H + h] + t * step]`` (``base`` in host ints: no device read);
-    None when a stride is not a multiple of ``d`` (the caller copies ``x`` first).
+    with ``x[b, h, t] == table[base[b * H + h] + t * step]`` (``base`` in host ints: no device read).
+    A layout whose strides are not multiples of ``d`` is copied first (the table is then of the copy).
 
     Why: the matchings gather token rows, and ``index_select`` along dim 0 of a 2-D table copies
     whole rows, while along dim 2 of a strided 4-D view (the video part of a text + video
@@ -37,11 +37,9 @@ def row_table(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int] | No
     bsz, heads, n, d = x.shape
     if x.numel() == 0:
         return x.new_empty(0, d), (0,) * (bsz * heads), 0
-    if d > 1 and x.stride(3) != 1:
-        return None
     strides = [s if size > 1 else 0 for s, size in zip(x.stride()[:3], x.shape[:3])]
-    if any(s % d for s in strides):
-        return None
+    if (d > 1 and x.stride(3) != 1) or any(s % d for s in strides):
+        return row_table(x.contiguous())  # a contiguous tensor always has a row view
     sb, sh, st = (s // d for s in strides)
     table = x.as_strided(((bsz - 1) * sb + (heads - 1) * sh + (n - 1) * st + 1, d), (d, 1))
     return table, tuple(b * sb + h * sh for b in range(bsz) for h in range(heads)), st

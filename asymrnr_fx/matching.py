@@ -9,6 +9,7 @@ partitions the src tokens by rank (one ``topk`` per row) instead of sorting them
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -160,6 +161,7 @@ def match(
     seed: int = 0,
     window: Sequence[int] | None = None,
     stride: Sequence[int] | None = None,
+    offset: int = 0,
 ) -> Matching:
     """Match every src token to its most similar dst, per batch element and head.
 
@@ -168,6 +170,11 @@ def match(
     by the "spatial" baseline and, with the partition's ``stride``, by ``window``
     (``Plan.window``: only the dst of the tiles within that many tiles of a src's own, see
     :mod:`asymrnr_fx.matching_window`); ``seed`` by the "random" baseline.
+
+    ``offset``: ``video`` is a shard of the grid from that raster position (``dst`` and ``src``
+    relative to it). A windowed matching then sees the shard's dst only, and a src whose window
+    holds none of them (a shard boundary cut its tile and its neighbours') is matched against
+    all of the shard's dst, as without a window, rather than left without one.
     """
     device = video.device
     dst, src = dst.to(device), src.to(device)
@@ -187,10 +194,27 @@ def match(
     elif window is not None:
         if grid is None or stride is None:
             raise ValueError("a windowed matching needs the token grid and the partition's stride")
-        best, nearest = window_match(video, dst, src, similarity, grid, stride, window)
+        best, nearest = window_match(video, dst, src, similarity, grid, stride, window, offset)
+        if offset or video.shape[2] < math.prod(grid):
+            best, nearest = _match_strays(video, dst, src, similarity, best, nearest)
     else:
         best, nearest = best_match(video, dst, similarity, rows=src)
     return Matching(dst, src, nearest, rank=rank_key(best))
+
+
+def _match_strays(video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, best: torch.Tensor,
+                  nearest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A shard's windowed matching with its strays (src without a dst of the shard in their window, score
+    ``-inf``) matched against every dst of the shard. One host read per matching; on the sharded path only."""
+    stray = best.isneginf()
+    cols = stray.any(0).any(0).nonzero().squeeze(1)
+    if cols.numel() == 0:
+        return best, nearest
+    found, slot = best_match(video, dst, similarity, rows=src.index_select(0, cols))
+    stray = stray.index_select(-1, cols)
+    best = best.index_copy(-1, cols, torch.where(stray, found, best.index_select(-1, cols)))
+    nearest = nearest.index_copy(-1, cols, torch.where(stray, slot, nearest.index_select(-1, cols)))
+    return best, nearest
 
 
 def rank_key(best: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,9 @@ order on ties.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -45,19 +46,38 @@ class _Layout:
     bias: torch.Tensor  # [nb, n_cand, n_cells] 0 within a cell's window, -inf elsewhere
     where: torch.Tensor  # [N] index of every raster cell in the flattened [nb * n_cells] layout
     n_tiles: int
-    flat: dict = field(default_factory=dict, compare=False)  # (name, blocks, rows) -> row index into a 2-D table
+    flat: dict = field(default_factory=dict, compare=False)  # row indices into 2-D tables, shard block spans
 
-    def index(self, name: str, i: int, j: int, base: tuple[int, ...], step: int) -> torch.Tensor:
+    def index(self, name: str, i: int, j: int, base: tuple[int, ...], step: int, piece: tuple[int, int] | None = None
+              ) -> torch.Tensor:
         """Rows of blocks ``i:j`` of ``cells`` or ``cand_row`` in a 2-D table whose (batch, head) ``k`` starts at
-        row ``base[k]``, a token every ``step`` rows; kept for the last few tables (they rarely change)."""
-        key = (name, i, j, base, step)
-        index = self.flat.get(key)  # one lookup: another thread may clear the dict between two
-        if index is None:
-            index = table_rows(base, getattr(self, name)[i:j], step)
+        row ``base[k]``, a token every ``step`` rows. ``piece`` ``(lo, hi)``: the table holds raster cells
+        ``lo:hi`` only (a shard); cells outside it read its nearest row (their scores are never read)."""
+        def build() -> torch.Tensor:
+            tokens = getattr(self, name)[i:j]
+            if piece is not None:
+                tokens = (tokens - piece[0]).clamp_(0, piece[1] - piece[0] - 1)
+            return table_rows(base, tokens, step)
+
+        return self._remember((name, i, j, base, step, piece), build)
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """The blocks ``[first, last)`` that hold raster cells ``lo:hi`` (a shard's)."""
+        def build() -> tuple[int, int]:
+            block = self.where[lo:hi] // self.cells.shape[1]
+            return int(block.min()), int(block.max()) + 1
+
+        return self._remember(("span", lo, hi), build)
+
+    def _remember(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """``build()``, kept for the last few keys (a call's tables and pieces rarely change)."""
+        value = self.flat.get(key)  # one lookup: another thread may clear the dict between two
+        if value is None:
+            value = build()
             if len(self.flat) >= 16:
                 self.flat.clear()
-            self.flat[key] = index
-        return index
+            self.flat[key] = value
+        return value
 
 
 def window_match(
@@ -68,11 +88,18 @@ def window_match(
     grid: Sequence[int],
     stride: Sequence[int],
     window: Sequence[int],
+    offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score and nearest dst slot of every src token of ``x`` ``[B, H, N, d]`` within ``window`` tiles.
 
     ``dst`` holds one raster position per full tile of ``stride`` (a partition of ``grid``);
     scores are those of the global matching (``asymrnr_fx.matching.best_match``).
+
+    ``x`` may hold a raster-contiguous piece of the grid, cells ``offset`` to ``offset + N`` (a
+    shard under ring context parallelism, ``Plan.shards``): ``dst`` and ``src`` are then the
+    piece's, relative to it, and a src sees only the piece's dst. A src whose window holds none
+    of them (where a shard boundary cuts its tile and its neighbours') scores ``-inf``; the
+    caller matches it against the whole piece.
     """
     bsz, heads, n, d = x.shape
     bh = bsz * heads
@@ -80,25 +107,31 @@ def window_match(
                      str(x.device))
     nb, n_cells = layout.cells.shape
     n_cand = layout.cand.shape[1]
+    piece = None if offset == 0 and n == layout.where.numel() else (offset, offset + n)
+    first, last = (0, nb) if piece is None else layout.span(*piece)
     x = x.float()
     if similarity == "cosine":
         x = torch.nn.functional.normalize(x, dim=-1)
     table, base, step = row_table(x)
     # the dst slot and position of every tile (each full tile holds exactly one dst); the padding tile's
     # is slot 0: its scores are -inf, picked only where a NaN made every score NaN (as a NaN src gets in best_match)
+    dst_tiles = layout.tile_of_cell.index_select(0, dst + offset if offset else dst)
     slot_of_tile = torch.zeros(layout.n_tiles + 1, dtype=torch.long, device=x.device)
-    slot_of_tile.index_copy_(0, layout.tile_of_cell.index_select(0, dst), torch.arange(dst.numel(), device=x.device))
+    slot_of_tile.index_copy_(0, dst_tiles, torch.arange(dst.numel(), device=x.device))
     # dst rows in tile order: [BH * n_tiles, d] (a padding candidate reads tile 0's row; its bias is -inf)
     rhs = table.index_select(0, table_rows(base, dst.index_select(0, slot_of_tile[:-1]), step))
     euclidean = similarity == "euclidean"
     # the euclidean score is 2 (a.b - |b|^2 / 2) - |a|^2: -|b|^2 / 2 starts the accumulator with the mask
     half = squared_norm(rhs).mul_(-0.5) if euclidean else None
+    if piece is not None:  # a tile whose dst another piece holds is no candidate here: -inf with the mask
+        absent = torch.full((layout.n_tiles,), float("-inf"), device=x.device).index_fill_(0, dst_tiles, 0.0)
+        half = absent.repeat(bh) if half is None else half.view(bh, -1).add_(absent).view(-1)
     rhs_base = tuple(k * layout.n_tiles for k in range(bh))
     chunk = max(1, TILE_ELEMENTS // max(bh * n_cand * n_cells, 1))
     bests, rows_of = [], []
-    for i in range(0, nb, chunk):  # every chunk of blocks gathered on its own, so its operands are contiguous
-        j = min(i + chunk, nb)
-        a = table.index_select(0, layout.index("cells", i, j, base, step)).view(-1, n_cells, d)
+    for i in range(first, last, chunk):  # every chunk of blocks gathered on its own, so its operands are contiguous
+        j = min(i + chunk, last)
+        a = table.index_select(0, layout.index("cells", i, j, base, step, piece)).view(-1, n_cells, d)
         index = layout.index("cand_row", i, j, rhs_base, 1)
         b = rhs.index_select(0, index).view(-1, n_cand, d)
         mask = layout.bias[i:j]
@@ -114,8 +147,10 @@ def window_match(
         rows_of.append(row.view(bh, -1, n_cells))
     best = torch.cat(bests, 1) if len(bests) > 1 else bests[0]
     row = torch.cat(rows_of, 1) if len(rows_of) > 1 else rows_of[0]
-    tile = layout.cand.unsqueeze(0).expand(bh, nb, n_cand).gather(2, row).view(bh, -1)
-    at = layout.where.index_select(0, src)  # src cells in the block layout
+    tile = layout.cand[first:last].unsqueeze(0).expand(bh, last - first, n_cand).gather(2, row).view(bh, -1)
+    at = layout.where.index_select(0, src + offset if offset else src)  # src cells in the block layout
+    if first:
+        at = at - first * n_cells
     best = best.index_select(1, at)
     nearest = slot_of_tile.index_select(0, tile.index_select(1, at).view(-1)).view(bh, -1)
     return best.view(bsz, heads, -1), nearest.view(bsz, heads, -1)

@@ -155,8 +155,9 @@ class Plan:
           pairs, so a matching step costs less: the matching is a GEMM as large as a real
           share of the attention it saves. ``(0, 1, 1)`` (the tiles of the same frames, one
           tile around) is a good start: cheapest, and the closest to the unreduced model on
-          the toy (docs/benchmarks.md); check fidelity on your model. Not combined with
-          ``shards`` > 1 (or ring context parallelism).
+          the toy (docs/benchmarks.md); check fidelity on your model. With ``shards`` > 1 (or
+          ring context parallelism) a src sees its own shard's dst only; one whose window holds
+          none (a shard boundary cut its tile and its neighbours') searches its whole shard.
      - name [str, at most 200 characters]: a label for reports, plots and files.
     """
 
@@ -213,8 +214,6 @@ class Plan:
         if self.window is not None:
             if self.similarity in ("random", "spatial"):
                 raise PlanError("window", f"applies to the euclidean, cosine and dot matchings, not {self.similarity!r}")
-            if self.shards > 1:
-                raise PlanError("window", "is not combined with shards > 1 yet; use one or the other")
         if self.symmetric and bool((kv != 0).any()):
             raise PlanError("kv", "a symmetric plan reduces Q, K and V with the q ratio; set kv=0")
 

@@ -218,11 +218,6 @@ class Runtime:
         shard ``(rank + i) % ranks``, the order ring attention passes them round.
         """
         size = math.prod(spec.grid) // spec.shards
-        if self.plan.window is not None:
-            raise RuntimeError(
-                f"attention site {spec.path} runs sharded ({spec.shards} pieces, ring context parallelism) and "
-                f"Plan.window={self.plan.window} is not combined with shards yet; use window=None for this layout"
-            )
         if not spec.local:
             held = list(range(spec.shards))
         elif sharding is None or sharding[1] != spec.shards:
@@ -295,7 +290,7 @@ class Runtime:
             shard_dst = tuple(torch.bincount(dst // size, minlength=spec.shards).tolist())
             dst, src = ops.shard_partition(dst, src, shard * size, (shard + 1) * size)
         matching = ops.match(video, dst, src, self.plan.similarity, grid=spec.grid, seed=seed, window=self.plan.window,
-                             stride=stride) if dst.numel() else None  # (a windowed plan never gets here with a shard)
+                             stride=stride, offset=0 if shard is None else shard * video.shape[2]) if dst.numel() else None
         entry = state.cache[cache_key] = CacheEntry(window, shape, matching, shard_dst=shard_dst)
         self._log(spec, feature, "match", state)
         return entry

@@ -95,6 +95,13 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
                 "all_to_all": [(_sent(sent_base, "all_to_all"), _sent(sent, "all_to_all")) if sent is not None else None],
                 "inspect": str(fast.report),
             }
+    # a window under ring: each rank's src see its own shard's dst within it (window 0: the own tile)
+    torch._dynamo.reset()  # as in a fresh process: the variants above used up Dynamo's recompile limit on the block code
+    windowed = dataclasses.replace(p, window=(0, 0, 0))
+    one = _steps(asymrnr_fx.transform(model, dataclasses.replace(windowed, shards=world)), inputs)
+    fast = asymrnr_fx.transform(_parallel(model, ring_degree=world), windowed)
+    out["ring window"] = {"vs_shard_local": _rel(_steps(fast, inputs), one), "vs_unwindowed": _rel(one, shard_local),
+                          "matches": _matches(fast.runtime)}
     out.update(_regional_and_first_block_cache(model, inputs, p, single, shard_local, world))
     out["pipeline"] = _pipeline_orders(world)
     out["hunyuanvideo"] = _hunyuanvideo_ring(world)

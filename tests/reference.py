@@ -44,25 +44,33 @@ def ref_similarity(a, b, similarity):
     raise ValueError(similarity)
 
 
-def ref_match_one(x, dst, src, similarity, window=None, grid=None, stride=None):
+def ref_match_one(x, dst, src, similarity, window=None, grid=None, stride=None, offset=0):
     """For one (batch, head): nearest dst of every src (first on ties) and src ranked most similar first.
 
     With ``window`` (tiles per axis), a src only sees the dst of the full tiles within that many
     tiles of its own (a border cell belongs to the nearest full tile); on ties the first such
-    dst in raster tile order wins."""
-    candidates = list(range(len(dst)))
+    dst in raster tile order wins. ``offset``: ``x`` is a shard starting at that raster position
+    of ``grid`` (``dst``, ``src`` relative to it); a src with no dst of the shard in its window
+    takes the nearest of all of them (first in slot order on ties), as without a window."""
+    in_order = list(range(len(dst)))
+    candidates = in_order
     if window is not None:
         tile = ref_tile_of(grid, stride)
-        candidates.sort(key=lambda j: tile(dst[j]))  # raster tile order (tuples compare like raster ids)
+        candidates = sorted(in_order, key=lambda j: tile(offset + dst[j]))  # raster tile order
     nearest, score = [], []
     for s in src:
         best_j, best = None, None
         for j in candidates:
-            if window is not None and any(abs(a - b) > w for a, b, w in zip(tile(s), tile(dst[j]), window)):
+            if window is not None and any(abs(a - b) > w for a, b, w in zip(tile(offset + s), tile(offset + dst[j]), window)):
                 continue
             v = ref_similarity(x[s], x[dst[j]], similarity)
             if best is None or v > best:
                 best_j, best = j, v
+        if best_j is None:  # only in a shard: no dst of it within the window
+            for j in in_order:
+                v = ref_similarity(x[s], x[dst[j]], similarity)
+                if best is None or v > best:
+                    best_j, best = j, v
         nearest.append(best_j)
         score.append(best)
     order = sorted(range(len(src)), key=lambda i: -score[i])  # Python's sort is stable
@@ -156,10 +164,10 @@ def ref_matching(x_video, grid, stride, seed, similarity, window=None):
     return RefMatching(dst, src, nearest, order)
 
 
-def ref_shard_matchings(x_video, grid, stride, seed, similarity, shards):
+def ref_shard_matchings(x_video, grid, stride, seed, similarity, shards, window=None):
     """Shard-local matchings: the whole grid's seeded partition cut into ``shards`` contiguous
-    raster pieces, each matched within itself (positions relative to the piece). A piece
-    without dst tokens gets None (it is kept whole)."""
+    raster pieces, each matched within itself (positions relative to the piece; with ``window``,
+    see :func:`ref_match_one`). A piece without dst tokens gets None (it is kept whole)."""
     dst, src = ref_partition(grid, stride, draw_tile_choices(grid, stride, seed))
     size = len(dst + src) // shards
     out = []
@@ -174,7 +182,7 @@ def ref_shard_matchings(x_video, grid, stride, seed, similarity, shards):
         piece = x_video[:, :, lo:hi]
         for b in range(x_video.shape[0]):
             for h in range(x_video.shape[1]):
-                nearest[b, h], order[b, h] = ref_match_one(piece[b, h], d, r, similarity)
+                nearest[b, h], order[b, h] = ref_match_one(piece[b, h], d, r, similarity, window, grid, stride, lo)
         out.append(RefMatching(d, r, nearest, order))
     return out
 
@@ -293,7 +301,8 @@ class ReferenceAsymRnR:
                 stride = tuple(min(g, st) for g, st in zip(site.grid, plan.stride))
                 cached = (window, ref_matching(video, site.grid, stride, seed, plan.similarity, getattr(plan, "window", None))
                           if shards == 1
-                          else ref_shard_matchings(video, site.grid, stride, seed, plan.similarity, shards))
+                          else ref_shard_matchings(video, site.grid, stride, seed, plan.similarity, shards,
+                                                   getattr(plan, "window", None)))
                 self.cache[key_] = cached
                 self.matched_at.append((self.step, ordinal, feature))
             matches[feature] = (cached[1] if int(size * (1 - r)) < size else None, r)

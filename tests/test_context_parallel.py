@@ -67,6 +67,24 @@ def test_shard_local_plan_matches_the_slow_reference(dit, shards):
     assert len(compiled.runtime.reports) == 1  # one graph while the kept counts changed at every step
 
 
+@pytest.mark.parametrize("shards,compile", [(2, True), (4, False)])
+def test_shard_local_plan_with_a_window_matches_the_slow_reference(dit, shards, compile):
+    """Plan(shards, window): each shard's src see the shard's dst within the window. At window 0 (the own
+    tile, which every boundary here cuts) a src whose tile's dst another shard holds searches its shard."""
+    plan = dataclasses.replace(cp_workers.plan(), shards=shards, window=(0, 0, 0))
+    x = torch.randn(1, 4, 2, 8, 8)
+    got = _run(asymrnr_fx.transform(dit, plan, grid=GRID, compile=compile), x)
+    ref = ReferenceAsymRnR(plan, [RefSite(GRID)] * 2)
+    with patched_sdpa(ref):
+        expected = _run(dit, x, ref)
+    for step, (a, b) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+    if not compile:
+        torch.testing.assert_close(got[0], _run(dit, x)[0], rtol=0, atol=0)  # ratio 0: the model itself, bitwise
+    unwindowed = _run(asymrnr_fx.transform(dit, dataclasses.replace(plan, window=None), grid=GRID), x)
+    assert all((g - u).abs().max() > 1e-4 for g, u in zip(got[1:], unwindowed[1:]))  # the window changed the matching
+
+
 def test_every_shard_keeps_the_same_count_at_a_ratio_below_its_dst(dit):
     """At 0.85 a quarter shard (8 tokens) would keep 1, fewer than the 0-2 dst tokens a half-frame shard
     holds: every shard with dst keeps the most any holds (ring ranks exchange equal-sized keys/values)."""
@@ -145,6 +163,13 @@ def test_ring_equals_one_process_with_shard_local_plan(two_ranks):
         assert pairs == pytest.approx([k for k in kept if k < 1]), (pairs, kept)
         assert eager["rows"] == {"blocks.0.attn1": 0, "blocks.1.attn1": 1}
         assert result["ring", "inductor"]["graphs"] == 1
+
+
+def test_ring_with_a_window_equals_one_process_with_the_shard_local_window(two_ranks):
+    for rank, result in enumerate(two_ranks):
+        r = result["ring window"]
+        assert max(r["vs_shard_local"]) < 1e-5 and r["matches"] == [0, 4, 4], (rank, r)
+        assert min(r["vs_unwindowed"][1:]) > 1e-4, (rank, r)  # the window changed the matching
 
 
 def test_unified_ring_and_ulysses_on_four_ranks_equals_the_shard_local_plan():

@@ -12,10 +12,12 @@ is timed beside them; its GFLOP/s count the global matching's pairs, the work it
 ``benchmarks/speed_cogvideox.py`` prints this table at its own sizes.
 
     python benchmarks/match_kernel.py [--tokens 4096] [--heads 4] [--dim 64] [--load 1] [--threads N]
+    python benchmarks/match_kernel.py --grid 13,30,45 --heads 2 --shards 2 --chunks auto   # a ring rank at 2B scale
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -36,11 +38,13 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def kernel_table(grid: tuple[int, int, int], heads: int, dim: int, text: int, chunks: list[int | None] | None = None,
-                 repeats: int = 9, rounds: int = 3, load: int = 0, windows: tuple[tuple[int, int, int], ...] = ((0, 1, 1),)) -> dict:
+                 repeats: int = 9, rounds: int = 3, load: int = 0, windows: tuple[tuple[int, int, int], ...] = ((0, 1, 1),),
+                 shards: int = 1) -> dict:
     """Median ms and GFLOP/s of SDPA over (video + text) tokens and of ``best_match`` on the
     grid's (2, 2, 2) partition, interleaved, with ``load`` busy processes beside it; and ms of the
     windowed matching at each of ``windows`` (its GFLOP/s counted on the global matching's pairs,
-    the work it replaces)."""
+    the work it replaces). ``shards`` > 1: also one shard's matchings, global and windowed (a ring
+    rank's, ``Plan.shards``; the second shard, cut by boundaries on both sides)."""
     n = grid[0] * grid[1] * grid[2]
     dst, src = ops.partition(grid, (2, 2, 2), ops.draw_tile_choices(grid, (2, 2, 2), seed=0))
     g = torch.Generator().manual_seed(0)
@@ -57,6 +61,15 @@ def kernel_table(grid: tuple[int, int, int], heads: int, dim: int, text: int, ch
     for w in windows:
         variants[f"window_match {','.join(map(str, w))}"] = (
             (lambda w=w: ops.match(x, dst, src, "euclidean", grid=grid, stride=(2, 2, 2), window=w)), flops_match)
+    if shards > 1:
+        size = n // shards
+        lo = size
+        d, r = ops.shard_partition(dst, src, lo, lo + size)
+        piece, pairs = x[:, :, lo:lo + size], 2 * heads * r.numel() * d.numel() * dim
+        variants[f"shard 2/{shards} best_match"] = ((lambda: ops.match(piece, d, r, "euclidean")), pairs)
+        for w in windows:
+            variants[f"shard 2/{shards} window {','.join(map(str, w))}"] = (
+                (lambda w=w: ops.match(piece, d, r, "euclidean", grid=grid, stride=(2, 2, 2), window=w, offset=lo)), pairs)
     reference = ops.best_match(x, dst, "euclidean", chunk=128, rows=src)[1]
     for name, (fn, _) in variants.items():
         if name.startswith("best_match"):
@@ -88,15 +101,25 @@ def main(argv: list[str] | None = None) -> dict:
                     help="row chunks to time; 'auto' = the default tile budget, 'none' = all rows in one GEMM")
     ap.add_argument("--load", type=int, default=0, help="also measure with this many busy processes beside it")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--grid", default=None, help="F,H,W token grid instead of --tokens (CogVideoX-2B: 13,30,45)")
+    ap.add_argument("--shards", type=int, default=1,
+                    help="also time one shard's matchings, global and windowed (a ring rank's; must divide the tokens)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    side = round((args.tokens / 4) ** 0.5)
-    grid = (4, side, args.tokens // (4 * side))
+    if args.grid:
+        grid = tuple(int(g) for g in args.grid.split(","))
+    else:
+        side = round((args.tokens / 4) ** 0.5)
+        grid = (4, side, args.tokens // (4 * side))
+    if (grid[0] * grid[1] * grid[2]) % args.shards:
+        ap.error(f"--shards {args.shards} does not divide the {grid[0] * grid[1] * grid[2]} video tokens")
     chunks = [c.strip() if c.strip() == "auto" else (None if c.strip() == "none" else int(c)) for c in args.chunks.split(",")]
-    out = {"quiet": kernel_table(grid, args.heads, args.dim, args.text, chunks, args.repeats, args.rounds)}
+    table = functools.partial(kernel_table, grid, args.heads, args.dim, args.text, chunks, args.repeats, args.rounds,
+                              shards=args.shards)
+    out = {"quiet": table()}
     if args.load:
-        out["load"] = kernel_table(grid, args.heads, args.dim, args.text, chunks, args.repeats, args.rounds, load=args.load)
+        out["load"] = table(load=args.load)
     return out
 
 

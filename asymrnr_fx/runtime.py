@@ -267,18 +267,21 @@ class Runtime:
     ) -> CacheEntry:
         """The matching of ``video`` (the call's video tokens, or shard ``shard`` of the grid) for this window.
 
-        A shard's entry is keyed by the shard, not the call: a ring rank's calls of one module
-        share its queries' matching. Its partition is the whole grid's (seeded without the
-        occurrence, so every rank draws the same), restricted to the shard.
+        A ring rank's shard entry is keyed by the shard, not the call: its ring calls of one
+        module (the occurrences) share its queries' matching, and its partition is the whole
+        grid's, seeded without the occurrence so that every rank draws the same, restricted to
+        the shard. On one process (``Plan.shards``) every call of a module holds its own tokens
+        (Mochi's per-sample loop, a block run twice): its entry and seed keep the occurrence.
         """
         window = state.step // self.plan.cache_window
         shape = (*video.shape[:2], *spec.grid, shard)  # a new batch, head count or resolution needs its own matching
-        cache_key = (state.context, spec.key if shard is None else f"{spec.path}@shard{shard}", feature)
+        ring = shard is not None and spec.local
+        cache_key = (state.context, spec.key if shard is None else f"{spec.path if ring else spec.key}@shard{shard}", feature)
         entry = state.cache.get(cache_key)
         if entry is not None and entry.window == window and entry.shape == shape:
             self._log(spec, feature, "reuse", state)
             return entry
-        seed = ops.derive_seed(self.plan.seed, spec.ordinal, 0 if shard is not None else spec.occurrence, feature, window)
+        seed = ops.derive_seed(self.plan.seed, spec.ordinal, 0 if ring else spec.occurrence, feature, window)
         stride = ops.site_stride(spec.grid, self.plan.stride)  # (1, 2, 2) on a one-frame grid
         choices = ops.draw_tile_choices(spec.grid, stride, seed)
         if self.plan.dst == "fixed":

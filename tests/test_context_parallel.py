@@ -85,6 +85,33 @@ def test_shard_local_plan_with_a_window_matches_the_slow_reference(dit, shards, 
     assert all((g - u).abs().max() > 1e-4 for g, u in zip(got[1:], unwindowed[1:]))  # the window changed the matching
 
 
+class _Twice(torch.nn.Module):
+    """A block run twice per forward, on each half of the batch (as Mochi's per-sample attention loop does)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(hidden_states=hidden_states[:1], timestep=timestep[:1]),
+                          self.inner(hidden_states=hidden_states[1:], timestep=timestep[1:])])
+
+
+@pytest.mark.parametrize("window", [None, (0, 1, 1)])
+def test_one_process_shards_match_every_call_of_a_module_on_its_own(dit, window):
+    """Plan(shards) on one process: the second call of a module matches its own tokens (before: it reused the
+    first call's shard matchings, keyed by the shard alone as a ring rank's calls are). Fixed dst, so that the
+    partition does not depend on the call's seed: the second call must equal its input run alone."""
+    plan = Plan.uniform(q=0.5, kv=0.3, dst="fixed", shards=2, window=window)
+    x, t = torch.randn(2, 4, 2, 8, 8), torch.tensor([900.0, 900.0])
+    with torch.no_grad():
+        twice = asymrnr_fx.transform(_Twice(dit), plan, grid=GRID)
+        both = twice(hidden_states=x, timestep=t)
+        alone = asymrnr_fx.transform(dit, plan, grid=GRID)(hidden_states=x[1:], timestep=t[1:])
+    torch.testing.assert_close(both[1:], alone, rtol=0, atol=0)
+    assert twice.runtime.counts["match"] == 2 * 2 * 2 * 2 and twice.runtime.counts["reuse"] == 0  # calls x blocks x features x shards
+
+
 def test_every_shard_keeps_the_same_count_at_a_ratio_below_its_dst(dit):
     """At 0.85 a quarter shard (8 tokens) would keep 1, fewer than the 0-2 dst tokens a half-frame shard
     holds: every shard with dst keeps the most any holds (ring ranks exchange equal-sized keys/values)."""

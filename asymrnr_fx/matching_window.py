@@ -103,8 +103,10 @@ def window_match(
     """
     bsz, heads, n, d = x.shape
     bh = bsz * heads
-    layout = _layout(tuple(int(g) for g in grid), tuple(int(s) for s in stride), tuple(int(w) for w in window),
-                     str(x.device))
+    grid, stride = tuple(int(g) for g in grid), tuple(int(s) for s in stride)
+    # a window past the tile grid sees what one reaching its far side does: clamped, the layout stays that size
+    window = tuple(min(int(w), max(g // s, 1) - 1) for w, g, s in zip(window, grid, stride))
+    layout = _layout(grid, stride, window, str(x.device))
     nb, n_cells = layout.cells.shape
     n_cand = layout.cand.shape[1]
     piece = None if offset == 0 and n == layout.where.numel() else (offset, offset + n)

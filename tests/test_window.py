@@ -91,9 +91,10 @@ def test_window_over_the_whole_grid_is_the_global_matching():
     x = torch.randn(1, 3, math.prod(grid), 16, generator=torch.Generator().manual_seed(0))
     dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 2))
     full = ops.match(x, dst, src, "euclidean")
-    windowed = ops.match(x, dst, src, "euclidean", grid=grid, stride=stride, window=(9, 9, 9))
-    assert torch.equal(full.nearest, windowed.nearest)
-    assert torch.equal(full.order, windowed.order)
+    for window in [(9, 9, 9), (1 << 20,) * 3]:  # the largest a plan accepts: the layout is clamped to the tile grid
+        windowed = ops.match(x, dst, src, "euclidean", grid=grid, stride=stride, window=window)
+        assert torch.equal(full.nearest, windowed.nearest)
+        assert torch.equal(full.order, windowed.order)
 
 
 def test_a_narrow_window_scores_fewer_pairs_and_changes_the_matching():

@@ -35,6 +35,7 @@ import inspect as _inspect
 import json
 import os
 import tempfile
+import threading
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -53,7 +54,7 @@ from .calls import call_timestep
 from .context import Capture
 from .plan import Plan, coerce_plan
 from .report import AsymRnRWarning, Report
-from .runtime import Runtime
+from .runtime import Runtime, fixed_plan
 
 __all__ = ["FORMAT_VERSION", "Deployed", "InputMismatchError", "PackageError", "export", "load", "package", "read_record"]
 
@@ -292,7 +293,6 @@ class Deployed(nn.Module):
         if isinstance(runner, nn.Module):
             self.module = runner  # an exported program's module: registered, so .to()/.eval() reach it
         self.__dict__["runner"] = runner
-        self.plan = plan
         self.kind = kind
         self.source = source
         self.sites: list[str] = list(call.get("sites", []))
@@ -300,9 +300,14 @@ class Deployed(nn.Module):
         self.timestep_position: int | None = call.get("position")
         # AOTInductor's runner trusts its inputs (a wrong shape drops data or reads out of bounds): check each call
         self.input_spec: dict[str, Any] = dict(call.get("inputs") or {}) if kind == "aoti" else {}
+        # one call at a time through an AOTInductor runner: two threads in one runner deadlock in torch 2.13 when its
+        # code calls back into a Python op (ours), holding the GIL; an exported program runs concurrent calls
+        self.__dict__["_one_call"] = threading.Lock() if kind == "aoti" else contextlib.nullcontext()
         self.runtime = Runtime(plan)
         self.runtime.register_rows(list(call.get("rows", [])))  # every video site's plan row, zeroed ones too
         self._asymrnr_runtime = self.runtime
+
+    plan = property(lambda self: self.runtime.plan, fixed_plan, doc="The plan packaged with it (fixed: export again for another).")
 
     def _timestep(self, args: tuple, kwargs: dict) -> Any:
         pos, name = self.timestep_position, self.timestep_name
@@ -314,7 +319,8 @@ class Deployed(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         check_inputs(self.input_spec, args, kwargs, self.source)
-        return self.runtime.run(lambda: self.runner(*args, **kwargs), self._timestep(args, kwargs))
+        with self._one_call:
+            return self.runtime.run(lambda: self.runner(*args, **kwargs), self._timestep(args, kwargs))
 
     def cache_context(self, name: str) -> contextlib.AbstractContextManager:
         """A separate matching per diffusers cache context ("cond"/"uncond"), as :meth:`AsymRnRModule.cache_context`."""

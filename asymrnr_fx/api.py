@@ -67,6 +67,11 @@ def transform(
     opts = Options.of(options)
     if isinstance(model, AsymRnRModule):
         model = model.model  # a new transform beside it: the given one keeps reducing (untransform() drops it)
+    elif getattr(model, "_asymrnr_runtime", None) is not None:  # a loaded package, or transform_graph's result
+        raise TypeError(
+            f"this {type(model).__name__} already runs AsymRnR with its own plan, compiled in: transform (or export) "
+            "the original model with the new plan instead"
+        )
     hooks.check(model)  # refuse hooks that would silently turn the reduction off
     hooks.warn_unknown(model)
     hooks.warn_backends(model)

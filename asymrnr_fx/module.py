@@ -20,7 +20,7 @@ from .passes.infer_grid import conv_patch, one_patch
 from .plan import Plan
 from .report import AsymRnRWarning, Report, warn_nothing_rewritten
 from .regions import Regions, has_regions, plain_copy
-from .runtime import Runtime
+from .runtime import Runtime, fixed_plan
 
 GridFn = integrations.GridFn
 _COMPILE_MODES = (False, True, "regional")
@@ -93,7 +93,6 @@ class AsymRnRModule(nn.Module):
         if runtime is not None and runtime.plan is not plan:
             raise ValueError("the runtime given to transform() runs its own plan: pass plan=None, or no runtime")
         self.model = model
-        self.plan = plan
         self.options = options
         self.runtime = runtime if runtime is not None else Runtime(plan)
         self.runtime.bind(model)
@@ -119,6 +118,8 @@ class AsymRnRModule(nn.Module):
         self.__dict__["_regions"] = Regions(model, make(region=True), self.runtime, compile == "regional")
         self.__dict__["_shapes"] = None if compile == "regional" else ShapeCache(make(), f"transformed {type(model).__name__}")
         self._checked = False
+
+    plan = property(lambda self: self.runtime.plan, fixed_plan, doc="The plan this model runs (fixed: see runtime.fixed_plan).")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         hooks.check_call(self.model)  # a hook or backend changed after transform(): refuse or report first

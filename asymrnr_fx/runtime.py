@@ -52,13 +52,26 @@ class CacheEvent:
     state: int = 0  # uid of the GenerationState
 
 
+def fixed_plan(owner: object, value: object) -> None:
+    """The setter of every ``plan`` attribute: a plan is fixed when a model is transformed (or exported).
+
+    Why refuse rather than store it: the graphs, the site table and a package's site strings were
+    built for the old plan, so a new one stored here would be shown while the old one keeps running.
+    """
+    raise AttributeError(
+        f"{type(owner).__name__}.plan is fixed when the model is transformed: to run another plan, call "
+        "asymrnr_fx.transform(model, plan) again (a transformed model may be passed; it keeps its own plan), or "
+        "export a new package with it. A plan whose ratios change per step is one plan (Plan.from_table)"
+    )
+
+
 # --------------------------------------------------------------------------- runtime
 class Runtime:
     """One transformed model: its plan, its :class:`~asymrnr_fx.site_table.SiteTable`, the matching
     and selection per call, observability, and the default per-thread state."""
 
     def __init__(self, plan: Plan, max_events: int = 20_000) -> None:
-        self.plan = plan
+        self._plan = plan
         self.id = next(_IDS)
         self.table = SiteTable(plan)  # which module each site string is, and its plan row
         self.events: deque[CacheEvent] = deque(maxlen=max_events)
@@ -148,6 +161,15 @@ class Runtime:
             out = fn()
         self.check_site_count()
         return out
+
+    @property
+    def plan(self) -> Plan:
+        """The plan this runtime serves: fixed, since its site table and its graphs were built for it."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, value: object) -> None:
+        fixed_plan(self, value)
 
     # ------------------------------------------------------------------ sites (the table's)
     @property

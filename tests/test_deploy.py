@@ -75,7 +75,7 @@ def wan(tmp_path_factory):
 # loading it imports diffusers' module for that class. Before the steps, every call whose inputs
 # differ from the export example must be refused (AOTInductor would drop samples or abort).
 FRESH_PROCESS = """
-import sys, torch, asymrnr_fx
+import sys, threading, torch, asymrnr_fx
 from asymrnr_fx import deploy
 inputs, out = sys.argv[1], sys.argv[2]
 results = {}
@@ -94,6 +94,14 @@ for family, (package, steps, wrong) in torch.load(inputs).items():
     results[family] = {"outs": [o[0] for o in full], "type": type(full[0]).__name__, "refused": refused,
                        "matching": rt.matching_steps(), "step": rt.step, "match": rt.counts["match"],
                        "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("diffusers", "transformers", "tiny_diffusers"))}
+    threads = {}  # two requests at once on the one loaded copy, each its own generation (this process's timeout: a hang)
+    def request(k):
+        with torch.no_grad(), asymrnr_fx.generation(model):
+            threads[k] = [model(**s)[0] for s in steps]
+    running = [threading.Thread(target=request, args=(k,)) for k in range(2)]
+    [t.start() for t in running]
+    [t.join() for t in running]
+    results[family]["threads"] = [threads.get(k) for k in range(2)]
 torch.save(results, out)
 """
 
@@ -140,6 +148,9 @@ def test_package_in_fresh_process_matches_transform(family, request, fresh_proce
         assert seen["type"] == "Transformer2DModelOutput" and "diffusers.models.modeling_outputs" in seen["modules"]
     for out, ref in zip(seen["outs"], built.reference, strict=True):
         torch.testing.assert_close(out, ref, **TOL)
+    for outs in seen["threads"]:  # two threads on one package: each request as if alone (before: a deadlock)
+        for out, ref in zip(outs, built.reference, strict=True):
+            torch.testing.assert_close(out, ref, **TOL)
     assert seen["matching"] == built.matching == [0, 3]  # matchings only at window starts
     assert seen["step"] == len(TIMESTEPS) - 1
     # every wrong call was refused before the compiled code ran, naming the argument and a fix
@@ -203,6 +214,20 @@ def test_loaded_copies_and_generations_keep_separate_state(cogvideox):
             out = b(**cogvideox.steps[i])[0]
     torch.testing.assert_close(out, cogvideox.reference[3], **TOL)
     assert asymrnr_fx.runtime_of(b).matching_steps() == [0, 3]
+
+
+def test_a_plan_is_fixed_once_transformed_or_packaged(cogvideox):
+    """Assigning ``.plan`` used to be accepted and shown while the old plan kept running; now it names the fix."""
+    other, third = asymrnr_fx.Plan.uniform(q=0.1), asymrnr_fx.Plan.uniform(q=0.2)
+    loaded, fast = deploy.load(cogvideox.package), asymrnr_fx.transform(cogvideox.model, other)
+    packaged = loaded.plan
+    for owner in (loaded, fast, asymrnr_fx.runtime_of(loaded), fast.runtime):
+        with pytest.raises(AttributeError, match=r"asymrnr_fx.transform\(model, plan\) again"):
+            owner.plan = third
+    assert loaded.plan is packaged and fast.plan is other
+    with pytest.raises(TypeError, match="original model"):  # before: "rewrote nothing", the package's plan ran on
+        asymrnr_fx.transform(loaded, third)
+    assert asymrnr_fx.transform(fast, third).plan is third and fast.plan is other  # a new transform beside it
 
 
 def test_export_save_load_round_trip(cogvideox, tmp_path):

@@ -12,7 +12,7 @@ since V's matching prunes K:
 * ``score_mean`` / ``score_quantiles``: the best-match score in the plan's similarity
   (for ``euclidean`` the negative squared distance, so it depends on activation scale);
 * ``cos_mean`` / ``cos_quantiles`` / ``frac_above``: the cosine similarity of each src
-  token to the dst it matched, and the fraction of src tokens above each of
+  token to the dst it matched (with ``Plan.window``, among the dst of nearby tiles), and the fraction of src tokens above each of
   :data:`COSINE_THRESHOLDS` — scale-free, so comparable across sites, steps and models;
 * ``distortion``: for each ratio in ``curve_ratios``, the energy of what reducing at that
   ratio throws away — the summed squared distance of the removed tokens to the dst
@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from .. import ops
+from ..matching_window import window_match
 from ..plan import FEATURES, Plan
 from ..runtime import Runtime, SiteSpec
 from ..state import GenerationState
@@ -55,12 +56,14 @@ def match_statistics(
     similarity: str,
     cached: ops.Matching | None,
     ratios: Sequence[float],
+    window: tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Redundancy statistics of one attention call's video tokens ``[B, H, N, d]``, averaged over (B, H).
 
-    The fresh matching (nearest dst by ``similarity``) gives the score and cosine
-    statistics; the distortion curve follows ``cached`` (the window-start matching the
-    runtime would reuse), or the fresh one when None.
+    The fresh matching (nearest dst by ``similarity``; with ``window`` = (grid, stride,
+    ``Plan.window``) among the dst of nearby tiles, as the plan matches) gives the score and
+    cosine statistics; the distortion curve follows ``cached`` (the window-start matching
+    the runtime would reuse), or the fresh one when None.
     """
     x = video.float()
     n = x.shape[-2]
@@ -68,13 +71,16 @@ def match_statistics(
     # Baseline matchings ("random", "spatial") have no feature similarity: describe the
     # features with the Euclidean one; the distortion still follows their own matching.
     feature_similarity = similarity if similarity in ops.SIMILARITIES else "euclidean"
-    best_all, nearest_all = ops.best_match(x, dst, feature_similarity)  # one batched GEMM over all tokens
-    best, nearest = best_all[..., src], nearest_all[..., src]
+    if window is not None and similarity in ops.SIMILARITIES:
+        best, nearest = window_match(x, dst, src, similarity, *window)
+    else:
+        best_all, nearest_all = ops.best_match(x, dst, feature_similarity)  # one batched GEMM over all tokens
+        best, nearest = best_all[..., src], nearest_all[..., src]
     qs = torch.tensor(QUANTILES, dtype=torch.float32)
     matched = xd.gather(-2, nearest.unsqueeze(-1).expand_as(xs))
     cos = torch.nn.functional.cosine_similarity(xs, matched, dim=-1)
     thresholds = torch.tensor(COSINE_THRESHOLDS, dtype=torch.float32)
-    m = cached if cached is not None else ops.Matching(dst, src, nearest, best.argsort(-1, descending=True, stable=True))
+    m = cached if cached is not None else ops.Matching(dst, src, nearest, best.argsort(dim=-1, descending=True, stable=True))
     merged = xd.gather(-2, m.nearest.unsqueeze(-1).expand_as(xs))
     scale = x.square().sum(-1).mean(-1, keepdim=True).clamp_min(1e-12)  # mean squared token norm per (B, H)
     lost = (xs - merged).square().sum(-1) / scale  # [B, H, n_src]
@@ -196,7 +202,8 @@ class RecordingRuntime(Runtime):
         if h_idx is not None:
             sub = sub[:, h_idx.to(x.device)]
         m = self._matching(spec.video(sub), spec, feature, state).matching
-        stats = match_statistics(spec.video(sub), m.dst, m.src, self.plan.similarity, m, self.ratios)
+        window = None if self.plan.window is None else (spec.grid, ops.site_stride(spec.grid, self.plan.stride), self.plan.window)
+        stats = match_statistics(spec.video(sub), m.dst, m.src, self.plan.similarity, m, self.ratios, window)
         self.recorder.add(spec.ordinal, state.step, feature, state.generation, stats)
         bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
         full = torch.arange(length, device=x.device).expand(bsz, heads, length)
@@ -236,8 +243,8 @@ class SwitchableRuntime(Runtime):
         self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str,
         sharding: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        captured, self.plan = self.plan, self.active
+        captured, self._plan = self._plan, self.active  # the ratios of the active plan, on the captured graphs
         try:
             return super().select_site(x, spec, state, feature, sharding)
         finally:
-            self.plan = captured
+            self._plan = captured

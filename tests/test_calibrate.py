@@ -81,6 +81,25 @@ def test_calibration_shape_and_statistics(dit_cal):
     assert torch.allclose(cal.distortion("q", cal.curve_ratios[2]), curve[..., 2])
 
 
+def test_calibration_with_a_window_records_the_windowed_matching(dit, dit_inputs, dit_cal):
+    """The score and cosine statistics come from the plan's own matching (before: always the global one)."""
+    from asymrnr_fx import ops
+    from asymrnr_fx.calibration.recording import match_statistics
+    from reference import ref_match_one
+
+    stride, window = (2, 2, 2), (0, 0, 0)  # the own tile only: (4, 6, 6) has 2 x 3 x 3 tiles
+    x = torch.randn(1, 2, math.prod(GRID), 8, generator=torch.Generator().manual_seed(3))
+    dst, src = ops.partition(GRID, stride, ops.draw_tile_choices(GRID, stride, 0))
+    stats = match_statistics(x, dst, src, "euclidean", None, (0.5,), (GRID, stride, window))
+    cos = [torch.nn.functional.cosine_similarity(x[0, h, src], x[0, h, dst[ref_match_one(
+        x[0, h], dst.tolist(), src.tolist(), "euclidean", window, GRID, stride)[0]]], dim=-1) for h in range(2)]
+    torch.testing.assert_close(stats["cos_mean"], torch.cat(cos).mean())
+    cal = dit_calibration(dit, dit_inputs, opts={"window": window})
+    assert not torch.equal(cal.statistic("cos_mean", "q"), dit_cal.statistic("cos_mean", "q"))
+    with pytest.raises(ValueError, match="shards=1"):
+        dit_calibration(dit, dit_inputs, opts={"shards": 2})
+
+
 def test_recording_leaves_outputs_unchanged(dit, dit_inputs):
     x = dit_inputs[0]["hidden_states"]
     rec = asymrnr_fx.transform(dit, runtime=RecordingRuntime(Plan.uniform(0.5, 0.5, cache_window=WINDOW)))

@@ -56,13 +56,19 @@ def calibrate(
       an Euler step on ``t / 1000``.
 
     ``plan`` supplies the options the plans will use (stride, cache window, similarity,
-    seed, grid, text position); its ratios are ignored. ``heads``/``batch`` sample that
+    seed, grid, text position, window); its ratios are ignored; ``shards`` > 1 is refused. ``heads``/``batch`` sample that
     many heads/batch elements per call (or the given indices) to make it cheaper.
     With ``cache_dir`` the result is stored under a key from the model (config and
     weights), the generations and the options, and reloaded on the next identical call;
     ``key`` adds your own text to it (e.g. when ``run`` depends on state not visible in its closure).
     """
     t0 = time.perf_counter()
+    if plan is not None and plan.shards > 1:  # its plans would come back with shards=1, measured on whole-video matchings
+        raise ValueError(
+            f"calibrate() measures whole-video matchings, not Plan.shards={plan.shards}: calibrate with shards=1, then "
+            "set it on the plan it gives (dataclasses.replace(plan, shards=...)); under ring context parallelism "
+            "every plan runs shard-local anyway"
+        )
     sampler = Sampler(run=run, inputs=inputs, timesteps=timesteps, generations=generations)
     options = (plan or Plan()).options(calibrated=True)
     base = base_model(model, component)

@@ -162,14 +162,7 @@ class Runtime:
         self.check_site_count()
         return out
 
-    @property
-    def plan(self) -> Plan:
-        """The plan this runtime serves: fixed, since its site table and its graphs were built for it."""
-        return self._plan
-
-    @plan.setter
-    def plan(self, value: object) -> None:
-        fixed_plan(self, value)
+    plan = property(lambda self: self._plan, fixed_plan, doc="The plan it serves (fixed: its site table and graphs were built for it).")
 
     # ------------------------------------------------------------------ sites (the table's)
     @property

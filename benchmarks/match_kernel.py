@@ -27,7 +27,7 @@ from asymrnr_fx import ops
 from asymrnr_fx.evaluation.bench import busy_processes
 
 
-def _median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int = 15) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -78,7 +78,7 @@ def kernel_table(grid: tuple[int, int, int], heads: int, dim: int, text: int, ch
     with busy_processes(load):
         for _ in range(rounds):
             for name, (fn, _) in variants.items():
-                times[name].append(_median_ms(fn, repeats))
+                times[name].append(median_ms(fn, repeats))
     print(f"{n} video + {text} text tokens {grid}, {heads} heads x {dim}, src {src.numel()} x dst {dst.numel()}; "
           f"{torch.get_num_threads()} threads, {load} busy process(es) beside it")
     out = {}

@@ -13,25 +13,14 @@ dst x 64). No plan option uses bfloat16 scores; this is the measurement behind t
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from unittest import mock
 
 import torch
+from match_kernel import median_ms
 
 import asymrnr_fx
 from asymrnr_fx import ops, runtime
 from asymrnr_fx.toy.model import _default_model, generate
-
-
-def _median_ms(fn, repeats: int = 15) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     lhs16, rhs16 = lhs.bfloat16(), rhs.bfloat16()
     out = {"matchings": len(seen), "src_tokens": total, "nearest_changed": changed / total,
            "gap_quantiles": {f"{q:.2f}": float(v) for q, v in zip((0.01, 0.05, 0.10, 0.50), quantiles)},
-           "gemm_ms": {"float32": _median_ms(lambda: torch.bmm(lhs, rhs)), "bfloat16": _median_ms(lambda: torch.bmm(lhs16, rhs16))}}
+           "gemm_ms": {"float32": median_ms(lambda: torch.bmm(lhs, rhs)), "bfloat16": median_ms(lambda: torch.bmm(lhs16, rhs16))}}
     print(f"toy, {len(seen)} matchings, {total} src tokens: nearest dst changed from bfloat16 inputs for "
           f"{changed} ({100 * changed / total:.2f}%)")
     print("best - second-best score, quantiles 1/5/10/50%: " + " / ".join(f"{float(v):.3f}" for v in quantiles))

@@ -118,15 +118,38 @@ def test_demo_plan_choices(toy_bundle):
 
 def test_bench_small_writes_csv_and_plot(tmp_path):
     args = ["bench", "--target", "cogvideox-shaped", "--small", "--no-compile", "--costs", "0.5",
-            "--methods", "asymrnr", "symrnr", "--window", "0,1,1", "--out", str(tmp_path)]
+            "--methods", "asymrnr", "--window", "0,1,1", "--equal-speed", "--out", str(tmp_path)]
     assert cli.main(args) == 0
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
-    assert [r["method"] for r in rows] == ["baseline", "asymrnr", "symrnr", "asymrnr window=0,1,1", "symrnr window=0,1,1"]
-    assert all(float(r["attention_cost"]) == pytest.approx(0.5) for r in rows[1:])
-    assert float(rows[1]["psnr"]) < float("inf")  # it reduced something
-    assert float(rows[3]["psnr"]) != float(rows[1]["psnr"])  # the window changed the matching
-    assert float(rows[4]["psnr"]) != float(rows[2]["psnr"])  # ... SymRnR's too (same kernel for both baselines)
+    # --equal-speed adds SymRnR, and runs both AsymRnRs at 1.15x and 0.85x the cost as well
+    assert [(r["method"], float(r["cost_target"])) for r in rows] == [
+        ("baseline", 1), ("asymrnr", 0.575), ("asymrnr window=0,1,1", 0.575),
+        ("asymrnr", 0.5), ("symrnr", 0.5), ("asymrnr window=0,1,1", 0.5), ("symrnr window=0,1,1", 0.5),
+        ("asymrnr", 0.425), ("asymrnr window=0,1,1", 0.425)]
+    assert all(float(r["attention_cost"]) == pytest.approx(float(r["cost_target"])) for r in rows[1:])
+    by = {(r["method"], float(r["cost_target"])): float(r["psnr"]) for r in rows}
+    assert by["asymrnr", 0.5] < float("inf")  # it reduced something
+    assert by["asymrnr window=0,1,1", 0.5] != by["asymrnr", 0.5]  # the window changed the matching
+    assert by["symrnr window=0,1,1", 0.5] != by["symrnr", 0.5]  # ... SymRnR's too (same kernel for both baselines)
     assert (tmp_path / "bench.png").stat().st_size > 1000
+    table = (tmp_path / "bench_equal_speed.md").read_text().splitlines()
+    assert len(table) == 4 and "| symrnr | 0.5 |" in table[2] and "| symrnr window=0,1,1 | 0.5 |" in table[3]
+
+
+def test_equal_speed_reads_the_curve_at_the_other_methods_speed():
+    from asymrnr_fx.evaluation.compare import Row, equal_speed
+
+    def row(method, cost, speedup, psnr, target="m"):
+        return Row(target, method, cost, cost, speedup, psnr, 0.0, None, 0.0, 0.0, 1.0)
+
+    # AsymRnR on the line psnr = 40 - 10 * speedup; SymRnR below it, one point beyond its range, one of another model
+    rows = [row("asymrnr", 0.7, 1.1, 29.0), row("asymrnr", 0.5, 1.5, 25.0), row("asymrnr", 0.6, 1.3, 27.0),
+            row("symrnr", 0.6, 1.35, 24.0), row("symrnr", 0.4, 1.6, 23.0), row("symrnr", 0.6, 1.3, 20.0, target="n")]
+    got = equal_speed(rows)
+    assert [(e.cost, e.against_psnr) for e in got] == [(0.6, 24.0), (0.4, 23.0), (0.6, 20.0)]
+    assert got[0].psnr == pytest.approx(40 - 13.5) and got[0].between == (0.6, 0.5)
+    assert got[1].psnr is None and got[1].between is None  # 1.6x is faster than any AsymRnR point: not extrapolated
+    assert got[2].psnr is None  # no AsymRnR point of model "n"
 
 
 def test_inspect_command_lists_sites(capsys):

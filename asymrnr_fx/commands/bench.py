@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", default=None, metavar="T,H,W",
                    help="also run uniform AsymRnR (and SymRnR, when among --methods) with Plan(window=(T, H, W)): "
                         "matching within that many tiles (e.g. 0,1,1)")
+    p.add_argument("--equal-speed", action="store_true",
+                   help="also run uniform AsymRnR at 0.85x and 1.15x each cost and report its PSNR at SymRnR's "
+                        "measured speeds (equal wall time rather than equal attention cost)")
     p.add_argument("--no-compile", action="store_true", help="run the rewritten graphs eagerly (fast start, slower runs)")
     p.add_argument("--small", action="store_true", help="tiny settings, for CI")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (e.g. 1 when another job holds a core)")
@@ -26,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asymrnr_fx.evaluation.compare import METHODS, compare, markdown_table, write_outputs
+    from asymrnr_fx.evaluation.compare import (
+        METHODS, compare, equal_speed, equal_speed_table, markdown_table, write_outputs,
+    )
 
     if args.threads:
         import torch
@@ -37,14 +42,26 @@ def run(args: argparse.Namespace) -> int:
         target = _target(name, args.steps or (4 if args.small else None), args.small)
         cache_window = 2 if args.small else 5
         extra = {"calibrated": _calibrated_plans(name, target, cache_window)} if args.calibrated else {}
-        methods = args.methods or METHODS
+        methods = list(args.methods or METHODS)
+        if args.equal_speed:
+            methods += [m for m in ("asymrnr", "symrnr") if m not in methods]
         for method in ("asymrnr", "symrnr") if args.window else ():
             if method == "asymrnr" or method in methods:  # the baseline on the same matching kernel
                 extra[f"{method} window={args.window}"] = _windowed(method, args.window, cache_window)
+        around = sorted({min(c * f, 1.0) for c in args.costs for f in (0.85, 1.15)} - set(args.costs))
+        extra_costs = {m: around for m in ("asymrnr", f"asymrnr window={args.window}") if m in {*methods, *extra}}
         rows += compare(target, args.costs, methods, compile=not args.no_compile,
-                        repeats=1 if args.small else args.repeats, cache_window=cache_window, extra_plans=extra or None)
+                        repeats=1 if args.small else args.repeats, cache_window=cache_window, extra_plans=extra or None,
+                        extra_costs=extra_costs if args.equal_speed else None)
     paths = write_outputs(rows, Path(args.out))
     print(markdown_table(rows))
+    if args.equal_speed:
+        pairs = [("asymrnr", "symrnr")] + ([(f"asymrnr window={args.window}", f"symrnr window={args.window}")]
+                                           if args.window else [])
+        table = equal_speed_table([e for a, b in pairs for e in equal_speed(rows, a, b)])
+        paths["equal_speed"] = Path(args.out) / "bench_equal_speed.md"
+        paths["equal_speed"].write_text(table + "\n")
+        print("\nAt equal speed (the first method's PSNR read off its speed-PSNR points at the second's speed):\n" + table)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

@@ -14,6 +14,7 @@ Every method is a :class:`~asymrnr_fx.plan.Plan` (no second implementation of th
 from __future__ import annotations
 
 import csv
+import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,6 +47,10 @@ def method_plan(method: str, cost: float, *, cache_window: int = 5, seed: int = 
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
+def _method_plan(method: str, cache_window: int, cost: float) -> Plan:
+    return method_plan(method, cost, cache_window=cache_window)
+
+
 @dataclass
 class Row:
     target: str
@@ -71,6 +76,7 @@ def compare(
     repeats: int = 3,
     cache_window: int = 5,
     extra_plans: dict[str, Callable[[float], Plan]] | None = None,
+    extra_costs: dict[str, Sequence[float]] | None = None,
     progress: bool = True,
     seed: int = 0,
 ) -> list[Row]:
@@ -78,19 +84,23 @@ def compare(
 
     Every variant runs ``target.run(fn, seed)``. ``extra_plans`` maps a method name to a
     function building its plan for a cost (for instance
-    ``lambda c: plan_for_budget(calibration, attention_cost=c)``).
+    ``lambda c: plan_for_budget(calibration, attention_cost=c)``). ``extra_costs`` runs a method
+    (of ``methods`` or ``extra_plans``) at more costs than ``costs``: points around another
+    method's, for :func:`equal_speed`.
     """
     from tqdm import tqdm
 
     base_fn = api.baseline(target.model, compile=compile)
     variants: dict[tuple[str, float], tuple[Plan | None, Callable]] = {("baseline", 1.0): (None, base_fn)}
-    for cost in costs:
-        for m in methods:
-            plan = method_plan(m, cost, cache_window=cache_window)
-            variants[(m, cost)] = (plan, api.transform(target.model, plan, compile=compile))
-        for name, make_plan in (extra_plans or {}).items():  # e.g. a calibrated plan for this budget
-            plan = make_plan(cost)
-            variants[(name, cost)] = (plan, api.transform(target.model, plan, compile=compile))
+    makers = {m: functools.partial(_method_plan, m, cache_window) for m in methods}
+    makers.update(extra_plans or {})  # e.g. a calibrated plan for this budget
+    unknown = set(extra_costs or ()) - set(makers)
+    if unknown:
+        raise ValueError(f"extra_costs names {sorted(unknown)}, which are neither methods nor extra plans")
+    runs = [(name, cost) for name in makers for cost in {*costs, *(extra_costs or {}).get(name, ())}]
+    for name, cost in sorted(runs, key=lambda run: -run[1]):  # by cost, then in the methods' order
+        plan = makers[name](cost)
+        variants[(name, cost)] = (plan, api.transform(target.model, plan, compile=compile))
 
     first, outputs, peaks, times = {}, {}, {}, {k: [] for k in variants}
     bar = tqdm(total=len(variants) * (repeats + 1), desc=f"bench {target.name}", disable=not progress)
@@ -150,6 +160,55 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"| {r.target} | {r.method} | {r.cost_target:g} | {r.attention_cost:.3f} | {r.speedup:.2f}x | "
             f"{r.psnr:.2f} | {r.ssim:.3f} | {acc} | {r.peak_mb:.0f} | {r.first_call_s:.1f} |"
         )
+    return "\n".join(lines)
+
+
+@dataclass
+class EqualSpeed:
+    """``method``'s fidelity at the speed ``against`` measured at one cost (see :func:`equal_speed`)."""
+
+    target: str
+    method: str
+    against: str
+    cost: float  # ``against``'s cost target
+    speedup: float  # ``against``'s measured speedup there
+    against_psnr: float
+    psnr: float | None  # ``method``'s, interpolated at ``speedup``; None where its points do not bracket it
+    between: tuple[float, float] | None  # the costs of ``method`` whose points were interpolated
+
+
+def equal_speed(rows: Sequence[Row], method: str = "asymrnr", against: str = "symrnr") -> list[EqualSpeed]:
+    """``method``'s PSNR at each speed ``against`` reached: linear between the two of ``method``'s points
+    (speedup, PSNR) whose speedups bracket it.
+
+    Why: at the same attention cost two methods can differ in speed (AsymRnR matches queries and
+    keys apart, a symmetric reduction once), so "better at equal cost" is not "better at equal speed".
+    Reading one method's speed-fidelity curve at the other's measured speed compares them at equal
+    wall time, whatever the spread of single timings. Not extrapolated: a speed outside ``method``'s
+    measured range gives ``psnr=None`` (run it at more costs, ``compare(extra_costs=...)``).
+    """
+    out = []
+    for ref in (r for r in rows if r.method == against):
+        pts = sorted((r.speedup, r.psnr, r.cost_target) for r in rows if r.method == method and r.target == ref.target)
+        psnr = between = None
+        for (s0, p0, c0), (s1, p1, c1) in zip(pts, pts[1:]):
+            if s0 <= ref.speedup <= s1:
+                w = 0.0 if s1 == s0 else (ref.speedup - s0) / (s1 - s0)
+                psnr, between = p0 + w * (p1 - p0), (c0, c1)
+                break
+        out.append(EqualSpeed(ref.target, method, against, ref.cost_target, ref.speedup, ref.psnr, psnr, between))
+    return out
+
+
+def equal_speed_table(pairs: Sequence[EqualSpeed]) -> str:
+    head = "| target | at the speed of | cost target | speedup | its PSNR dB | PSNR dB of | interpolated between costs | gain dB |"
+    lines = [head, "|" + "---|" * 8]
+    for e in pairs:
+        if e.psnr is None:
+            tail = f"{e.method}: not measured at this speed (run it at more costs) | - | - |"
+        else:
+            tail = f"{e.method}: {e.psnr:.2f} | {e.between[0]:g} - {e.between[1]:g} | {e.psnr - e.against_psnr:+.2f} |"
+        lines.append(f"| {e.target} | {e.against} | {e.cost:g} | {e.speedup:.2f}x | {e.against_psnr:.2f} | {tail}")
     return "\n".join(lines)
 
 

@@ -138,7 +138,7 @@ def inspect(
     fn = torch.compile(fresh_entry(), backend=analysis_backend(plan, runtime, grid, capture), dynamic=False)
     with torch.no_grad(), integrations.tracing(model):
         fn(model, call_args, call_kwargs)
-    return Report(list(runtime.reports))
+    return Report(list(runtime.reports), plan=repr(plan))
 
 
 def runtimes_of(obj: Any) -> list[Runtime]:

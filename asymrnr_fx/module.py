@@ -224,7 +224,7 @@ class AsymRnRModule(nn.Module):
     @property
     def report(self) -> Report:
         """What the pass found in every graph captured so far (empty before the first call)."""
-        return Report(list(self.runtime.reports))
+        return Report(list(self.runtime.reports), plan=repr(self.runtime.plan))
 
     def __getattr__(self, name: str) -> Any:
         try:

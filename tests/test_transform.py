@@ -162,6 +162,10 @@ def test_inspect_reports_sites_without_changing_the_model(model, latents):
     text = str(report)
     assert "blocks.0" in text and "blocks.1" in text and "self" in text and "(4, 6, 6)" in text
     assert len(report.rewritten) == 2 and report.graphs[0].timestep is not None
+    assert "plan Plan('default' q=0.5 kv=0.3" in text and "shards" not in text  # the plan it was inspected with
+    # the plan's matching options are in the header, its shards on every site they cut
+    text = str(asymrnr_fx.inspect(model, latents, torch.full((2,), 3.0), plan=Plan.uniform(0.5, 0.3, shards=2, window=(0, 1, 1))))
+    assert "window=(0, 1, 1), shards=2)" in text and text.count("q+kv (2 shards)") == 2
 
 
 # ---------------------------------------------------------------------------- bad input

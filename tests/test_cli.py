@@ -40,7 +40,11 @@ def test_psnr_against_formula():
 
 
 def test_demo_quick_writes_gif_and_table(tmp_path, capsys, monkeypatch):
-    # the [demo] extra has no transformers: make any import of it on the demo's path fail
+    # the [demo] extra has no transformers: make any import of it on the demo's path fail. diffusers, installed
+    # here beside transformers, imports it while loading its CogVideoX class (a [demo]-only install's diffusers
+    # knows it is absent): loaded first, so the test does not depend on whether an earlier test loaded it
+    import diffusers.models.transformers.cogvideox_transformer_3d  # noqa: F401
+
     monkeypatch.setitem(sys.modules, "transformers", None)
     assert cli.main(["demo", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
     gif, table = tmp_path / "baseline_asymrnr_diff.gif", (tmp_path / "table.md").read_text()

@@ -201,14 +201,14 @@ def equal_speed(rows: Sequence[Row], method: str = "asymrnr", against: str = "sy
 
 
 def equal_speed_table(pairs: Sequence[EqualSpeed]) -> str:
-    head = "| target | at the speed of | cost target | speedup | its PSNR dB | PSNR dB of | interpolated between costs | gain dB |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| target | method | cost target | speedup | PSNR dB | at that speed: | PSNR dB | between its costs "
+            "| PSNR gain dB |")
+    lines = [head, "|" + "---|" * 9]
     for e in pairs:
-        if e.psnr is None:
-            tail = f"{e.method}: not measured at this speed (run it at more costs) | - | - |"
-        else:
-            tail = f"{e.method}: {e.psnr:.2f} | {e.between[0]:g} - {e.between[1]:g} | {e.psnr - e.against_psnr:+.2f} |"
-        lines.append(f"| {e.target} | {e.against} | {e.cost:g} | {e.speedup:.2f}x | {e.against_psnr:.2f} | {tail}")
+        ahead = ("not measured at this speed (run it at more costs) | - | - |" if e.psnr is None
+                 else f"{e.psnr:.2f} | {e.between[0]:g} - {e.between[1]:g} | {e.psnr - e.against_psnr:+.2f} |")
+        lines.append(f"| {e.target} | {e.against} | {e.cost:g} | {e.speedup:.2f}x | {e.against_psnr:.2f} | "
+                     f"{e.method} | {ahead}")
     return "\n".join(lines)
 
 

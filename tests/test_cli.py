@@ -147,13 +147,17 @@ def test_equal_speed_reads_the_curve_at_the_other_methods_speed():
         return Row(target, method, cost, cost, speedup, psnr, 0.0, None, 0.0, 0.0, 1.0)
 
     # AsymRnR on the line psnr = 40 - 10 * speedup; SymRnR below it, one point beyond its range, one of another model
+    # (a point that reduced nothing, infinite PSNR, is no point of the curve: it would make every gain infinite)
     rows = [row("asymrnr", 0.7, 1.1, 29.0), row("asymrnr", 0.5, 1.5, 25.0), row("asymrnr", 0.6, 1.3, 27.0),
-            row("symrnr", 0.6, 1.35, 24.0), row("symrnr", 0.4, 1.6, 23.0), row("symrnr", 0.6, 1.3, 20.0, target="n")]
+            row("asymrnr", 0.99, 1.0, math.inf), row("symrnr", 0.6, 1.35, 24.0), row("symrnr", 0.4, 1.6, 23.0),
+            row("symrnr", 0.6, 1.3, 20.0, target="n"), row("symrnr", 0.8, 1.05, 28.0), row("symrnr", 0.99, 1.2, math.inf)]
     got = equal_speed(rows)
-    assert [(e.cost, e.against_psnr) for e in got] == [(0.6, 24.0), (0.4, 23.0), (0.6, 20.0)]
+    assert [(e.cost, e.against_psnr) for e in got] == [(0.6, 24.0), (0.4, 23.0), (0.6, 20.0), (0.8, 28.0), (0.99, math.inf)]
     assert got[0].psnr == pytest.approx(40 - 13.5) and got[0].between == (0.6, 0.5)
     assert got[1].psnr is None and got[1].between is None  # 1.6x is faster than any AsymRnR point: not extrapolated
     assert got[2].psnr is None  # no AsymRnR point of model "n"
+    assert got[3].psnr is None  # 1.05x lies only between the unreduced point and the others
+    assert got[4].psnr is None  # SymRnR reduced nothing at 1.2x: no gain to state
 
 
 def test_inspect_command_lists_sites(capsys):

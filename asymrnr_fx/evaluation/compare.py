@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -185,14 +186,17 @@ def equal_speed(rows: Sequence[Row], method: str = "asymrnr", against: str = "sy
     keys apart, a symmetric reduction once), so "better at equal cost" is not "better at equal speed".
     Reading one method's speed-fidelity curve at the other's measured speed compares them at equal
     wall time, whatever the spread of single timings. Not extrapolated: a speed outside ``method``'s
-    measured range gives ``psnr=None`` (run it at more costs, ``compare(extra_costs=...)``).
+    measured range gives ``psnr=None`` (run it at more costs, ``compare(extra_costs=...)``), as do
+    ``against``'s points that reduced nothing (infinite PSNR).
     """
     out = []
     for ref in (r for r in rows if r.method == against):
-        pts = sorted((r.speedup, r.psnr, r.cost_target) for r in rows if r.method == method and r.target == ref.target)
+        # a point that reduced nothing (infinite PSNR) has no place on a line between PSNRs
+        pts = sorted((r.speedup, r.psnr, r.cost_target) for r in rows
+                     if r.method == method and r.target == ref.target and math.isfinite(r.psnr))
         psnr = between = None
         for (s0, p0, c0), (s1, p1, c1) in zip(pts, pts[1:]):
-            if s0 <= ref.speedup <= s1:
+            if s0 <= ref.speedup <= s1 and math.isfinite(ref.psnr):
                 w = 0.0 if s1 == s0 else (ref.speedup - s0) / (s1 - s0)
                 psnr, between = p0 + w * (p1 - p0), (c0, c1)
                 break

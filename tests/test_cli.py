@@ -138,6 +138,8 @@ def test_bench_small_writes_csv_and_plot(tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 1000
     table = (tmp_path / "bench_equal_speed.md").read_text().splitlines()
     assert len(table) == 4 and "| symrnr | 0.5 |" in table[2] and "| symrnr window=0,1,1 | 0.5 |" in table[3]
+    with pytest.raises(SystemExit):  # a cost outside (0, 1] is refused by the parser, naming the range
+        cli.main(["bench", "--costs", "1.5"])
 
 
 def test_equal_speed_reads_the_curve_at_the_other_methods_speed():
@@ -157,7 +159,14 @@ def test_equal_speed_reads_the_curve_at_the_other_methods_speed():
     assert got[1].psnr is None and got[1].between is None  # 1.6x is faster than any AsymRnR point: not extrapolated
     assert got[2].psnr is None  # no AsymRnR point of model "n"
     assert got[3].psnr is None  # 1.05x lies only between the unreduced point and the others
-    assert got[4].psnr is None  # SymRnR reduced nothing at 1.2x: no gain to state
+    assert got[4].psnr is None and "reduced nothing" in got[4].reason  # SymRnR's point: no gain to state
+    assert "more costs" in got[1].reason and "more costs" in got[3].reason
+    # timing noise put a lower cost below a higher one: no curve to read, said so, rather than a line
+    # drawn between whichever two points happen to bracket the speed
+    noisy = [row("asymrnr", 0.7, 1.1, 29.0), row("asymrnr", 0.6, 1.45, 27.0), row("asymrnr", 0.5, 1.3, 25.0),
+             row("symrnr", 0.6, 1.2, 24.0)]
+    (got,) = equal_speed(noisy)
+    assert got.psnr is None and "not in cost order" in got.reason
 
 
 def test_inspect_command_lists_sites(capsys):

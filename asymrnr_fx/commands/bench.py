@@ -10,10 +10,11 @@ from asymrnr_fx.evaluation.targets import TARGETS
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", choices=sorted(TARGETS),
                    help="built-in model(s) to benchmark (default: toy and cogvideox-shaped)")
-    p.add_argument("--costs", type=float, nargs="+", default=[0.6, 0.35], help="attention cost kept (default: 0.6 0.35)")
+    p.add_argument("--costs", type=_cost, nargs="+", default=[0.6, 0.35],
+                   help="attention cost kept, each in (0, 1] (default: 0.6 0.35)")
     p.add_argument("--methods", nargs="+", default=None, help="subset of asymrnr symrnr todo random")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved timed runs per variant")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved timed runs per variant (default: 3; 1 with --small)")
     p.add_argument("--calibrated", action="store_true",
                    help="also run a calibrated plan per cost (calibrated on other prompts/seeds, with sensitivity)")
     p.add_argument("--window", default=None, metavar="T,H,W",
@@ -48,13 +49,14 @@ def run(args: argparse.Namespace) -> int:
         for method in ("asymrnr", "symrnr") if args.window else ():
             if method == "asymrnr" or method in methods:  # the baseline on the same matching kernel
                 extra[f"{method} window={args.window}"] = _windowed(method, args.window, cache_window)
-        around = sorted({c * f for c in args.costs for f in (0.85, 1.15) if c * f < 1} - set(args.costs))
+        around = sorted({round(c * f, 4) for c in args.costs for f in (0.85, 1.15) if round(c * f, 4) < 1} - set(args.costs))
         extra_costs = {m: around for m in ("asymrnr", f"asymrnr window={args.window}") if m in {*methods, *extra}}
         rows += compare(target, args.costs, methods, compile=not args.no_compile,
-                        repeats=1 if args.small else args.repeats, cache_window=cache_window, extra_plans=extra or None,
+                        repeats=args.repeats or (1 if args.small else 3), cache_window=cache_window, extra_plans=extra or None,
                         extra_costs=extra_costs if args.equal_speed else None)
     paths = write_outputs(rows, Path(args.out))
     print(markdown_table(rows))
+    (Path(args.out) / "bench_equal_speed.md").unlink(missing_ok=True)  # never one of an earlier run beside these
     if args.equal_speed:
         pairs = [("asymrnr", "symrnr")] + ([(f"asymrnr window={args.window}", f"symrnr window={args.window}")]
                                            if args.window else [])
@@ -64,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
         print("\nAt equal speed (the first method's PSNR read off its speed-PSNR points at the second's speed):\n" + table)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _cost(text: str) -> float:
+    """An attention cost kept, in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:  # also NaN
+        raise argparse.ArgumentTypeError(f"an attention cost kept is in (0, 1], got {text}")
+    return value
 
 
 def _windowed(method: str, text: str, cache_window: int):

@@ -97,7 +97,8 @@ def compare(
     makers.update(extra_plans or {})  # e.g. a calibrated plan for this budget
     unknown = set(extra_costs or ()) - set(makers)
     if unknown:
-        raise ValueError(f"extra_costs names {sorted(unknown)}, which are neither methods nor extra plans")
+        raise ValueError(f"extra_costs names {sorted(unknown)}, which this comparison does not run: "
+                         f"add them to methods (now {list(methods)}) or extra_plans")
     runs = [(name, cost) for name in makers for cost in {*costs, *(extra_costs or {}).get(name, ())}]
     for name, cost in sorted(runs, key=lambda run: -run[1]):  # by cost, then in the methods' order
         plan = makers[name](cost)
@@ -174,33 +175,42 @@ class EqualSpeed:
     cost: float  # ``against``'s cost target
     speedup: float  # ``against``'s measured speedup there
     against_psnr: float
-    psnr: float | None  # ``method``'s, interpolated at ``speedup``; None where its points do not bracket it
-    between: tuple[float, float] | None  # the costs of ``method`` whose points were interpolated
+    psnr: float | None  # ``method``'s, interpolated at ``speedup``; None with a ``reason`` where it cannot be read
+    between: tuple[float, float] | None  # the costs of ``method`` whose points were interpolated, highest first
+    reason: str = ""
 
 
 def equal_speed(rows: Sequence[Row], method: str = "asymrnr", against: str = "symrnr") -> list[EqualSpeed]:
     """``method``'s PSNR at each speed ``against`` reached: linear between the two of ``method``'s points
-    (speedup, PSNR) whose speedups bracket it.
+    (speedup, PSNR) at neighbouring costs whose speedups bracket it.
 
     Why: at the same attention cost two methods can differ in speed (AsymRnR matches queries and
     keys apart, a symmetric reduction once), so "better at equal cost" is not "better at equal speed".
     Reading one method's speed-fidelity curve at the other's measured speed compares them at equal
-    wall time, whatever the spread of single timings. Not extrapolated: a speed outside ``method``'s
-    measured range gives ``psnr=None`` (run it at more costs, ``compare(extra_costs=...)``), as do
-    ``against``'s points that reduced nothing (infinite PSNR).
+    wall time, whatever the spread of single timings. Never guessed: ``psnr`` is None, with the
+    ``reason``, for a speed outside ``method``'s measured range (not extrapolated), for speedups that
+    are not in cost order (timing noise: a lower cost measured slower; no curve to read), and for
+    points that reduced nothing (infinite PSNR).
     """
     out = []
     for ref in (r for r in rows if r.method == against):
-        # a point that reduced nothing (infinite PSNR) has no place on a line between PSNRs
-        pts = sorted((r.speedup, r.psnr, r.cost_target) for r in rows
-                     if r.method == method and r.target == ref.target and math.isfinite(r.psnr))
-        psnr = between = None
-        for (s0, p0, c0), (s1, p1, c1) in zip(pts, pts[1:]):
-            if s0 <= ref.speedup <= s1 and math.isfinite(ref.psnr):
-                w = 0.0 if s1 == s0 else (ref.speedup - s0) / (s1 - s0)
-                psnr, between = p0 + w * (p1 - p0), (c0, c1)
-                break
-        out.append(EqualSpeed(ref.target, method, against, ref.cost_target, ref.speedup, ref.psnr, psnr, between))
+        # the curve in cost order, highest first; a point that reduced nothing has no place on it
+        pts = sorted(((r.cost_target, r.speedup, r.psnr) for r in rows
+                      if r.method == method and r.target == ref.target and math.isfinite(r.psnr)), reverse=True)
+        psnr, between, reason = None, None, ""
+        if not math.isfinite(ref.psnr):
+            reason = f"{against} reduced nothing here"
+        elif any(s1 < s0 for (_, s0, _), (_, s1, _) in zip(pts, pts[1:])):
+            reason = f"{method}'s speedups are not in cost order (timing noise: rerun with nothing else running)"
+        else:
+            for (c0, s0, p0), (c1, s1, p1) in zip(pts, pts[1:]):
+                if s0 <= ref.speedup <= s1:
+                    w = 0.0 if s1 == s0 else (ref.speedup - s0) / (s1 - s0)
+                    psnr, between = p0 + w * (p1 - p0), (c0, c1)
+                    break
+            else:
+                reason = f"{method} was not measured at this speed (run it at more costs)"
+        out.append(EqualSpeed(ref.target, method, against, ref.cost_target, ref.speedup, ref.psnr, psnr, between, reason))
     return out
 
 
@@ -209,7 +219,7 @@ def equal_speed_table(pairs: Sequence[EqualSpeed]) -> str:
             "| PSNR gain dB |")
     lines = [head, "|" + "---|" * 9]
     for e in pairs:
-        ahead = ("not measured at this speed (run it at more costs) | - | - |" if e.psnr is None
+        ahead = (f"{e.reason} | - | - |" if e.psnr is None
                  else f"{e.psnr:.2f} | {e.between[0]:g} - {e.between[1]:g} | {e.psnr - e.against_psnr:+.2f} |")
         lines.append(f"| {e.target} | {e.against} | {e.cost:g} | {e.speedup:.2f}x | {e.against_psnr:.2f} | "
                      f"{e.method} | {ahead}")
@@ -223,14 +233,15 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r.method for r in rows if r.method != "baseline"):
-        pts = [(r.speedup, min(r.psnr, 99.0), r.cost_target) for r in rows if r.method == method]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
+    targets = list(dict.fromkeys(r.target for r in rows))
+    for target, method in dict.fromkeys((r.target, r.method) for r in rows if r.method != "baseline"):
+        pts = [(r.speedup, min(r.psnr, 99.0), r.cost_target) for r in rows if (r.target, r.method) == (target, method)]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method if len(targets) == 1 else f"{target}: {method}")
         for s, p, c in pts:
             ax.annotate(f"{c:g}", (s, p), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("speedup over unreduced (median, interleaved)")
     ax.set_ylabel("PSNR vs unreduced (dB)")
-    ax.set_title(f"{rows[0].target}: fidelity vs speed at matched attention cost")
+    ax.set_title(f"{', '.join(targets)}: fidelity vs speed")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -1,6 +1,7 @@
 """The user-facing entry points: transform, inspect, generation, and the step/cache controls."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Mapping
 
 import torch
@@ -12,7 +13,7 @@ from .backend import analysis_backend, default_runtime, runtimes_for
 from .calls import call_timestep, fresh_entry, named_call
 from .module import AsymRnRModule, GridFn, Options
 from .plan import Plan, coerce_plan
-from .report import Report
+from .report import AsymRnRWarning, Report
 from .runtime import Runtime
 from .state import Generation
 
@@ -122,9 +123,17 @@ def inspect(
 ) -> Report:
     """Run ``model`` once (no grad) and report every attention site: its class and whether it would be rewritten.
 
-    For a transformed model the report is that of its own rewrite (the call runs it).
+    For a transformed model the report is that of its own rewrite (the call runs it), with its own
+    plan: a different ``plan`` raises (transform the original model with it instead). A table plan
+    built for another number of sites is reported in the header (``Report.problem``) and warned
+    about: :func:`transform` would raise at the first call.
     """
     if isinstance(model, AsymRnRModule):
+        if plan is not None and not coerce_plan(plan).runs_like(model.runtime.plan):
+            raise ValueError(
+                "inspect() of a transformed model reports the plan it was transformed with, not plan=...: "
+                "inspect the original model with this plan, or transform it with this plan first"
+            )
         if args or kwargs:
             with torch.no_grad():
                 model(*args, **kwargs)
@@ -138,7 +147,14 @@ def inspect(
     fn = torch.compile(fresh_entry(), backend=analysis_backend(plan, runtime, grid, capture), dynamic=False)
     with torch.no_grad(), integrations.tracing(model):
         fn(model, call_args, call_kwargs)
-    return Report(list(runtime.reports), plan=repr(plan))
+    report = Report(list(runtime.reports), plan=repr(plan))
+    try:  # the rows a run would number (analysis numbers none): too few raise here, too many in the pass
+        runtime.register_rows([path for g in report.graphs for path in g.rows])
+        runtime.check_site_count()
+    except ValueError as e:
+        report.problem = str(e)
+        warnings.warn(f"asymrnr_fx.inspect: {e}", AsymRnRWarning, stacklevel=2)
+    return report
 
 
 def runtimes_of(obj: Any) -> list[Runtime]:

@@ -360,6 +360,13 @@ class Plan:
         mine, theirs = self.options(stage), other.options(stage)
         return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
 
+    def runs_like(self, other: "Plan") -> bool:
+        """Whether ``other`` reduces exactly as this plan does: the same ratios and options (names aside).
+        (Plans compare by identity: their ratio tables are tensors.)"""
+        same_ratios = all(a.shape == b.shape and bool((a == b).all())
+                          for a, b in ((self._tables[f], other._tables[f]) for f in FEATURES))
+        return same_ratios and not {k for k in self.differing_options(other) if k != "name"}
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the plan as safetensors (ratios) + JSON metadata (options); see :mod:`asymrnr_fx.plan_files`."""
@@ -376,13 +383,13 @@ class Plan:
         else:
             ratios = f"q={float(self._tables['q']):g} kv={float(self._tables['kv']):g}"
         name = f"{self.name!r} " if self.name else ""
+        shown = ("q", "kv", "name", "stride", "cache_window", "similarity", "mode", "seed")
+        # every other option where it differs from its default: two plans that run differently never print alike
+        rest = "".join(f", {f.name}={getattr(self, f.name)!r}" for f in _declared_fields()
+                       if f.name not in shown and getattr(self, f.name) != f.default)
         return (
             f"Plan({name}{ratios}, stride={self.stride}, cache_window={self.cache_window}, "
-            f"similarity={self.similarity!r}, mode={self.mode!r}, seed={self.seed}"
-            + (f", grid={self.grid}" if self.grid else "")
-            + (f", window={self.window}" if self.window else "")
-            + (f", shards={self.shards}" if self.shards > 1 else "")
-            + ")"
+            f"similarity={self.similarity!r}, mode={self.mode!r}, seed={self.seed}{rest})"
         )
 
 

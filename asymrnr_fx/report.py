@@ -76,8 +76,10 @@ class Report:
     """Every attention site of a model (over all its captured graphs), classified."""
 
     graphs: list[GraphReport] = field(default_factory=list)
-    #: The plan the sites were classified for (its repr: ratios, stride, window, shards), shown in the header.
+    #: The plan the sites were classified for (its repr: ratios and every option it sets), shown in the header.
     plan: str = ""
+    #: What stops this plan from running on this model (a table plan for another number of sites), shown in the header.
+    problem: str = ""
 
     @property
     def sites(self) -> list[SiteReport]:
@@ -93,6 +95,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "plan": self.plan,
+            "problem": self.problem,
             "graphs": [
                 {"grid": g.grid, "grid_source": g.grid_source, "timestep": g.timestep, "sites": [s.as_dict() for s in g.sites]}
                 for g in self.graphs
@@ -105,6 +108,8 @@ class Report:
             lens = f"{s.q_len} x {s.kv_len}" if s.q_len is not None else "?"
             text = f"{s.text_len} {s.text_position or '?'}" if s.text_len else "-"
             rw = "+".join(s.features) if s.rewrite else "no"
+            if s.rewrite and s.extra.get("symmetric"):
+                rw = "q+k+v (one matching)"
             if s.rewrite and s.shards > 1:  # matched within pieces of the video (Plan.shards, or a ring rank's)
                 rw += f" (1 of {s.shards} shards)" if s.shard_local else f" ({s.shards} shards)"
             kind = f"{s.kind} ({s.factorized})" if s.factorized else s.kind
@@ -115,6 +120,7 @@ class Report:
         grids = {(g.grid, g.grid_source) for g in self.graphs if g.grid}
         head = [f"asymrnr_fx: {len(self.sites)} attention sites, {len(self.rewritten)} rewritten; kinds {self.counts()}"]
         head += [f"plan {self.plan}"] if self.plan else []
+        head += [f"this plan cannot run on this model: {self.problem}"] if self.problem else []
         head += [f"video grid {grid} from {src}" for grid, src in sorted(grids, key=str)]
         ts = sorted({g.timestep for g in self.graphs if g.timestep})
         head.append(

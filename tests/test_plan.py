@@ -402,3 +402,22 @@ def test_other_ratio_dtypes_still_load(tmp_path):
         assert Plan.load(path).ratio(0, 0, "kv") == 0.25
     path = _write(tmp_path / "i.safetensors", {}, q=torch.zeros(2, 3, dtype=torch.int32), kv=torch.zeros(2, 3))
     assert Plan.load(path).num_steps == 3
+
+
+def test_plans_that_run_differently_never_print_alike():
+    """inspect() and every report show the plan's repr: an option it left out would make two plans look the same."""
+    base = Plan.uniform(0.3, 0.2)
+    variants = [base, Plan.uniform(0.3, 0, symmetric=True), Plan.uniform(0.3, 0.2, dst="fixed"),
+                Plan.uniform(0.3, 0.2, text_position="last"), Plan.uniform(0.3, 0.2, cross_attention=True),
+                Plan.uniform(0.3, 0.2, grid=(4, 6, 6)), Plan.uniform(0.3, 0.2, shards=2), Plan.uniform(0.3, 0.2, window=(0, 1, 1)),
+                Plan.uniform(0.3, 0.2, similarity="cosine"), Plan.uniform(0.3, 0.2, mode="mean"), Plan.uniform(0.3, 0.2, seed=1)]
+    assert len({repr(p) for p in variants}) == len(variants)
+    assert "symmetric" not in repr(base) and "dst" not in repr(base)  # defaults stay out: short lines
+
+
+def test_runs_like_compares_ratios_and_options_not_names():
+    a = Plan.uniform(0.4, 0.2)
+    assert a.runs_like(Plan.uniform(0.4, 0.2, name="other label")) and not a.runs_like(Plan.uniform(0.4, 0.2, seed=1))
+    assert not a.runs_like(Plan.uniform(0.4, 0.25)) and not a.runs_like(Plan.from_table([[0.4]], [[0.2]]))
+    t = Plan.published("cogvideox-2b", "base")
+    assert t.runs_like(Plan.published("cogvideox-2b", "base")) and not t.runs_like(Plan.published("cogvideox-2b", "fast"))

@@ -165,7 +165,18 @@ def test_inspect_reports_sites_without_changing_the_model(model, latents):
     assert "plan Plan('default' q=0.5 kv=0.3" in text and "shards" not in text  # the plan it was inspected with
     # the plan's matching options are in the header, its shards on every site they cut
     text = str(asymrnr_fx.inspect(model, latents, torch.full((2,), 3.0), plan=Plan.uniform(0.5, 0.3, shards=2, window=(0, 1, 1))))
-    assert "window=(0, 1, 1), shards=2)" in text and text.count("q+kv (2 shards)") == 2
+    assert "shards=2, window=(0, 1, 1))" in text and text.count("q+kv (2 shards)") == 2
+    text = str(asymrnr_fx.inspect(model, latents, torch.full((2,), 3.0), plan=Plan.uniform(0.3, 0, symmetric=True)))
+    assert "symmetric=True)" in text and text.count("q+k+v (one matching)") == 2  # not "q": K and V are cut too
+    # a table plan for another number of sites: transform() raises at the first call, so inspect() says it
+    with pytest.warns(asymrnr_fx.AsymRnRWarning, match="30 attention sites but the model has 2"):
+        report = asymrnr_fx.inspect(model, latents, torch.full((2,), 3.0), plan=Plan.published("cogvideox-2b", "base"))
+    assert "this plan cannot run on this model" in str(report) and "30 attention sites" in report.as_dict()["problem"]
+    # a transformed model is reported with its own plan, never silently instead of another one asked for
+    fast = asymrnr_fx.transform(model, Plan.uniform(0.4, 0.2))
+    with pytest.raises(ValueError, match="transformed with"):
+        asymrnr_fx.inspect(fast, latents, torch.full((2,), 3.0), plan=Plan.uniform(0.5, 0.3))
+    assert "q=0.4 kv=0.2" in str(asymrnr_fx.inspect(fast, latents, torch.full((2,), 3.0), plan=Plan.uniform(0.4, 0.2)))
 
 
 # ---------------------------------------------------------------------------- bad input

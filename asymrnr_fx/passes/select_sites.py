@@ -65,6 +65,8 @@ def select_sites(
         if stride != tuple(plan.stride):
             rep.extra["stride"] = f"{stride} (the plan's {tuple(plan.stride)} clamped to the grid)"
         rep.rewrite, rep.features = True, features
+        if plan.symmetric and rep.kind != "cross":  # one matching (of the keys) cuts Q, K and V at q's ratio
+            rep.extra["symmetric"] = True
         chosen.append(rep)
     return chosen
 

@@ -34,6 +34,13 @@ def _compile_once(seed: int) -> tuple[torch.Tensor, dict[str, int]]:
     return out, {**counters["aot_autograd"], **counters["inductor"]}
 
 
+def _assert_same(warm: torch.Tensor, cold: torch.Tensor) -> None:
+    """The same output up to the last bits. Why not bitwise: MKL's GEMMs may round differently with the
+    alignment of their operands, which differs between two builds of the model in one process (the full
+    suite once saw 3.6e-7 on half the elements); a different matching or plan moves outputs by 1e-3 and more."""
+    torch.testing.assert_close(warm, cold, rtol=1e-5, atol=1e-6)
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cold"))
@@ -48,7 +55,7 @@ def test_second_compile_hits_aot_and_fx_caches(cache_dir):
     warm_out, warm = _compile_once(0)
     assert warm.get("autograd_cache_hit", 0) >= 1 and warm.get("autograd_cache_miss", 0) == 0, warm
     assert warm.get("fxgraph_cache_miss", 0) == 0, warm
-    torch.testing.assert_close(warm_out, cold_out, rtol=0, atol=0)
+    _assert_same(warm_out, cold_out)
 
 
 def test_mega_cache_artifacts_round_trip(cache_dir, monkeypatch):
@@ -62,4 +69,4 @@ def test_mega_cache_artifacts_round_trip(cache_dir, monkeypatch):
     torch.compiler.load_cache_artifacts(artifacts)
     warm_out, warm = _compile_once(1)
     assert warm.get("autograd_cache_hit", 0) >= 1 and warm.get("autograd_cache_miss", 0) == 0, warm
-    torch.testing.assert_close(warm_out, cold_out, rtol=0, atol=0)
+    _assert_same(warm_out, cold_out)

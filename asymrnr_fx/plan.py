@@ -355,17 +355,21 @@ class Plan:
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def differing_options(self, other: "Plan", stage: str | None = None) -> dict[str, tuple[Any, Any]]:
-        """Options (of ``stage``, or all) whose values differ: ``{name: (self's, other's)}``."""
+    def differing_options(
+        self, other: "Plan", stage: str | None = None, *, labels: bool = True
+    ) -> dict[str, tuple[Any, Any]]:
+        """Options (of ``stage``, or all; ``labels=False``: those that change how it runs) whose values
+        differ: ``{name: (self's, other's)}``."""
         mine, theirs = self.options(stage), other.options(stage)
-        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+        skip = () if labels else self.options("label")
+        return {k: (mine[k], theirs[k]) for k in mine if k not in skip and mine[k] != theirs[k]}
 
     def runs_like(self, other: "Plan") -> bool:
         """Whether ``other`` reduces exactly as this plan does: the same ratios and options (names aside).
         (Plans compare by identity: their ratio tables are tensors.)"""
         same_ratios = all(a.shape == b.shape and bool((a == b).all())
                           for a, b in ((self._tables[f], other._tables[f]) for f in FEATURES))
-        return same_ratios and not {k for k in self.differing_options(other) if k != "name"}
+        return same_ratios and not self.differing_options(other, labels=False)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -229,7 +229,7 @@ class SwitchableRuntime(Runtime):
         Only the ratios (and the name) may differ from the captured plan: the capture
         options are baked into the graph, the cache window and seed into the partitions.
         """
-        differing = {k: v for k, v in plan.differing_options(self.plan).items() if k != "name"}
+        differing = plan.differing_options(self.plan, labels=False)
         if differing:
             name, (new, captured) = next(iter(differing.items()))
             raise ValueError(

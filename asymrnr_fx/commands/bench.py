@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         for method in ("asymrnr", "symrnr") if args.window else ():
             if method == "asymrnr" or method in methods:  # the baseline on the same matching kernel
                 extra[f"{method} window={args.window}"] = _windowed(method, args.window, cache_window)
-        around = sorted({round(c * f, 4) for c in args.costs for f in (0.85, 1.15) if round(c * f, 4) < 1} - set(args.costs))
+        around = sorted({c for c in (round(c * f, 4) for c in args.costs for f in (0.85, 1.15)) if c < 1} - set(args.costs))
         extra_costs = {m: around for m in ("asymrnr", f"asymrnr window={args.window}") if m in {*methods, *extra}}
         rows += compare(target, args.costs, methods, compile=not args.no_compile,
                         repeats=args.repeats or (1 if args.small else 3), cache_window=cache_window, extra_plans=extra or None,

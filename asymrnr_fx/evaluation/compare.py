@@ -48,10 +48,6 @@ def method_plan(method: str, cost: float, *, cache_window: int = 5, seed: int = 
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
-def _method_plan(method: str, cache_window: int, cost: float) -> Plan:
-    return method_plan(method, cost, cache_window=cache_window)
-
-
 @dataclass
 class Row:
     target: str
@@ -93,7 +89,7 @@ def compare(
 
     base_fn = api.baseline(target.model, compile=compile)
     variants: dict[tuple[str, float], tuple[Plan | None, Callable]] = {("baseline", 1.0): (None, base_fn)}
-    makers = {m: functools.partial(_method_plan, m, cache_window) for m in methods}
+    makers = {m: functools.partial(method_plan, m, cache_window=cache_window) for m in methods}
     makers.update(extra_plans or {})  # e.g. a calibrated plan for this budget
     unknown = set(extra_costs or ()) - set(makers)
     if unknown:

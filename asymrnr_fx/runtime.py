@@ -229,8 +229,10 @@ class Runtime:
         """Shard-local AsymRnR: each shard of the video is partitioned, matched and cut on its own.
 
         A call holds every shard (one process, ``Plan.shards``) or one (a ring rank): its queries
-        are the rank's shard, and the keys/values of its ``i``-th call of a module are those of
-        shard ``(rank + i) % ranks``, the order ring attention passes them round.
+        are the rank's shard, and the keys/values of its ``i``-th call of a module within a round
+        of ``ranks`` calls are those of shard ``(rank + i) % ranks``, the order ring attention
+        passes them round. A module that runs ring attention more than once per forward (a
+        per-sample loop) makes one round per run: :func:`ring_round`.
         """
         size = math.prod(spec.grid) // spec.shards
         if not spec.local:
@@ -243,7 +245,7 @@ class Runtime:
             )
         else:
             rank, ranks = sharding
-            held = [rank if feature == "q" else (rank + spec.occurrence) % ranks]
+            held = [rank if feature == "q" else (rank + ring_round(spec)[1]) % ranks]
         ratio = self.ratio(spec, feature, state)
         n_keep = ops.kept_count(size, ratio)
         video = spec.video(x)
@@ -282,21 +284,23 @@ class Runtime:
     ) -> CacheEntry:
         """The matching of ``video`` (the call's video tokens, or shard ``shard`` of the grid) for this window.
 
-        A ring rank's shard entry is keyed by the shard, not the call: its ring calls of one
-        module (the occurrences) share its queries' matching, and its partition is the whole
-        grid's, seeded without the occurrence so that every rank draws the same, restricted to
-        the shard. On one process (``Plan.shards``) every call of a module holds its own tokens
-        (Mochi's per-sample loop, a block run twice): its entry and seed keep the occurrence.
+        A ring rank's shard entry is keyed by the shard and the round, not the call: the ring
+        calls of one round of a module share its queries' matching, and its partition is the
+        whole grid's, seeded with the round (not the call) so that every rank draws the same,
+        restricted to the shard. On one process (``Plan.shards``) every call of a module holds
+        its own tokens (Mochi's per-sample loop, a block run twice): its entry and seed keep the
+        occurrence, which is a ring round's number when the loop runs under ring attention.
         """
         window = state.step // self.plan.cache_window
         shape = (*video.shape[:2], *spec.grid, shard)  # a new batch, head count or resolution needs its own matching
         ring = shard is not None and spec.local
-        cache_key = (state.context, spec.key if shard is None else f"{spec.path if ring else spec.key}@shard{shard}", feature)
+        run = ring_round(spec)[0] if ring else spec.occurrence
+        cache_key = (state.context, spec.key if shard is None else f"{spec.path}#{run}@shard{shard}", feature)
         entry = state.cache.get(cache_key)
         if entry is not None and entry.window == window and entry.shape == shape:
             self._log(spec, feature, "reuse", state)
             return entry
-        seed = ops.derive_seed(self.plan.seed, spec.ordinal, 0 if ring else spec.occurrence, feature, window)
+        seed = ops.derive_seed(self.plan.seed, spec.ordinal, run, feature, window)
         stride = ops.site_stride(spec.grid, self.plan.stride)  # (1, 2, 2) on a one-frame grid
         choices = ops.draw_tile_choices(spec.grid, stride, seed)
         if self.plan.dst == "fixed":
@@ -324,6 +328,12 @@ class Runtime:
         state = state or self.observed_state()
         gen = state.generation if generation is None else generation
         return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen and e.state == state.uid})
+
+
+def ring_round(spec: SiteSpec) -> tuple[int, int]:
+    """(round, call within it) of a ring site's call: ring attention calls a module's attention
+    once per rank, so a module run twice per forward (a per-sample loop) makes two rounds."""
+    return divmod(spec.occurrence, spec.shards)
 
 
 def _identity(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -105,7 +105,39 @@ def wan_modes(rank: int, world: int) -> dict[str, Any]:
     out.update(_regional_and_first_block_cache(model, inputs, p, single, shard_local, world))
     out["pipeline"] = _pipeline_orders(world)
     out["hunyuanvideo"] = _hunyuanvideo_ring(world)
+    out["ring per sample"] = _ring_per_sample(world)
     return out
+
+
+def _per_sample(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with self-attention run once per batch element (as Mochi's processor loops), each call
+    through the processor's own context-parallel attention."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    class PerSample(WanAttnProcessor):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+            one = super().__call__
+            return torch.cat([one(attn, hidden_states[i:i + 1], encoder_hidden_states, attention_mask, rotary_emb)
+                              for i in range(hidden_states.shape[0])])
+
+    model = copy.deepcopy(model)
+    for name, module in model.named_modules():
+        if name.endswith("attn1"):
+            module.set_processor(PerSample())
+    return model
+
+
+def _ring_per_sample(world: int) -> dict[str, Any]:
+    """Ring attention called once per sample inside one module: each call's round of ring calls has its
+    own matching (before: the second sample reused the first's), as one process with Plan(shards)."""
+    from asymrnr_fx.testing import tiny_transformer, transformer_inputs
+
+    model, inputs = _per_sample(tiny_transformer("wan", layers=2)), transformer_inputs("wan", batch=2)
+    p = plan()
+    shard_local = _steps(asymrnr_fx.transform(model, dataclasses.replace(p, shards=world)), inputs)
+    fast = asymrnr_fx.transform(_parallel(model, ring_degree=world), p)
+    return {"vs_shard_local": _rel(_steps(fast, inputs), shard_local), "matches": _matches(fast.runtime),
+            "occurrences": [(s.occurrence, s.extra.get("ring exchange")) for s in fast.report.sites if s.rewrite]}
 
 
 def _regional_and_first_block_cache(model: torch.nn.Module, inputs: dict, p: Plan, single: list, shard_local: list,

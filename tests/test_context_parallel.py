@@ -199,6 +199,30 @@ def test_ring_with_a_window_equals_one_process_with_the_shard_local_window(two_r
         assert min(r["vs_unwindowed"][1:]) > 1e-4, (rank, r)  # the window changed the matching
 
 
+def test_ring_in_a_per_sample_loop_matches_every_sample_on_its_own(two_ranks):
+    """A module that runs ring attention once per sample makes one round of ring calls per sample: each
+    round has its own matchings and moves its own exchange, as one process with Plan(shards=2) does."""
+    for rank, result in enumerate(two_ranks):
+        r = result["ring per sample"]
+        assert max(r["vs_shard_local"]) < 1e-5, (rank, r)
+        assert r["matches"] == [0, 8, 8], (rank, r)  # 2 blocks x 2 samples x (the rank's queries, its own K/V)
+        assert r["occurrences"] == [(0, BEFORE), (1, RECEIVED), (2, BEFORE), (3, RECEIVED)] * 2, (rank, r)
+
+
+def test_ring_calls_in_no_whole_rounds_leave_the_site_intact():
+    """Three ring calls of one module over two ranks: which shard each holds cannot be told, so none is reduced."""
+    from asymrnr_fx.passes.select_sites import select_sites
+    from asymrnr_fx.report import SiteReport
+
+    reports = [SiteReport(f"sdpa_{i}", "blocks.0.attn1", "Attention", "sdpa", kind="self", grid=(2, 4, 4), shards=2,
+                          shard_local=True) for i in range(3)]
+    other = SiteReport("sdpa_3", "blocks.1.attn1", "Attention", "sdpa", kind="self", grid=(2, 4, 4), shards=2,
+                       shard_local=True)
+    chosen = select_sites([*reports, other, dataclasses.replace(other, node="sdpa_4")], Plan.uniform(q=0.5, kv=0.3))
+    assert [r.path for r in chosen] == ["blocks.1.attn1"] * 2
+    assert all(not r.rewrite and "3 ring attention calls of this module for 2 ranks" in r.reason for r in reports)
+
+
 def test_unified_ring_and_ulysses_on_four_ranks_equals_the_shard_local_plan():
     """Ring over 2 x Ulysses over 2: each rank holds one ring shard of one head group; the result is
     one process with Plan(shards=2), every rank sending its keys/values reduced."""

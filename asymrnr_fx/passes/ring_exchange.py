@@ -9,7 +9,7 @@ values at once, then calls attention once per shard::
 
 After :mod:`.rewrite_attention` each of those calls selects and reduces the keys/values it
 received, so every rank matches every shard and the exchange carries them whole. This pass
-moves the reduction of the rank's own shard (its call of occurrence 0) in front of the
+moves the reduction of the rank's own shard (the first call of each round) in front of the
 all-gather and makes the other calls read the already reduced pieces::
 
     kv_keep = asymrnr.select(value, ...)                             # this rank's shard only
@@ -95,8 +95,9 @@ def _reason(records: list[tuple[Any, SiteRewrite]], stride: tuple[int, int, int]
         return "the call has a mask, which each shard's keys would need reduced by another rank"
     if shard_reason(rep, stride):
         return shard_reason(rep, stride)
-    if sorted(r.occurrence for r, _ in records) != list(range(rep.shards)):
-        return f"{len(records)} ring calls for {rep.shards} shards"
+    first = records[0][0].occurrence
+    if [r.occurrence for r, _ in records] != list(range(first, first + rep.shards)) or first % rep.shards:
+        return f"ring calls {[r.occurrence for r, _ in records]} are not one round of {rep.shards} shards"
     return ""
 
 
@@ -111,12 +112,15 @@ def ring_exchange_pass(a: Analysis) -> None:
     exchanges = [e for n in a.gm.graph.nodes if n.op == "call_function" and op_name(n) == _ALL_GATHER
                  if (e := _exchanged(n)) is not None]
     moved = False
-    for records in sites.values():
-        records.sort(key=lambda r: r[0].occurrence)
-        reason = _reason(records, ops.site_stride(records[0][0].grid, a.plan.stride)) or _move(a, records, exchanges)
-        for rep, _ in records:
-            rep.extra[_KEY] = (BEFORE if rep.occurrence == 0 else RECEIVED) if not reason else f"after the all-gather: {reason}"
-        moved |= not reason
+    for calls in sites.values():
+        calls.sort(key=lambda r: r[0].occurrence)
+        ranks = calls[0][0].shards
+        for start in range(0, len(calls), ranks):  # one round of ring calls per run of the module (a per-sample loop)
+            records = calls[start:start + ranks]
+            reason = _reason(records, ops.site_stride(records[0][0].grid, a.plan.stride)) or _move(a, records, exchanges)
+            for rep, _ in records:
+                rep.extra[_KEY] = (RECEIVED if rep.occurrence % ranks else BEFORE) if not reason else f"after the all-gather: {reason}"
+            moved |= not reason
     if moved:
         a.gm.graph.lint()
         a.gm.recompile()

@@ -68,7 +68,23 @@ def select_sites(
         if plan.symmetric and rep.kind != "cross":  # one matching (of the keys) cuts Q, K and V at q's ratio
             rep.extra["symmetric"] = True
         chosen.append(rep)
-    return chosen
+    return _whole_ring_rounds(chosen)
+
+
+def _whole_ring_rounds(chosen: list[SiteReport]) -> list[SiteReport]:
+    """Leave a ring site intact unless its calls come in whole rounds (one call per rank).
+
+    The runtime reads a ring call's shard and round off its occurrence (``runtime.ring_round``):
+    calls ``0 .. ranks-1`` of a module are the first round, and so on. Any other count cannot be
+    told apart, and guessing would reduce a call with another call's matching.
+    """
+    calls = Counter(rep.path for rep in chosen if rep.shard_local)
+    for rep in chosen:
+        if rep.shard_local and calls[rep.path] % rep.shards:
+            rep.rewrite, rep.features = False, ()
+            rep.reason = (f"{calls[rep.path]} ring attention calls of this module for {rep.shards} ranks: not whole "
+                          "rounds of one call per rank, so which shard each call holds is unknown")
+    return [rep for rep in chosen if rep.rewrite]
 
 
 def _features(plan: Plan, ordinal: int, shared: bool) -> tuple[str, ...]:

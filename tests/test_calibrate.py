@@ -9,6 +9,7 @@ from asymrnr_fx import Plan
 from asymrnr_fx.calibration import Calibration
 from asymrnr_fx.calibration import (
     RecordingRuntime,
+    SwitchableRuntime,
     budget,
     calibrate,
     euler,
@@ -432,3 +433,15 @@ def test_damaged_calibration_files_name_the_file(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as raised:
         Calibration.load(path)
     assert str(path) in str(raised.value) and "re-run asymrnr_fx.calibration.calibrate()" in str(raised.value)
+
+
+def test_switching_plans_on_a_captured_graph_accepts_other_ratios_only():
+    """The probes switch ratios on one captured graph; an option baked into the graph or the partitions
+    must not be switched silently, while a name is only a label."""
+    runtime = SwitchableRuntime(Plan.uniform(0.5, 0.5))
+    runtime.use(Plan.uniform(0.3, 0.1, name="another"))
+    assert runtime.active.q == Plan.uniform(0.3, 0.1).q
+    for option in ({"window": (0, 1, 1)}, {"cache_window": 2}, {"seed": 3}, {"similarity": "cosine"}):
+        with pytest.raises(ValueError, match=f"plan option {next(iter(option))}="):
+            runtime.use(Plan.uniform(0.3, 0.1, **option))
+    assert runtime.active.q == Plan.uniform(0.3, 0.1).q  # a refused plan leaves the active one

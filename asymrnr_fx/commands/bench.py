@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    def windowed(method: str) -> str:  # the method's name on the windowed matching, in the table and the plot
+        return f"{method} window={args.window}"
+
     rows = []
     for name in args.target or ["toy", "cogvideox-shaped"]:
         target = _target(name, args.steps or (4 if args.small else None), args.small)
@@ -48,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
             methods += [m for m in ("asymrnr", "symrnr") if m not in methods]
         for method in ("asymrnr", "symrnr") if args.window else ():
             if method == "asymrnr" or method in methods:  # the baseline on the same matching kernel
-                extra[f"{method} window={args.window}"] = _windowed(method, args.window, cache_window)
+                extra[windowed(method)] = _windowed(method, args.window, cache_window)
         around = sorted({c for c in (round(c * f, 4) for c in args.costs for f in (0.85, 1.15)) if c < 1} - set(args.costs))
-        extra_costs = {m: around for m in ("asymrnr", f"asymrnr window={args.window}") if m in {*methods, *extra}}
+        extra_costs = {m: around for m in ("asymrnr", windowed("asymrnr")) if m in {*methods, *extra}}
         rows += compare(target, args.costs, methods, compile=not args.no_compile,
                         repeats=args.repeats or (1 if args.small else 3), cache_window=cache_window, extra_plans=extra or None,
                         extra_costs=extra_costs if args.equal_speed else None)
@@ -58,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(rows))
     (Path(args.out) / "bench_equal_speed.md").unlink(missing_ok=True)  # never one of an earlier run beside these
     if args.equal_speed:
-        pairs = [("asymrnr", "symrnr")] + ([(f"asymrnr window={args.window}", f"symrnr window={args.window}")]
-                                           if args.window else [])
+        pairs = [("asymrnr", "symrnr")] + ([(windowed("asymrnr"), windowed("symrnr"))] if args.window else [])
         table = equal_speed_table([e for a, b in pairs for e in equal_speed(rows, a, b)])
         paths["equal_speed"] = Path(args.out) / "bench_equal_speed.md"
         paths["equal_speed"].write_text(table + "\n")

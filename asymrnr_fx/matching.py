@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from .matching_window import window_match
+from . import scores
 from .scores import column_max, row_table, squared_norm, table_rows
 
 
@@ -85,9 +86,12 @@ def best_match(
     whose barrier waits for every thread: with 2 threads on 2 cores beside a busy process at
     the default wait policy (oversubscribed, which ``docs/serving.md`` advises against) a
     descheduled thread stalls every barrier: 2 MiB tiles 1,221 ms, 8 MiB 627 ms, one tile 462 ms.
-    ``chunk`` forces a row count (benchmarks). On an accelerator: one GEMM over all rows.
+    ``chunk`` forces a row count (benchmarks). On an accelerator: one GEMM over all rows; for
+    bfloat16 activations on CUDA in bfloat16 operands with float32 accumulation (tensor cores), which
+    computes the same scores (:func:`~asymrnr_fx.scores.bf16_operands`).
     """
     bsz, heads, _, d = x.shape
+    bf16 = scores.use_bf16(x.dtype, x.device)
     x = x.float()
     cpu = x.device.type == "cpu"
     euclidean = similarity == "euclidean"
@@ -107,6 +111,11 @@ def best_match(
     if similarity == "cosine":
         flat = torch.nn.functional.normalize(flat, dim=-1)
         xd = torch.nn.functional.normalize(xd, dim=-1)
+    if euclidean and bf16:  # tensor cores, the same scores (scores.bf16_operands)
+        scored = scores.bf16_scores(flat, xd)
+        if scored is not None:
+            best, nearest = scored.max(dim=-1)
+            return (best - squared_norm(flat)).view(bsz, heads, n), nearest.view(bsz, heads, n)
     if euclidean:
         lhs = torch.cat([flat, flat.new_ones(bsz * heads, n, 1)], -1) if lhs is None else lhs
         rhs = torch.cat([2 * xd, -squared_norm(xd).unsqueeze(-1)], -1)

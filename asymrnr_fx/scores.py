@@ -55,3 +55,58 @@ def squared_norm(x: torch.Tensor) -> torch.Tensor:
     squares out and reads them back, 1.6x the time (159,744 rows of 64 on 2 threads: 2.6 vs 1.6 ms);
     ``vector_norm(x) ** 2`` is faster still but rounds through a square root, which breaks exact ties."""
     return torch.einsum("...d,...d->...", x, x)
+
+
+#: On CUDA, score bfloat16 activations with bfloat16 GEMM operands and float32 accumulation (tensor cores)
+#: instead of a float32 GEMM (CUDA cores, about a tenth of the rate): the same products and sums, see
+#: :func:`bf16_operands`. Turned off for the process, with a warning, if the device has no such GEMM.
+BF16_SCORES = True
+
+
+def use_bf16(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether :func:`bf16_scores` scores these activations (bfloat16, on CUDA, while available)."""
+    return BF16_SCORES and dtype == torch.bfloat16 and device.type == "cuda"
+
+
+def _gemm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.bmm(a, b, out_dtype=torch.float32)  # CUDA: bfloat16 in, float32 accumulation and out
+
+
+def bf16_parts(v: torch.Tensor) -> torch.Tensor:
+    """Float32 ``v`` as three bfloat16 values ``[..., 3]`` whose sum is exactly ``v`` (8 + 8 + 8 bits of its 24)."""
+    hi = v.bfloat16()
+    rest = v - hi.float()  # exact: the bits below hi's
+    mid = rest.bfloat16()
+    return torch.stack([hi, mid, (rest - mid.float()).bfloat16()], -1)
+
+
+def bf16_operands(rows: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """bfloat16 operands ``[R, n, d + 3]``, ``[R, m, d + 3]`` of the biased euclidean scores ``2 a.b - |b|^2``
+    of bfloat16-valued tokens (float32 tensors holding bfloat16 values).
+
+    Why this is exact: ``a`` and ``2 b`` are bfloat16 values already, a product of two is exact in
+    float32, and ``|b|^2`` (float32) rides in three bfloat16 columns that sum to it exactly against
+    three columns of ones. So a GEMM that accumulates in float32 computes the float32 path's scores,
+    summed in another order: the same nearest dst up to float32 rounding of near-ties.
+    """
+    lhs = torch.cat([rows, rows.new_ones(*rows.shape[:-1], 3)], -1).bfloat16()
+    rhs = torch.cat([2 * dst, -bf16_parts(squared_norm(dst)).float()], -1).bfloat16()
+    return lhs, rhs
+
+
+def bf16_scores(rows: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
+    """Float32 scores ``[R, n, m]`` from :func:`bf16_operands` (None where the device has no bfloat16 GEMM
+    with float32 output: the caller scores in float32)."""
+    global BF16_SCORES
+    lhs, rhs = bf16_operands(rows, dst)
+    try:
+        return _gemm_f32(lhs, rhs.transpose(1, 2))
+    except (RuntimeError, TypeError, NotImplementedError) as e:
+        BF16_SCORES = False
+        import warnings
+
+        from .errors import AsymRnRWarning
+
+        warnings.warn(f"asymrnr_fx: no bfloat16 GEMM with float32 output on {rows.device} ({e}); matching scores "
+                      "run in float32 from now on (the same result, slower)", AsymRnRWarning, stacklevel=3)
+        return None

@@ -273,3 +273,49 @@ def test_row_table_reads_every_token_row():
         tokens = torch.tensor([0, 5, 31, 7])
         rows = table.index_select(0, table_rows(base, tokens, step)).view(x.shape[0], x.shape[1], -1, x.shape[3])
         assert torch.equal(rows, x[:, :, tokens]), name
+
+
+def test_bf16_parts_sum_exactly_to_their_float32():
+    from asymrnr_fx.scores import bf16_parts
+
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(20_000, generator=g) * torch.logspace(-20, 20, 20_000)
+    parts = bf16_parts(v)
+    assert parts.dtype == torch.bfloat16
+    assert torch.equal(parts.double().sum(-1), v.double())
+
+
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+def test_bf16_scores_match_the_reference_as_float32_scores_do(monkeypatch, similarity):
+    """On CUDA, bfloat16 activations are scored by a bfloat16 GEMM with float32 accumulation (tensor cores).
+    Here that GEMM is emulated (float64 sums of the same bfloat16 operands, rounded once), so the test checks
+    the operands: same nearest dst and ranking as the float64 reference (the cosine path keeps float32)."""
+    from asymrnr_fx import scores
+
+    calls = []
+
+    def emulated(a, b):
+        calls.append(a.dtype)
+        return torch.bmm(a.double(), b.double()).float()
+
+    monkeypatch.setattr(scores, "use_bf16", lambda dtype, device: dtype == torch.bfloat16)
+    monkeypatch.setattr(scores, "_gemm_f32", emulated)
+    grid, stride = (2, 4, 6), (2, 2, 2)
+    x = _features(torch.bfloat16, N=math.prod(grid), d=16, seed=11) * 3
+    dst, src = ops.partition(grid, stride, ops.draw_tile_choices(grid, stride, 5))
+    m = ops.match(x, dst, src, similarity)
+    assert calls == ([torch.bfloat16] if similarity == "euclidean" else [])
+    for b in range(2):
+        for h in range(3):
+            nearest, order = ref_match_one(x[b, h], dst.tolist(), src.tolist(), similarity)
+            assert m.nearest[b, h].tolist() == nearest and m.order[b, h].tolist() == order
+
+
+def test_bf16_scores_fall_back_to_float32_where_the_device_has_no_such_gemm(monkeypatch):
+    from asymrnr_fx import AsymRnRWarning, scores
+
+    monkeypatch.setattr(scores, "BF16_SCORES", True)
+    rows, dst = torch.randn(2, 5, 8).bfloat16().float(), torch.randn(2, 3, 8).bfloat16().float()
+    with pytest.warns(AsymRnRWarning, match="run in float32"):
+        assert scores.bf16_scores(rows, dst) is None  # CPU: no bfloat16 GEMM with float32 output
+    assert scores.BF16_SCORES is False

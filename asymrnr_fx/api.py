@@ -123,21 +123,31 @@ def inspect(
 ) -> Report:
     """Run ``model`` once (no grad) and report every attention site: its class and whether it would be rewritten.
 
-    For a transformed model the report is that of its own rewrite (the call runs it), with its own
-    plan: a different ``plan`` raises (transform the original model with it instead). A table plan
+    For a transformed model (or :func:`transform_graph`'s result) the report is that of its own
+    rewrite (the call runs it), with its own plan: a different ``plan`` raises (transform the
+    original model with it instead); the call runs as a request of its own, so the model's next
+    request starts afresh. A loaded package keeps no report: inspecting it raises,
+    naming the fix, rather than analysing its already rewritten graph as a model. A table plan
     built for another number of sites is reported in the header (``Report.problem``) and warned
     about: :func:`transform` would raise at the first call.
     """
-    if isinstance(model, AsymRnRModule):
-        if plan is not None and not coerce_plan(plan).runs_like(model.runtime.plan):
+    own = model.runtime if isinstance(model, AsymRnRModule) else getattr(model, "_asymrnr_runtime", None)
+    if isinstance(own, Runtime):
+        if plan is not None and not coerce_plan(plan).runs_like(own.plan):
             raise ValueError(
                 "inspect() of a transformed model reports the plan it was transformed with, not plan=...: "
                 "inspect the original model with this plan, or transform it with this plan first"
             )
-        if args or kwargs:
-            with torch.no_grad():
+        if not own.reports and not isinstance(model, AsymRnRModule):
+            raise TypeError(
+                f"this {type(model).__name__} runs AsymRnR compiled in (a loaded package) and keeps no site report: "
+                "inspect the original model with the package's plan, asymrnr_fx.inspect(model, *inputs, "
+                "plan=loaded.plan)"
+            )
+        if args or kwargs:  # in a request of its own: the model's next request does not continue this call
+            with torch.no_grad(), generation(model):
                 model(*args, **kwargs)
-        return model.report
+        return Report(list(own.reports), plan=repr(own.plan))
     plan = coerce_plan(plan)
     hooks.warn_backends(model)  # sites a non-SDPA attention backend keeps intact never reach the graph
     runtime = Runtime(plan)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .passes import TIMESTEP_NAMES
+from .passes import TIMESTEP_NAMES, timestep_match
 from .errors import AsymRnRWarning
 
 _ENTRY_IDS = itertools.count()
@@ -63,11 +63,13 @@ def named_call(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict
 
 
 def call_timestep(kwargs: dict) -> Any:
-    for name in TIMESTEP_NAMES:
-        value = kwargs.get(name)
-        if isinstance(value, (torch.Tensor, int, float)) and not isinstance(value, bool):
-            return value
-    return None
+    """The call's timestep argument, by the rule that finds it in the graph (:func:`~asymrnr_fx.passes.timestep_match`):
+    an exact name first (a tensor or a number), else the first tensor with a timestep word in its name; None
+    without one."""
+    usable = {name: v for name, v in kwargs.items() if isinstance(v, (torch.Tensor, int, float)) and not isinstance(v, bool)}
+    exact = [usable[name] for name in TIMESTEP_NAMES if name in usable]
+    # a loose name only as a tensor, as in the graph: ``num_timesteps=50`` is a count, not the time
+    return exact[0] if exact else next((v for k, v in usable.items() if timestep_match(k) and isinstance(v, torch.Tensor)), None)
 
 
 def shape_key(value: Any) -> Any:

@@ -38,7 +38,7 @@ import tempfile
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from .context import Capture
 from .plan import Plan, coerce_plan
 from .report import AsymRnRWarning, Report
 from .runtime import Runtime, fixed_plan
+from .state import cache_context
 
 __all__ = ["FORMAT_VERSION", "Deployed", "InputMismatchError", "PackageError", "export", "load", "package", "read_record"]
 
@@ -100,6 +101,10 @@ def export(
     capture = Capture(grid_fn(model, args, kwargs) if grid_fn is not None else None)
     gm = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes).module()
     report = rewrite_graph(gm, plan, capture, grid=grid)
+    if report.rewritten:  # a table plan for more sites than the model has: refused now, not at the package's first call
+        rows = Runtime(plan)
+        rows.register_rows(list(report.rows))
+        rows.check_site_count()
     if not report.rewritten:
         warnings.warn(
             f"asymrnr_fx.deploy.export: no attention site of {type(model).__name__} was rewritten; the program "
@@ -115,7 +120,8 @@ def export(
     sites = [str(n.args[site_arg]) for n in gm.graph.nodes if n.op == "call_function" and n.target is _custom_ops.SELECT_OP]
     ep = torch.export.export(gm, args, kwargs, dynamic_shapes=dynamic_shapes)
     call = {"timestep": name, "position": position, "sites": list(dict.fromkeys(sites)), "rows": list(report.rows),
-            "inputs": input_spec(ep, params)}  # checked before every call of a package (see deploy_checks)
+            "inputs": input_spec(ep, params),  # checked before every call of a package (see deploy_checks)
+            "direction": integrations.timestep_direction(model)}  # as transform() knows it: a warm-up is not a step
     ep.graph_module.meta.setdefault("custom", {})[META_KEY] = _make_record(plan, call)
     return ep
 
@@ -305,6 +311,8 @@ class Deployed(nn.Module):
         self.__dict__["_one_call"] = threading.Lock() if kind == "aoti" else contextlib.nullcontext()
         self.runtime = Runtime(plan)
         self.runtime.register_rows(list(call.get("rows", [])))  # every video site's plan row, zeroed ones too
+        if call.get("direction") in (-1, 1):  # the model family's, recorded at export (older packages: learned)
+            self.runtime.direction.value = call["direction"]
         self._asymrnr_runtime = self.runtime
 
     plan = property(lambda self: self.runtime.plan, fixed_plan, doc="The plan packaged with it (fixed: export again for another).")
@@ -324,20 +332,10 @@ class Deployed(nn.Module):
 
     def cache_context(self, name: str) -> contextlib.AbstractContextManager:
         """A separate matching per diffusers cache context ("cond"/"uncond"), as :meth:`AsymRnRModule.cache_context`."""
-        return _cache_context(self.runtime, name)
+        return cache_context(self.runtime, name)
 
     def __repr__(self) -> str:
         return f"Deployed(kind={self.kind!r}, source={self.source!r}, sites={len(self.sites)}, plan={self.plan!r})"
-
-
-@contextlib.contextmanager
-def _cache_context(runtime: Runtime, name: str) -> Iterator[None]:
-    state = runtime.current_state()
-    previous, state.context = state.context, str(name)
-    try:
-        yield
-    finally:
-        state.context = previous
 
 
 def load(path: str | os.PathLike | torch.export.ExportedProgram) -> Deployed:

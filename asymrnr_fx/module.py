@@ -19,6 +19,7 @@ from .calls import ShapeCache, call_timestep, fresh_entry, named_call, shape_key
 from .passes.infer_grid import conv_patch, one_patch
 from .plan import Plan
 from .report import AsymRnRWarning, Report, warn_nothing_rewritten
+from .state import cache_context as state_cache_context
 from .regions import Regions, has_regions, plain_copy
 from .runtime import Runtime, fixed_plan
 
@@ -263,14 +264,9 @@ class AsymRnRModule(nn.Module):
 
 @contextlib.contextmanager
 def _cache_context(module: AsymRnRModule, name: str, kwargs: dict) -> Iterator[None]:
-    state = module.runtime.current_state()
-    previous, state.context = state.context, str(name)
-    try:
-        inner = getattr(module.model, "cache_context", None)
-        with inner(name, **kwargs) if inner is not None else contextlib.nullcontext():
-            yield
-    finally:
-        state.context = previous
+    inner = getattr(module.model, "cache_context", None)
+    with state_cache_context(module.runtime, name), inner(name, **kwargs) if inner is not None else contextlib.nullcontext():
+        yield
 
 
 def _rebuild(model: nn.Module, plan: Plan, options: Options) -> AsymRnRModule:

@@ -111,6 +111,13 @@ def shard_partition(dst: torch.Tensor, src: torch.Tensor, lo: int, hi: int) -> t
     return part(dst), part(src)
 
 
+def keep_all(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep-everything indices for a ``[B, H, L, ...]`` call (fresh tensors: the graph may reuse its buffers)."""
+    bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
+    full = torch.arange(length, device=x.device).expand(bsz, heads, length)
+    return full.clone(), full.clone()
+
+
 def join_shards(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One selection from per-shard ones over consecutive ``size``-token pieces: positions shifted by
     the piece's start, slots by the tokens kept before it."""

@@ -21,6 +21,7 @@ import math
 import threading
 import time
 import types
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,12 +30,14 @@ from typing import Any, TypeVar
 import torch
 
 from . import custom_ops as _custom_ops
-from . import ops
+from . import ops, shard_select
 from .plan import Plan
 from .site_table import SiteTable
 from .sites import GraphSite, SiteSpec, decode_site, encode_site  # noqa: F401  (re-exported)
 from .context import Call, Capture, calling, current_call
-from .state import CacheEntry, Direction, GenerationState, explicit_state
+from .errors import AsymRnRWarning
+from .passes.find_timestep import TIMESTEP_NAMES
+from .state import CacheEntry, Direction, GenerationState, cache_context_name, explicit_state
 
 _IDS = itertools.count(1)
 T = TypeVar("T")
@@ -65,6 +68,14 @@ def fixed_plan(owner: object, value: object) -> None:
     )
 
 
+UNTIMED = (
+    "a second call with no timestep to read (no tensor or number argument named " + ", ".join(TIMESTEP_NAMES) +
+    " or with one of them as a part of its name, as vision_timesteps): the denoising "
+    "step cannot advance, so every call runs as step 0 with step 0's ratios and matching. Pass the timestep under "
+    "one of those names, or pin each step with asymrnr_fx.set_step(model, i) before the call"
+)
+
+
 # --------------------------------------------------------------------------- runtime
 class Runtime:
     """One transformed model: its plan, its :class:`~asymrnr_fx.site_table.SiteTable`, the matching
@@ -78,6 +89,7 @@ class Runtime:
         self.counts: Counter[str] = Counter()
         self.reports: list = []  # one GraphReport per captured graph
         self.warned = False  # an AsymRnRWarning about unrewritten sites was given
+        self.weak_shards_warned: set[tuple[str, str]] = set()  # sites whose shards keep more than the plan asks
         self.direction = Direction()  # what the model's timesteps do, once known (declared or seen)
         self._local = threading.local()
         self.count_host_reads = False  # debugging aid: count host reads inside select (see tests)
@@ -148,6 +160,10 @@ class Runtime:
         """Context manager for one model call: reads the timestep once, then makes the call active."""
         state = self.current_state()
         self.observe_timestep(timestep, state)
+        if timestep is None and not state.pinned:
+            state.untimed += 1
+            if state.untimed == 2 and not self._plan.is_zero():  # the first call is step 0 either way
+                warnings.warn(UNTIMED, AsymRnRWarning, stacklevel=4)
         self.last_state = state
         return calling(Call(self, state, prefix, capture))
 
@@ -213,7 +229,7 @@ class Runtime:
             if self._window_reduces(spec, feature, state):
                 self._matching(spec.video(x), spec, feature, state)  # so the rest of the window only gathers
             self._log(spec, feature, "identity", state)
-            return _identity(x)
+            return ops.keep_all(x)
         entry = self._matching(spec.video(x), spec, feature, state)
         text_len = length - spec.num_video  # per call: Mochi's valid prompt length is data-dependent
         if (n_keep, text_len) not in entry.selections:
@@ -226,50 +242,28 @@ class Runtime:
     def _select_shards(
         self, x: torch.Tensor, spec: SiteSpec, state: GenerationState, feature: str, sharding: tuple[int, int] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shard-local AsymRnR: each shard of the video is partitioned, matched and cut on its own.
-
-        A call holds every shard (one process, ``Plan.shards``) or one (a ring rank): its queries
-        are the rank's shard, and the keys/values of its ``i``-th call of a module within a round
-        of ``ranks`` calls are those of shard ``(rank + i) % ranks``, the order ring attention
-        passes them round. A module that runs ring attention more than once per forward (a
-        per-sample loop) makes one round per run: :func:`ring_round`.
-        """
+        """Shard-local AsymRnR: each shard of the video is partitioned, matched and cut on its own
+        (:mod:`asymrnr_fx.shard_select`: which shards the call holds, the count they share)."""
+        held = shard_select.held_shards(spec, feature, sharding)
         size = math.prod(spec.grid) // spec.shards
-        if not spec.local:
-            held = list(range(spec.shards))
-        elif sharding is None or sharding[1] != spec.shards:
-            raise RuntimeError(
-                f"attention site {spec.path} was captured as one of {spec.shards} ring shards but this call "
-                f"runs {'without ring context parallelism' if sharding is None else f'over {sharding[1]} ranks'}; "
-                "transform the model again for this layout"
-            )
-        else:
-            rank, ranks = sharding
-            held = [rank if feature == "q" else (rank + ring_round(spec)[1]) % ranks]
         ratio = self.ratio(spec, feature, state)
         n_keep = ops.kept_count(size, ratio)
         video = spec.video(x)
         reduces = n_keep < size
         if not reduces and not self._window_reduces(spec, feature, state):
             self._log(spec, feature, "identity", state)
-            return _identity(x)
+            return ops.keep_all(x)
         entries = [self._matching(video[:, :, i * size:(i + 1) * size], spec, feature, state, shard=shard)
                    for i, shard in enumerate(held)]
         if not reduces:  # the matchings above serve the rest of the window
             self._log(spec, feature, "identity", state)
-            return _identity(x)
-        # every shard keeps the same count (ring ranks exchange equal-sized keys/values): the plan's,
-        # or the most dst tokens any shard holds, whichever is larger
-        n_keep = max([n_keep, *entries[0].shard_dst])
-        parts = []
-        for entry in entries:
-            if entry.matching is None:  # no dst in this shard: nothing to match it to
-                parts.append(_identity(video[:, :, :size]))
-                continue
-            if (n_keep, 0) not in entry.selections:
-                entry.selections[n_keep, 0] = ops.select(entry.matching, size, ratio, n_keep=n_keep)
-            parts.append(entry.selections[n_keep, 0])
-        keep, assign = ops.join_shards(parts, size)
+            return ops.keep_all(x)
+        shard_dst = entries[0].shard_dst
+        weak = shard_select.weak_shards(spec, feature, shard_dst, size, n_keep, ratio)
+        if weak and (spec.path, feature) not in self.weak_shards_warned:  # once per site and feature
+            self.weak_shards_warned.add((spec.path, feature))
+            warnings.warn(weak, AsymRnRWarning, stacklevel=2)
+        keep, assign = shard_select.join(entries, shard_select.shared_count(n_keep, shard_dst), size, ratio, video)
         return ops.with_text(keep, assign, x.shape[2] - spec.num_video, spec.text_first)
 
     def _window_reduces(self, spec: SiteSpec, feature: str, state: GenerationState) -> bool:
@@ -294,8 +288,8 @@ class Runtime:
         window = state.step // self.plan.cache_window
         shape = (*video.shape[:2], *spec.grid, shard)  # a new batch, head count or resolution needs its own matching
         ring = shard is not None and spec.local
-        run = ring_round(spec)[0] if ring else spec.occurrence
-        cache_key = (state.context, spec.key if shard is None else f"{spec.path}#{run}@shard{shard}", feature)
+        run = shard_select.ring_round(spec)[0] if ring else spec.occurrence
+        cache_key = (cache_context_name(self), spec.key if shard is None else f"{spec.path}#{run}@shard{shard}", feature)
         entry = state.cache.get(cache_key)
         if entry is not None and entry.window == window and entry.shape == shape:
             self._log(spec, feature, "reuse", state)
@@ -328,19 +322,6 @@ class Runtime:
         state = state or self.observed_state()
         gen = state.generation if generation is None else generation
         return sorted({e.step for e in self.events if e.kind == "match" and e.generation == gen and e.state == state.uid})
-
-
-def ring_round(spec: SiteSpec) -> tuple[int, int]:
-    """(round, call within it) of a ring site's call: ring attention calls a module's attention
-    once per rank, so a module run twice per forward (a per-sample loop) makes two rounds."""
-    return divmod(spec.occurrence, spec.shards)
-
-
-def _identity(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep-everything indices for a ``[B, H, L, ...]`` call (fresh tensors: the graph may reuse its buffers)."""
-    bsz, heads, length = x.shape[0], x.shape[1], x.shape[2]
-    full = torch.arange(length, device=x.device).expand(bsz, heads, length)
-    return full.clone(), full.clone()
 
 
 def select_active(

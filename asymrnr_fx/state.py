@@ -14,12 +14,17 @@ Which state a call uses:
 * otherwise the runtime's implicit state for the current thread: one stream of calls per
   thread, with generation boundaries guessed from the timestep (see :class:`Clock`).
 
+A diffusers cache context ("cond"/"uncond", :func:`cache_context`) is kept the same way, in a
+context variable, apart from the state: it names the matching a call uses within whichever
+state the call uses, whether the context or the generation handle was entered first.
+
 The call itself (:class:`asymrnr_fx.context.Call`) is set in a context variable by
 :meth:`asymrnr_fx.runtime.Runtime.run`, so the ``asymrnr::select`` op inside the compiled
 graph finds its runtime, state and site prefix without any id baked into the graph.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import warnings
@@ -66,7 +71,6 @@ class GenerationState:
     def __init__(self) -> None:
         self.uid = next(_STATE_IDS)
         self.generation = -1
-        self.context = ""  # diffusers cache_context name ("cond"/"uncond"): separate matchings
         self.reset()
 
     def reset(self) -> None:
@@ -76,6 +80,7 @@ class GenerationState:
         self.last_timestep: float | None = None
         self.direction: int | None = None  # this generation's: learned from its first change
         self.pinned = False
+        self.untimed = 0  # calls with no timestep to read: the clock cannot advance (Runtime.call warns)
         self.cache: dict[tuple[str, str, str], CacheEntry] = {}
 
     def set_step(self, step: int) -> None:
@@ -246,3 +251,27 @@ def explicit_state(runtime: "Runtime") -> GenerationState | None:
         if handle.targets(runtime):
             return handle.state_for(runtime)
     return None
+
+
+_CACHE_CONTEXTS: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar(
+    "asymrnr_cache_contexts", default=()
+)
+
+
+@contextlib.contextmanager
+def cache_context(runtime: Any, name: str) -> Iterator[None]:
+    """Calls of ``runtime`` made inside keep their matchings under ``name`` (diffusers' "cond"/"uncond").
+
+    Why a context variable and not the state: a pipeline may enter the context before or after
+    a :func:`~asymrnr_fx.generation` handle, and the handle's state is only chosen at the call.
+    """
+    token = _CACHE_CONTEXTS.set((*_CACHE_CONTEXTS.get(), (runtime.id, str(name))))
+    try:
+        yield
+    finally:
+        _CACHE_CONTEXTS.reset(token)
+
+
+def cache_context_name(runtime: Any) -> str:
+    """The innermost :func:`cache_context` name entered for ``runtime`` ("" outside any)."""
+    return next((name for rid, name in reversed(_CACHE_CONTEXTS.get()) if rid == runtime.id), "")

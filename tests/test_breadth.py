@@ -238,6 +238,19 @@ def test_factorized_and_gqa_classes_work_out_of_the_box(name, kinds):
     assert [(s.kind, s.factorized, s.grid) for s in report.rewritten] == kinds
 
 
+def test_cosmos3_steps_follow_its_vision_timesteps():
+    """Its timestep argument is ``vision_timesteps``: the call is read by the rule that finds it in the graph,
+    so the steps advance (before, every call ran as step 0: step 0's ratios and matching throughout)."""
+    case, model = _model("Cosmos3OmniTransformer")
+    fast = asymrnr_fx.transform(model, Plan.uniform(0.5, 0.3, cache_window=1))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", AsymRnRWarning)
+        for t in (*coverage.TIMESTEPS, 500.0):
+            fast(**case.inputs(t))
+    runtime = asymrnr_fx.runtime_of(fast)
+    assert runtime.step == 2 and runtime.matching_steps() == [0, 1, 2]
+
+
 def test_cosmos3_grid_only_for_one_vision_item_filling_the_tail():
     case, model = _model("Cosmos3OmniTransformer")
     inputs = case.inputs(900.0)

@@ -445,3 +445,8 @@ def test_switching_plans_on_a_captured_graph_accepts_other_ratios_only():
         with pytest.raises(ValueError, match=f"plan option {next(iter(option))}="):
             runtime.use(Plan.uniform(0.3, 0.1, **option))
     assert runtime.active.q == Plan.uniform(0.3, 0.1).q  # a refused plan leaves the active one
+    # a feature the captured plan never reduced has no selection in the graph: refused, not dropped
+    q_only = SwitchableRuntime(Plan.from_table(q=[[0.5, 0.5], [0.5, 0.5]], kv=[[0.3, 0.3], [0.0, 0.0]]))
+    q_only.use(Plan.uniform(0.2, 0.0))
+    with pytest.raises(ValueError, match="reduces kv at site 1, which the captured plan never reduced"):
+        q_only.use(Plan.uniform(0.2, 0.1))

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,6 +178,38 @@ def test_package_carries_ops_and_plan(cogvideox):
     nodes = [node["node"] for node in extern[0]["nodes"]]
     assert [n["target"] for n in nodes] == ["asymrnr::select"] * 2
     assert [i["arg"] for n in nodes for i in n["inputs"] if i["name"] == "site"] == [{"as_string": call["sites"][0]}] * 2
+
+
+def test_a_table_plan_for_another_site_count_is_refused_at_export(cogvideox):
+    """As transform() refuses it at the first call; a package would only fail when first served."""
+    sites = num_sites("cogvideox")
+    with pytest.raises(ValueError, match=f"ratios for {sites + 1} attention sites but the model has {sites}"):
+        deploy.export(cogvideox.model, changing_plan(sites + 1, steps=len(TIMESTEPS), window=WINDOW),
+                      kwargs=cogvideox.steps[0])
+
+
+def test_inspecting_a_loaded_package_names_the_fix(cogvideox):
+    """A package keeps no site report; analysing its rewritten graph as a model would report it unreduced."""
+    loaded = deploy.load(cogvideox.package)
+    with pytest.raises(TypeError, match="keeps no site report.*plan=loaded.plan"):
+        asymrnr_fx.inspect(loaded, **cogvideox.steps[0])
+    report = asymrnr_fx.inspect(cogvideox.model, plan=loaded.plan, **cogvideox.steps[0])  # the fix it names
+    assert [s.path for s in report.rewritten] == ["transformer_blocks.0.attn1"]
+
+
+def test_a_package_keeps_its_model_familys_timestep_direction(cogvideox):
+    """A warm-up call at t=0, then a request without a handle: CogVideoX's timesteps are known to fall, so
+    the warm-up is a generation of its own, in a package as in transform() (before: the package learned
+    the direction from the calls, counted the warm-up as step 0 and ran one step behind, with a warning)."""
+    loaded = deploy.load(cogvideox.package)
+    first = cogvideox.steps[0]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        loaded(**dict(first, timestep=torch.zeros_like(first["timestep"])))
+        outs = [loaded(**step)[0] for step in cogvideox.steps]
+    for out, ref in zip(outs, cogvideox.reference, strict=True):
+        torch.testing.assert_close(out, ref, **TOL)
+    assert asymrnr_fx.runtime_of(loaded).matching_steps() == cogvideox.matching
 
 
 def test_loaded_copies_and_generations_keep_separate_state(cogvideox):

@@ -40,6 +40,26 @@ def solo(fast, inputs, timesteps=TIMESTEPS):
         return [fast(**step_inputs(inputs, t, i))[0] for i, t in enumerate(timesteps)]
 
 
+@pytest.mark.parametrize("handle_first", [True, False])
+def test_cfg_contexts_keep_their_matchings_whether_entered_before_or_after_the_handle(wan, handle_first):
+    """CFG as two calls per step (cond, uncond), each in diffusers' cache_context: each keeps its own
+    matching within the request's handle, in either nesting (before: entered outside the handle, the
+    context was set on another state and uncond reused cond's matching)."""
+    fast = asymrnr_fx.transform(wan, changing_plan(2, steps=3, window=3))
+    branches = {"cond": inputs_for("wan", 1), "uncond": inputs_for("wan", 2)}
+    alone = {name: solo(fast, inputs) for name, inputs in branches.items()}
+    handle, got = asymrnr_fx.generation(fast), {name: [] for name in branches}
+    with torch.no_grad():
+        for i, t in enumerate(TIMESTEPS):
+            for name, inputs in branches.items():
+                outer, inner = (handle, fast.cache_context(name)) if handle_first else (fast.cache_context(name), handle)
+                with outer, inner:
+                    got[name].append(fast(**step_inputs(inputs, t, i))[0])
+    for name in branches:
+        assert all(torch.equal(a, b) for a, b in zip(got[name], alone[name], strict=True)), name
+    assert not any(torch.equal(a, b) for a, b in zip(got["cond"], got["uncond"]))
+
+
 def test_interleaved_requests_equal_their_solo_runs(wan):
     fast = asymrnr_fx.transform(wan, changing_plan(2, steps=3, window=2))
     a_in, b_in = inputs_for("wan", 1), inputs_for("wan", 2)

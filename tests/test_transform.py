@@ -155,6 +155,35 @@ def test_export_graph_with_aten_attention(model, latents):
         b, _ = sample(fast, latents)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert asymrnr_fx.runtime_of(fast_gm).matching_steps() == [0, 2, 4, 6, 8]
+    # inspect() of the rewritten graph reports its own rewrite and plan, not an analysis of it as a model
+    report = asymrnr_fx.inspect(fast_gm, latents, torch.full((2,), 999.0))
+    assert len(report.rewritten) == 2 and "plan Plan(table 2 sites" in str(report)
+    with pytest.raises(ValueError, match="transformed with"):
+        asymrnr_fx.inspect(fast_gm, latents, torch.full((2,), 999.0), plan=Plan.uniform(0.5, 0.3))
+
+
+def test_a_call_without_a_timestep_to_read_warns_that_steps_stand_still(model, latents):
+    """A timestep argument under another name: every call would run as step 0 (its ratios, its matching)."""
+
+    class Renamed(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, hidden_states: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+            return self.inner(hidden_states, noise_level)
+
+    fast = asymrnr_fx.transform(Renamed(model), changing_plan(window=2))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        fast(hidden_states=latents, noise_level=torch.full((2,), 999.0))  # step 0 is step 0 either way
+        with pytest.warns(asymrnr_fx.AsymRnRWarning, match="no timestep to read.*asymrnr_fx.set_step"):
+            fast(hidden_states=latents, noise_level=torch.full((2,), 900.0))
+        asymrnr_fx.reset(fast)
+        for step in range(3):  # pinned steps are read from nowhere: no warning
+            asymrnr_fx.set_step(fast, step)
+            fast(hidden_states=latents, noise_level=torch.full((2,), 999.0 - step))
+    assert asymrnr_fx.runtime_of(fast).matching_steps() == [0, 2]
 
 
 def test_inspect_reports_sites_without_changing_the_model(model, latents):
@@ -177,6 +206,12 @@ def test_inspect_reports_sites_without_changing_the_model(model, latents):
     with pytest.raises(ValueError, match="transformed with"):
         asymrnr_fx.inspect(fast, latents, torch.full((2,), 3.0), plan=Plan.uniform(0.5, 0.3))
     assert "q=0.4 kv=0.2" in str(asymrnr_fx.inspect(fast, latents, torch.full((2,), 3.0), plan=Plan.uniform(0.4, 0.2)))
+    # its call is a request of its own: the model's next request does not reuse its matching
+    asymrnr_fx.inspect(fast, torch.randn_like(latents), torch.full((2,), 3.0))
+    with torch.no_grad():
+        after = fast(latents, torch.full((2,), 3.0))
+        alone = asymrnr_fx.transform(model, Plan.uniform(0.4, 0.2))(latents, torch.full((2,), 3.0))
+    torch.testing.assert_close(after, alone, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -228,6 +228,9 @@ class SwitchableRuntime(Runtime):
 
         Only the ratios (and the name) may differ from the captured plan: the capture
         options are baked into the graph, the cache window and seed into the partitions.
+        And only where the captured plan reduced: a feature whose ratio was 0 at every step
+        of a site has no selection in the graph, so a plan reducing it there is refused
+        rather than followed without it.
         """
         differing = plan.differing_options(self.plan, labels=False)
         if differing:
@@ -236,6 +239,14 @@ class SwitchableRuntime(Runtime):
                 f"plan option {name}={new!r} differs from the captured one ({captured!r}); "
                 "build the plan with the same options"
             )
+        for site in range(max(plan.num_sites or 1, self.plan.num_sites or 1)):
+            missing = set(plan.features_used(site)) - set(self.plan.features_used(site))
+            if missing:
+                raise ValueError(
+                    f"plan reduces {'+'.join(sorted(missing, reverse=True))} at site {site}, which the captured plan "
+                    f"never reduced there, so the graph has no selection for it; capture with a plan that reduces "
+                    "every feature at every site (e.g. Plan.uniform(0.5, 0.5))"
+                )
         self.active = plan
         self.reset()
 

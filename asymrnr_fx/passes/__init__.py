@@ -9,7 +9,7 @@ from ..report import SiteReport
 from .analysis import Analysis
 from .classify_attention import classify_attention
 from .find_attention import AttentionCall, find_attention
-from .find_timestep import TIMESTEP_NAMES, find_timestep
+from .find_timestep import TIMESTEP_NAMES, find_timestep, timestep_match
 from .infer_grid import GridCandidate, infer_grids
 from .manager import PASSES, rewrite_graph
 from .rewrite_attention import rewrite_attention
@@ -25,6 +25,7 @@ __all__ = [
     "classify_attention",
     "find_attention",
     "find_timestep",
+    "timestep_match",
     "infer_grids",
     "rewrite_attention",
     "rewrite_graph",

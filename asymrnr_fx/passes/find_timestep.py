@@ -20,6 +20,15 @@ TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma", "sigmas")
 _TIMESTEP_NAME = re.compile(r"(^|_)(" + "|".join(TIMESTEP_NAMES) + r")(_|$)", re.IGNORECASE)
 
 
+def timestep_match(name: str) -> int:
+    """How surely an argument named ``name`` carries the denoising time: 2 exactly a timestep name
+    (``timestep``, ``t``, ...), 1 one of them as a ``_``-separated part (Cosmos3's
+    ``vision_timesteps``), 0 not at all. The graph and the call arguments are read by this one rule."""
+    if name.lower() in TIMESTEP_NAMES:
+        return 2
+    return 1 if _TIMESTEP_NAME.search(name) else 0
+
+
 def find_timestep(gm: fx.GraphModule) -> fx.Node | None:
     """The tensor placeholder that carries the denoising time, or None (then steps are set explicitly).
 
@@ -32,7 +41,7 @@ def find_timestep(gm: fx.GraphModule) -> fx.Node | None:
         target = str(node.target)
         if not _TIMESTEP_NAME.search(target) or not isinstance(node_value(node), torch.Tensor):
             continue
-        if input_name(target).lower() in TIMESTEP_NAMES:
+        if timestep_match(input_name(target)) == 2:
             return node
         loose = loose or node
     return loose

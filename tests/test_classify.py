@@ -38,8 +38,31 @@ def _additive(keep):
     return torch.zeros(2, 1, L, L).masked_fill(~keep[:, None, None, :], float("-inf"))
 
 
+def _filled_in_place(keep):
+    """A frame-causal mask written into a constant one by slice assignment (its producer is a constant)."""
+    mask = torch.full((L, L), float("-inf"))
+    for f in range(2):
+        mask[f * 4:(f + 1) * 4, : (f + 1) * 4] = 0.0
+    return mask
+
+
+def _masked_in_place(keep):
+    mask = torch.zeros(L, L)
+    mask.masked_fill_(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
+    return mask
+
+
+def _padding_in_place(keep):
+    mask = torch.zeros(2, 1, 1, L)
+    mask[1, ..., 5:] = float("-inf")  # written in place, but one row for every query: still key padding
+    return mask
+
+
 # (mask builder from the key-keep flags, whether the site is still a rewrite candidate)
 MASKS = {
+    "frame-causal, filled in place": (_filled_in_place, False),
+    "causal, masked_fill_ in place": (_masked_in_place, False),
+    "key padding written in place": (_padding_in_place, True),
     "key padding [B,1,1,L]": (lambda keep: keep[:, None, None, :], True),
     "key padding [B,H,1,L]": (lambda keep: keep[:, None, None, :].expand(2, 2, 1, L), True),
     "repeated rows [B,1,L,L]": (lambda keep: keep.view(2, 1, 1, L).repeat(1, 1, L, 1), True),

@@ -112,6 +112,48 @@ def _row_difference(mask: torch.Tensor) -> str:
     return f"row {int(differs.nonzero()[0])} of the {list(mask.shape)} mask differs from row 0"
 
 
+# Views: writing into one writes into the tensor it views.
+_VIEW_NAMES = frozenset(
+    "view view_as reshape getitem __getitem__ select slice narrow transpose permute t expand expand_as unsqueeze "
+    "squeeze flatten unflatten as_strided diagonal unbind split chunk alias detach".split()
+)
+
+
+_IN_PLACE_OPERATORS = frozenset(getattr(operator, n) for n in
+                                "setitem iadd isub imul itruediv ifloordiv imod ipow iand ior ixor ilshift irshift".split())
+
+
+def _is_operator(target: Any) -> bool:
+    """A function of Python's ``operator`` module (``and_`` is ``&``, not an in-place op)."""
+    return getattr(target, "__module__", None) in ("_operator", "operator")
+
+
+def _raw_name(node: fx.Node) -> str:
+    if node.op == "call_method":
+        return str(node.target)
+    return getattr(node.target, "_opname", None) or getattr(node.target, "__name__", None) or str(node.target)
+
+
+def _written_in_place(node: fx.Node, max_nodes: int = 64) -> str:
+    """The in-place op that writes into ``node``'s tensor (directly or through a view of it), or ''.
+
+    Why: a mask built as ``full(-inf)`` and then filled by slice assignment (``mask[a:b, :c] = 0``) is
+    not the factory's constant, though its producer is one."""
+    todo, seen = [node], set()
+    while todo and len(seen) < max_nodes:
+        current = todo.pop()
+        seen.add(current)
+        for user in current.users:
+            if user.op not in ("call_function", "call_method") or not user.args or user.args[0] is not current:
+                continue
+            if user.target in _IN_PLACE_OPERATORS or (user.op == "call_method" or not _is_operator(user.target)) and (
+                    (raw := _raw_name(user)).endswith("_") and not raw.endswith("__")):
+                return f"{_raw_name(user)}() writes into it in place ({user.name})"
+            if _op_name(user) in _VIEW_NAMES and user not in seen:
+                todo.append(user)
+    return ""
+
+
 def mask_query_variation(mask: Any, max_nodes: int = 64) -> str:
     """'' when ``mask`` (an ``attn_mask`` argument) is provably the same for every query, else why not."""
     seen: set[fx.Node] = set()
@@ -129,6 +171,9 @@ def mask_query_variation(mask: Any, max_nodes: int = 64) -> str:
         if node in seen or len(seen) >= max_nodes:
             return f"cannot show that the {shape} mask {node.name} is the same for every query"
         seen.add(node)
+        written = _written_in_place(node)
+        if written:
+            return f"the {shape} mask {node.name} is not shown to be the same for every query: {written}"
         name = _op_name(node) if node.op in ("call_function", "call_method") else ""
         if name in _CONSTANT_NAMES:
             return ""

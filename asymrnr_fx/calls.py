@@ -62,14 +62,20 @@ def named_call(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict
     return (), named
 
 
-def call_timestep(kwargs: dict) -> Any:
-    """The call's timestep argument, by the rule that finds it in the graph (:func:`~asymrnr_fx.passes.timestep_match`):
-    an exact name first (a tensor or a number), else the first tensor with a timestep word in its name; None
-    without one."""
+def timestep_argument(kwargs: dict) -> str | None:
+    """The name of the call's timestep argument, by the rule that finds it in the graph
+    (:func:`~asymrnr_fx.passes.timestep_match`): an exact name first (a tensor or a number), else
+    the first tensor with a timestep word in its name; None without one."""
     usable = {name: v for name, v in kwargs.items() if isinstance(v, (torch.Tensor, int, float)) and not isinstance(v, bool)}
-    exact = [usable[name] for name in TIMESTEP_NAMES if name in usable]
+    exact = [name for name in TIMESTEP_NAMES if name in usable]
     # a loose name only as a tensor, as in the graph: ``num_timesteps=50`` is a count, not the time
-    return exact[0] if exact else next((v for k, v in usable.items() if timestep_match(k) and isinstance(v, torch.Tensor)), None)
+    return exact[0] if exact else next((k for k, v in usable.items() if timestep_match(k) and isinstance(v, torch.Tensor)), None)
+
+
+def call_timestep(kwargs: dict) -> Any:
+    """The value of the call's timestep argument (:func:`timestep_argument`), or None."""
+    name = timestep_argument(kwargs)
+    return kwargs[name] if name is not None else None
 
 
 def shape_key(value: Any) -> Any:

@@ -15,7 +15,7 @@ from torch import nn
 from . import integrations
 from .integrations import hooks
 from .backend import BackendConfig, asymrnr_backend
-from .calls import ShapeCache, call_timestep, fresh_entry, named_call, shape_key, video_inputs
+from .calls import ShapeCache, call_timestep, fresh_entry, named_call, shape_key, timestep_argument, video_inputs
 from .passes.infer_grid import conv_patch, one_patch
 from .plan import Plan
 from .report import AsymRnRWarning, Report, warn_nothing_rewritten
@@ -119,6 +119,7 @@ class AsymRnRModule(nn.Module):
         self.__dict__["_regions"] = Regions(model, make(region=True), self.runtime, compile == "regional")
         self.__dict__["_shapes"] = None if compile == "regional" else ShapeCache(make(), f"transformed {type(model).__name__}")
         self._checked = False
+        self._clock: str | None = None  # the name of the timestep argument the calls pass (for the report)
 
     plan = property(lambda self: self.runtime.plan, fixed_plan, doc="The plan this model runs (fixed: see runtime.fixed_plan).")
 
@@ -146,6 +147,7 @@ class AsymRnRModule(nn.Module):
         if under_mode:  # run it eagerly ourselves: Dynamo would mark the compiled frames to skip from now on
             run = torch.compiler.set_stance("force_eager")(run)
         with _pass_errors(), integrations.cache_dit.swapped(self, self.model) if cached else contextlib.nullcontext():
+            self._clock = timestep_argument(kwargs) or self._clock
             out = runtime.run(run, call_timestep(kwargs), capture)
         new = runtime.reports[captured:]
         if not self._checked:
@@ -225,7 +227,8 @@ class AsymRnRModule(nn.Module):
     @property
     def report(self) -> Report:
         """What the pass found in every graph captured so far (empty before the first call)."""
-        return Report(list(self.runtime.reports), plan=repr(self.runtime.plan))
+        clock = f"the {self._clock!r} argument of each model call" if self._clock else ""
+        return Report(list(self.runtime.reports), plan=repr(self.runtime.plan), clock=clock)
 
     def __getattr__(self, name: str) -> Any:
         try:

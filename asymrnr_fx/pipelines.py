@@ -8,6 +8,7 @@ timestep heuristic has to guess where a generation begins.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import warnings
 from typing import Any, Mapping
@@ -75,6 +76,9 @@ def remove(pipe: Any, components: tuple[str, ...] = TRANSFORMER_COMPONENTS) -> A
     original = getattr(type(pipe), "_asymrnr_original_class", None)
     if original is not None:
         pipe.__class__ = original
+    scheduler = getattr(pipe, "scheduler", None)
+    if getattr(getattr(scheduler, "step", None), "_asymrnr_counts", False):
+        del scheduler.step  # the instance's counting wrapper: the class's own step again
     return pipe
 
 
@@ -108,7 +112,41 @@ def _generation_per_call(pipe: Any) -> None:
                 "is a transformed model any more (replaced by hand?). Call asymrnr_fx.remove(pipe) to run it "
                 "unreduced, or asymrnr_fx.apply(pipe, plan) again to reduce the new one"
             )
-        with generation(self):
-            return original_call(self, *args, **kwargs)
+        with generation(self) as handle:
+            token = _STEPPING.set(handle)
+            try:
+                _count_scheduler_steps(self)
+                return original_call(self, *args, **kwargs)
+            finally:
+                _STEPPING.reset(token)
 
     pipe.__class__ = type(cls.__name__, (cls,), {"__call__": __call__, "_asymrnr_original_class": cls, "__module__": cls.__module__})
+
+
+_STEPPING: contextvars.ContextVar[Any] = contextvars.ContextVar("asymrnr_pipeline_generation", default=None)
+
+
+def _count_scheduler_steps(pipe: Any) -> None:
+    """Make the pipeline's scheduler mark each of its steps on the running call's generation.
+
+    Why: the step clock otherwise advances when the timestep changes, and neighbouring
+    timesteps can be equal in the model's dtype (HunyuanVideo's 50 steps in bfloat16: 997.1 and
+    994.1 are both 996), which would merge two steps. Checked at every call, so a scheduler
+    swapped in after :func:`apply` is counted too; the wrapper reads the running call from a
+    context variable, so concurrent calls of one pipeline mark their own generations.
+    """
+    scheduler = getattr(pipe, "scheduler", None)
+    step = getattr(scheduler, "step", None)
+    if step is None or getattr(step, "_asymrnr_counts", False):
+        return
+
+    @functools.wraps(step)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        out = step(*args, **kwargs)
+        handle = _STEPPING.get()
+        if handle is not None:
+            handle.mark_step()
+        return out
+
+    counted._asymrnr_counts = True  # type: ignore[attr-defined]
+    scheduler.step = counted

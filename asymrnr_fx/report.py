@@ -78,6 +78,9 @@ class Report:
     graphs: list[GraphReport] = field(default_factory=list)
     #: The plan the sites were classified for (its repr: ratios and every option it sets), shown in the header.
     plan: str = ""
+    #: Where the step clock reads the timestep when the caller reads it (a transformed model: its call's
+    #: argument), rather than a graph input; a region's graph has none of its own.
+    clock: str = ""
     #: What stops this plan from running on this model (a table plan for another number of sites), shown in the header.
     problem: str = ""
 
@@ -124,7 +127,8 @@ class Report:
         head += [f"video grid {grid} from {src}" for grid, src in sorted(grids, key=str)]
         ts = sorted({g.timestep for g in self.graphs if g.timestep})
         head.append(
-            f"step tracking from graph input {ts[0]}" if ts else "step tracking: no timestep input found; use asymrnr_fx.set_step()"
+            f"step tracking from {self.clock}" if self.clock else f"step tracking from graph input {ts[0]}" if ts
+            else "step tracking: no timestep input found; use asymrnr_fx.set_step()"
         )
         return "\n".join(head + lines)
 

@@ -81,6 +81,9 @@ class GenerationState:
         self.direction: int | None = None  # this generation's: learned from its first change
         self.pinned = False
         self.untimed = 0  # calls with no timestep to read: the clock cannot advance (Runtime.call warns)
+        self.stepped = 0  # scheduler steps since the last call (apply()'s pipelines mark them): the next step(s)
+        self.repeats = 0  # calls in a row at the current timestep, beyond the first
+        self.first_repeats: int | None = None  # ... at step 0, once it is over: how many calls a step makes
         self.cache: dict[tuple[str, str, str], CacheEntry] = {}
 
     def set_step(self, step: int) -> None:
@@ -107,7 +110,14 @@ class GenerationState:
             return
         last = self.last_timestep
         self.last_timestep = value
-        if last is None or value == last:
+        stepped, self.stepped = self.stepped, 0
+        if stepped and last is not None:  # the scheduler stepped: the next step, whatever the timestep says
+            self._next(self.step + stepped)
+            return
+        if last is None:
+            return
+        if value == last:
+            self._repeat(value)
             return
         moved = 1 if value > last else -1
         if self.direction is None:
@@ -115,15 +125,34 @@ class GenerationState:
                 self._restart(value)  # the previous generation was one call long
                 return
             self.direction = moved
-            self.step += 1
+            self._next(self.step + 1)
             return
         if moved == self.direction:
-            self.step += 1
+            self._next(self.step + 1)
             prior.confirm(moved, self.step)
             return
         if self.step == 1 and prior.value is None:
             prior.ambiguous(last, value)  # a 2-call generation that reversed: which call began it is a guess
         self._restart(value)
+
+    def _next(self, step: int) -> None:
+        if self.first_repeats is None:
+            self.first_repeats = self.repeats
+        self.step, self.repeats = step, 0
+
+    def _repeat(self, value: float) -> None:
+        """One more call at the same timestep: a step's next call (CFG as two calls), unless a step makes
+        more calls than step 0 did, which is how two steps whose timesteps are equal in the model's dtype
+        look (bfloat16 rounds HunyuanVideo's 997.1 and 994.1 to 996). Said once per generation."""
+        self.repeats += 1
+        if self.first_repeats is not None and self.repeats == self.first_repeats + 1:
+            warnings.warn(
+                f"asymrnr_fx: timestep {value:g} came in {self.repeats + 1} calls in a row at step {self.step}, more than "
+                f"the {self.first_repeats + 1} of step 0: two steps whose timesteps are equal in the model's dtype "
+                "(bfloat16 rounds neighbouring timesteps together) count as one, and every later step runs one plan "
+                "step early. Pass the timestep in float32, or pin each step with asymrnr_fx.set_step(model, i) "
+                "(asymrnr_fx.apply(pipe) counts the scheduler's steps)", AsymRnRWarning, stacklevel=5,
+            )
 
     def _restart(self, value: float) -> None:
         self.reset()
@@ -220,6 +249,11 @@ class Generation:
     def step(self) -> int | None:
         """The step of this generation (of its first model; None before the first call)."""
         return next((s.step for s in self.states()), None)
+
+    def mark_step(self) -> None:
+        """The pipeline's scheduler stepped: every model's next call is the next step, whatever its timestep."""
+        for state in self.states():
+            state.stepped += 1
 
     def reset(self) -> None:
         """Start over: step 0 and empty caches for every model this handle covers."""

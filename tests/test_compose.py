@@ -325,3 +325,20 @@ def test_partial_fallback_is_said_once(monkeypatch):
     said = [w for w in seen if issubclass(w.category, asymrnr_fx.AsymRnRWarning)]
     assert len(said) == 1 and "recompile limit" in str(said[0].message)
     assert max(e.step for e in fast.runtime.events) < 9  # the late computed steps were indeed not reduced
+
+
+def test_the_report_below_a_hook_says_the_steps_come_from_the_model_call():
+    """The regions below a cache hook take no timestep of their own: the transformed model reads it from each
+    call, so the report must not say that steps go untracked (and advise pinning them)."""
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    model = tiny_transformer("wan", layers=2)
+    apply_first_block_cache(model, FirstBlockCacheConfig(threshold=0.0))
+    fast = asymrnr_fx.transform(model, asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=1))
+    x = transformer_inputs("wan")
+    with torch.no_grad(), asymrnr_fx.generation(fast), fast.cache_context("cond"):
+        for i, t in enumerate(TIMESTEPS[:2]):
+            fast(**step_inputs(x, t, i))
+    text = str(fast.report)
+    assert "step tracking from the 'timestep' argument of each model call" in text and "set_step" not in text
+    assert fast.runtime.matching_steps() == [0, 1]

@@ -6,6 +6,8 @@ boundary (matching at steps 0 and 3).
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -142,3 +144,36 @@ def test_wan22_two_experts_each_get_their_own_runtime():
     assert all(rt.matching_steps() == [0, 3] for rt in rts.values()), {k: rt.matching_steps() for k, rt in rts.items()}
     asymrnr_fx.remove(pipe)
     assert torch.equal(generate(tp, num_inference_steps=8), ref)
+
+
+def test_steps_follow_the_scheduler_when_timesteps_repeat():
+    """Neighbouring timesteps can be equal in the model's dtype (HunyuanVideo's 50 steps in bfloat16: 997.1 and
+    994.1 both 996). A pipeline given to apply() counts its scheduler's steps, so each step keeps its own plan
+    step; before, the repeat merged two steps and every later step ran one plan step early. Here the repeat is
+    made explicit: sigmas 1.0, 0.6, 0.6, 0.2 give timesteps 1000, 600, 600, 200, with true CFG (two calls per
+    step, each in its cache context)."""
+    tp = tiny_pipeline("hunyuanvideo")
+    plan = Plan.uniform(0.5, 0.3, cache_window=1)
+    asymrnr_fx.apply(tp.pipe, plan)
+    tp(num_inference_steps=4, sigmas=[1.0, 0.6, 0.6, 0.2], output_type="latent", generator=torch.Generator().manual_seed(0),
+       **SEPARATE_CFG["hunyuanvideo"])
+    runtime = asymrnr_fx.runtime_of(tp.pipe)
+    assert runtime.matching_steps() == [0, 1, 2, 3]
+    asymrnr_fx.remove(tp.pipe)
+    assert "step" not in vars(tp.pipe.scheduler)  # the scheduler's own step again
+
+
+def test_a_timestep_repeated_beyond_a_steps_calls_warns_in_a_loop_of_ones_own():
+    """Outside a pipeline the clock can only read timesteps: a repeat is a step's next call (CFG as two calls),
+    unless a step makes more calls than step 0 did, which is what two steps merged by rounding look like."""
+    from tiny_diffusers import step_inputs, tiny_transformer, transformer_inputs
+
+    fast = asymrnr_fx.transform(tiny_transformer("wan"), Plan.uniform(0.5, 0.3, cache_window=1))
+    inputs = transformer_inputs("wan")
+    with torch.no_grad(), pytest.warns(asymrnr_fx.AsymRnRWarning, match="600 came in 2 calls in a row at step 1"):
+        for i, t in enumerate((900.0, 600.0, 600.0, 300.0)):
+            fast(**step_inputs(inputs, t, i))
+    with torch.no_grad(), asymrnr_fx.generation(fast), warnings.catch_warnings():
+        warnings.simplefilter("error", asymrnr_fx.AsymRnRWarning)
+        for i, t in enumerate((900.0, 900.0, 600.0, 600.0)):  # two calls a step from the start: no warning
+            fast(**step_inputs(inputs, t, i // 2))

@@ -342,3 +342,29 @@ def test_the_report_below_a_hook_says_the_steps_come_from_the_model_call():
     text = str(fast.report)
     assert "step tracking from the 'timestep' argument of each model call" in text and "set_step" not in text
     assert fast.runtime.matching_steps() == [0, 1]
+
+
+def test_cross_attention_is_reduced_below_an_attention_cache_hook():
+    """PyramidAttentionBroadcast hooks each attention module, so attn2 is compiled alone: a graph with only
+    a cross-attention call, whose grid must still be read (before: no grid, so Plan(cross_attention=True) was
+    silently ignored). A broadcast that never skips gives exactly the unhooked model's reduced output."""
+    from diffusers.hooks import PyramidAttentionBroadcastConfig
+
+    plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cross_attention=True, cache_window=2)
+    x = transformer_inputs("wan")
+
+    def steps(hooked: bool) -> tuple[list[torch.Tensor], object]:
+        model = tiny_transformer("wan", layers=2)
+        if hooked:
+            model.enable_cache(PyramidAttentionBroadcastConfig(
+                spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(0, 1),  # never skips
+                current_timestep_callback=lambda: 900.0))
+        fast = asymrnr_fx.transform(model, plan)
+        with torch.no_grad(), asymrnr_fx.generation(fast), fast.cache_context("cond"):
+            return [fast(**step_inputs(x, t, i))[0] for i, t in enumerate(TIMESTEPS[:3])], fast
+
+    hooked, fast = steps(True)
+    assert {s.kind for s in fast.report.rewritten} == {"self", "cross"}
+    assert {e.feature for e in fast.runtime.events if e.site.endswith("attn2")} == {"q"}
+    for a, b in zip(hooked, steps(False)[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -200,13 +200,14 @@ def _classify_attention(
     outright: a guessed grid can explain more sites by accident (HunyuanVideo's text-only
     refiner looks like self-attention when the text length equals a guessed grid's size).
     """
-    best: tuple[tuple[int, int], list[SiteReport], GridCandidate] | None = None
+    best: tuple[tuple[int, int, int], list[SiteReport], GridCandidate] | None = None
     explaining: dict[tuple[int, int, int], str] = {}  # guessed grids that explain some site -> source
     folded_only: dict[tuple[int, int, int], str] = {}  # ... only factorized ones (counted after the others)
+    cross_only: dict[tuple[int, int, int], str] = {}  # ... only cross-attention queries (a region of attn2 alone)
     for cand in candidates:
         reports = [_classify_one(c, cand, text_pos) for c in calls]
         full = sum(r.kind in ("self", "joint") and not r.factorized for r in reports)
-        score = (full, sum(r.kind == "self" and bool(r.factorized) for r in reports))
+        score = (full, sum(r.kind == "self" and bool(r.factorized) for r in reports), sum(r.kind == "cross" for r in reports))
         if cand.trusted and sum(score) > 0:
             check_given_grid(calls, reports, cand)
             return reports, cand
@@ -214,9 +215,11 @@ def _classify_attention(
             explaining.setdefault(cand.grid, cand.source)
         elif score[1]:
             folded_only.setdefault(cand.grid, cand.source)
+        elif score[2]:
+            cross_only.setdefault(cand.grid, cand.source)
         if best is None or score > best[0]:
             best = (score, reports, cand)
-    explaining = explaining or folded_only
+    explaining = explaining or folded_only or cross_only
     if len(explaining) > 1:
         # Two guessed grids fit different lengths (a prompt as long as one grid's size, a
         # layout read two ways): picking one by score would be a guess. Never guess.

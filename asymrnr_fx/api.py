@@ -147,8 +147,12 @@ def inspect(
         if args or kwargs:  # in a request of its own: the model's next request does not continue this call
             with torch.no_grad(), generation(model):
                 model(*args, **kwargs)
-        return Report(list(own.reports), plan=repr(own.plan))
+            if isinstance(model, AsymRnRModule):
+                integrations.diffusers.reset_hook_state(model.model)  # nor do its cache hooks
+        return model.report if isinstance(model, AsymRnRModule) else Report(list(own.reports), plan=repr(own.plan))
     plan = coerce_plan(plan)
+    if hooks.below_hooked(model):  # cache hooks split the model into regions: report what transform() will run
+        return _inspect_regions(model, plan, grid, grid_fn, args, kwargs)
     hooks.warn_backends(model)  # sites a non-SDPA attention backend keeps intact never reach the graph
     runtime = Runtime(plan)
     grid_fn = grid_fn if grid_fn is not None else integrations.grid_fn_for(model)
@@ -157,6 +161,7 @@ def inspect(
     fn = torch.compile(fresh_entry(), backend=analysis_backend(plan, runtime, grid, capture), dynamic=False)
     with torch.no_grad(), integrations.tracing(model):
         fn(model, call_args, call_kwargs)
+    integrations.diffusers.reset_hook_state(model)  # the hooks ran: the next generation starts as if they had not
     report = Report(list(runtime.reports), plan=repr(plan))
     try:  # the rows a run would number (analysis numbers none): too few raise here, too many in the pass
         runtime.register_rows([path for g in report.graphs for path in g.rows])
@@ -164,6 +169,26 @@ def inspect(
     except ValueError as e:
         report.problem = str(e)
         warnings.warn(f"asymrnr_fx.inspect: {e}", AsymRnRWarning, stacklevel=2)
+    return report
+
+
+def _inspect_regions(model: nn.Module, plan: Plan, grid: Any, grid_fn: Any, args: tuple, kwargs: dict) -> Report:
+    """inspect() of a model with cache hooks: its attention runs in regions below the hooks, which a whole-model
+    capture does not see (it reported no site), so the call runs as transform() would run it, then is undone."""
+    fast = transform(model, plan, grid=grid, grid_fn=grid_fn)
+    problem = ""
+    try:
+        with torch.no_grad(), generation(fast):
+            fast(*args, **kwargs)
+    except ValueError as e:  # a table plan for another number of sites: said in the report, as below
+        problem = str(e)
+    finally:
+        fast.untransform()
+        integrations.diffusers.reset_hook_state(model)
+    report = fast.report
+    if problem:
+        report.problem = problem
+        warnings.warn(f"asymrnr_fx.inspect: {problem}", AsymRnRWarning, stacklevel=3)
     return report
 
 

@@ -301,8 +301,11 @@ def _embedding_patch(model: nn.Module) -> tuple[int, int, int] | None:
 
 
 def _video_sites(reports: list) -> list:
-    """The graphs among ``reports`` that hold video attention (not only prompt refiners)."""
-    return [r for r in reports if any(not s.extra.get("prompt_only") and s.kind != "other" for s in r.sites)]
+    """The graphs among ``reports`` that hold video attention the plan would reduce (not only prompt refiners,
+    nor only cross-attention the plan leaves alone, as it was asked to)."""
+    def asked(s: Any) -> bool:
+        return not s.extra.get("prompt_only") and s.kind != "other" and not s.extra.get("left_alone") and not s.extra.get("zero_plan")
+    return [r for r in reports if any(asked(s) for s in r.sites)]
 
 
 _GAVE_UP = ("recompile limit exceeded",)  # a frame skipped for a graph break in a loop is not: its callees still compile

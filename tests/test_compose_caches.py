@@ -297,3 +297,33 @@ def test_a_hook_removed_after_transform_leaves_every_block_reduced():
     assert {s for s, i in reduced(fast) if i == 6} == set(SITES)
     fast.untransform()
     assert not has_regions(model) and "mag_cache_block_hook" in asymrnr_fx.integrations.hooks_of(model)
+
+
+def test_inspect_of_a_model_with_a_cache_hook_reports_its_sites_and_leaves_the_hook_as_it_was():
+    """MagCache splits the model into regions that a whole-model capture does not see (inspect reported no site);
+    and inspect's call advanced the hook's own state, which moved the next generation (0.30 off)."""
+    plan = asymrnr_fx.Plan.uniform(0.5, 0.3, cache_window=2)
+    x = _inputs("MagCache")
+
+    def hooked(now):
+        model = tiny_transformer("wan", layers=2)
+        HOOKS["MagCache"](now)(model)
+        return model
+
+    def generation(target, now):
+        with torch.no_grad(), asymrnr_fx.generation(target):
+            out = []
+            for i, t in enumerate(TIMESTEPS[:6]):
+                now["t"] = t
+                with step_context(target, i, t):
+                    out.append(target(**step_inputs(x, t, i))[0])
+            return out
+
+    now = {"t": TIMESTEPS[0]}
+    expected = generation(asymrnr_fx.transform(hooked(now), plan), now)
+    model = hooked(now)
+    report = asymrnr_fx.inspect(model, **step_inputs(x, TIMESTEPS[0], 0))
+    assert [s.kind for s in report.rewritten] == ["self"] and "q+kv" in str(report)
+    fast = asymrnr_fx.transform(model, plan)
+    asymrnr_fx.inspect(fast, **step_inputs(x, TIMESTEPS[0], 0))
+    assert all(torch.equal(a, b) for a, b in zip(generation(fast, now), expected, strict=True))

@@ -338,6 +338,15 @@ def diffusers_hook_names(module: nn.Module) -> list[str]:
     return list(getattr(registry, "hooks", {}) or {})
 
 
+def reset_hook_state(model: nn.Module) -> None:
+    """Reset the state of every diffusers hook in ``model`` (a cache hook's step counter, cached residuals),
+    so a call that only looked at the model (``inspect``) leaves the next generation as it would have been."""
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None and hasattr(registry, "reset_stateful_hooks"):
+            registry.reset_stateful_hooks(recurse=False)
+
+
 def accelerate_hooks(module: nn.Module) -> list[Any]:
     """accelerate's hooks on ``module`` (``module._hf_hook``, a ``SequentialHook`` unpacked), read without importing accelerate."""
     hook = getattr(module, "_hf_hook", None)

@@ -38,6 +38,7 @@ def select_sites(
     for rep in reports:
         if rep.kind == "cross" and not plan.cross_attention:
             rep.reason = rep.reason or "cross-attention is left alone by default (Plan(cross_attention=True) reduces its queries)"
+            rep.extra["left_alone"] = True  # as asked: not a reduction that stopped
         eligible = (rep.kind in _VIDEO_KINDS or (rep.kind == "cross" and plan.cross_attention)) and not rep.reason
         if not eligible:
             continue

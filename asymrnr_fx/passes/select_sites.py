@@ -75,7 +75,7 @@ def select_sites(
 def _whole_ring_rounds(chosen: list[SiteReport]) -> list[SiteReport]:
     """Leave a ring site intact unless its calls come in whole rounds (one call per rank).
 
-    The runtime reads a ring call's shard and round off its occurrence (``runtime.ring_round``):
+    The runtime reads a ring call's shard and round off its occurrence (``shard_select.ring_round``):
     calls ``0 .. ranks-1`` of a module are the first round, and so on. Any other count cannot be
     told apart, and guessing would reduce a call with another call's matching.
     """
